@@ -1,0 +1,3 @@
+"""Diagnostics for ODE-networks built on :mod:`odenet`."""
+
+__all__: list[str] = []

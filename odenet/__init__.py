@@ -1,0 +1,38 @@
+"""odenet: numerical analysis of ODE-networks in PyTorch.
+
+Fixed-step explicit and IMEX Runge–Kutta solvers with exact
+discretize-then-optimize gradients (backprop, ANODE checkpointing, binomial
+checkpointing) and the optimize-then-discretize continuous adjoint, implicit
+FFT/DCT operators, and lean / sparse / deformable convolution right-hand sides.
+
+Examples
+--------
+>>> import torch, odenet
+>>> y = odenet.odeint(lambda t, y: -y, torch.ones(3), torch.tensor([0.0, 1.0]),
+...                   method="rk4", step_size=0.25)
+>>> y.shape
+torch.Size([2, 3])
+"""
+
+from odenet import errors, linear, models, nn
+from odenet._integrate import odeint
+from odenet.gradients import ANODE, Adjoint, Backprop, GradientStrategy, Revolve
+from odenet.solvers import METHODS, ButcherTableau, IMEXTableau
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ANODE",
+    "METHODS",
+    "Adjoint",
+    "Backprop",
+    "ButcherTableau",
+    "GradientStrategy",
+    "IMEXTableau",
+    "Revolve",
+    "errors",
+    "linear",
+    "models",
+    "nn",
+    "odeint",
+]

@@ -1,0 +1,291 @@
+"""``odenet.odeint``: input checks, the time grid, the gradient strategy, the outputs."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from odenet.errors import ArgumentError, ArgumentTypeError, UnknownMethodError, UnknownOptionError
+from odenet.gradients._base import GradientStrategy, resolve_gradient
+from odenet.solvers._methods import METHODS
+from odenet.solvers._problem import Problem, State
+from odenet.solvers._tableau import ButcherTableau, IMEXTableau
+
+__all__ = ["odeint"]
+
+_OPTIONS = ("step_size", "check_finite")
+_REFUSED_OPTIONS = {
+    "interp": "odenet never interpolates: fixed steps land exactly on every output time",
+    "grid_constructor": "the grid is built from step_size and the output times t",
+    "perturb": "steps land exactly on the output times, so no perturbation is needed",
+}
+
+
+def _resolve_method(method: object) -> ButcherTableau | IMEXTableau:
+    if isinstance(method, str):
+        try:
+            return METHODS[method]
+        except KeyError:
+            raise UnknownMethodError(
+                f"method: unknown method {method!r}; valid methods are "
+                + ", ".join(repr(m) for m in METHODS)
+                + " (or pass a ButcherTableau / IMEXTableau)"
+            ) from None
+    if isinstance(method, IMEXTableau):
+        return method
+    if isinstance(method, ButcherTableau):
+        if not method.is_explicit:
+            raise ArgumentError(
+                f"method: the tableau {method.name!r} is implicit (non-zero diagonal); odeint "
+                "takes explicit Butcher tableaux, or an IMEXTableau with implicit=L"
+            )
+        return method
+    raise ArgumentTypeError(
+        f"method: expected a method name or a ButcherTableau / IMEXTableau, got "
+        f"{type(method).__name__}"
+    )
+
+
+def _resolve_step_size(options: Mapping | None, step_size: object) -> tuple[float, bool]:
+    opts = {} if options is None else options
+    if not isinstance(opts, Mapping):
+        raise ArgumentTypeError(f"options: expected a dict, got {type(opts).__name__}")
+    for key in opts:
+        if key in _REFUSED_OPTIONS:
+            raise UnknownOptionError(f"options: {key!r} is not supported: {_REFUSED_OPTIONS[key]}")
+        if key not in _OPTIONS:
+            raise UnknownOptionError(
+                f"options: unknown option {key!r}; valid options are "
+                + ", ".join(repr(k) for k in _OPTIONS)
+            )
+    if "step_size" in opts and step_size is not None:
+        raise ArgumentError(
+            "step_size: given both as step_size= and in options; pass it in one place"
+        )
+    h = opts.get("step_size", step_size)
+    if h is None:
+        raise ArgumentError(
+            "step_size: required for fixed-step methods; pass step_size=h or "
+            "options={'step_size': h}"
+        )
+    if isinstance(h, Tensor):
+        if h.numel() != 1:
+            raise ArgumentError(f"step_size: expected a scalar, got a tensor of shape {h.shape}")
+        h = h.item()
+    if isinstance(h, bool) or not isinstance(h, (int, float)):
+        raise ArgumentTypeError(f"step_size: expected a real number, got {type(h).__name__}")
+    h = float(h)
+    if not math.isfinite(h):
+        raise ArgumentError(f"step_size: expected a finite number, got {h}")
+    if h <= 0:
+        raise ArgumentError(f"step_size: expected a positive number, got {h}")
+    check = opts.get("check_finite", True)
+    if not isinstance(check, bool):
+        raise ArgumentTypeError(
+            f"options['check_finite']: expected True or False, got {type(check).__name__}"
+        )
+    return h, check
+
+
+def _check_y0(y0: object) -> tuple[State, bool]:
+    if isinstance(y0, Tensor):
+        comps, tuple_state = (y0,), False
+    elif isinstance(y0, (tuple, list)) and len(y0) > 0:
+        comps, tuple_state = tuple(y0), True
+    else:
+        raise ArgumentTypeError(
+            f"y0: expected a Tensor or a non-empty tuple of Tensors, got {type(y0).__name__}"
+        )
+    for m, c in enumerate(comps):
+        name = "y0" if not tuple_state else f"y0[{m}]"
+        if not isinstance(c, Tensor):
+            raise ArgumentTypeError(f"{name}: expected a Tensor, got {type(c).__name__}")
+        if not (c.is_floating_point() or c.is_complex()):
+            raise ArgumentTypeError(
+                f"{name}: expected a floating point tensor, got dtype {c.dtype} "
+                f"(convert with .double() or .float())"
+            )
+        if c.device != comps[0].device:
+            raise ArgumentError(
+                f"{name}: on device {c.device}, but y0[0] is on {comps[0].device}; "
+                "all components must share one device"
+            )
+        if not bool(torch.isfinite(c).all()):
+            raise ArgumentError(f"{name}: contains non-finite values (nan or inf)")
+    return (comps if tuple_state else comps[0]), tuple_state
+
+
+def _check_t(t: object, device: torch.device) -> Tensor:
+    if not isinstance(t, Tensor):
+        raise ArgumentTypeError(f"t: expected a 1-D Tensor of times, got {type(t).__name__}")
+    if t.ndim != 1:
+        raise ArgumentError(f"t: expected a 1-D tensor, got shape {tuple(t.shape)}")
+    if not t.is_floating_point():
+        raise ArgumentTypeError(
+            f"t: expected a floating point tensor, got dtype {t.dtype} (use e.g. "
+            "torch.linspace or t.double())"
+        )
+    if t.device != device:
+        raise ArgumentError(f"t: on device {t.device}, but y0 is on {device}; move t with .to()")
+    if t.numel() < 2:
+        raise ArgumentError(f"t: expected at least 2 times (start and end), got {t.numel()}")
+    if t.requires_grad:
+        raise ArgumentError(
+            "t: gradients with respect to the output times are not supported; pass t.detach()"
+        )
+    if not bool(torch.isfinite(t).all()):
+        raise ArgumentError("t: contains non-finite values (nan or inf)")
+    d = t[1:] - t[:-1]
+    if not (bool((d > 0).all()) or bool((d < 0).all())):
+        raise ArgumentError("t: expected strictly increasing or strictly decreasing times")
+    return t
+
+
+def _collect_params(func: object, implicit: object, params: Iterable | None) -> tuple[Tensor, ...]:
+    if params is not None:
+        if isinstance(params, Tensor):
+            params = (params,)
+        out = []
+        for i, p in enumerate(params):
+            if not isinstance(p, Tensor):
+                raise ArgumentTypeError(f"params[{i}]: expected a Tensor, got {type(p).__name__}")
+            out.append(p)
+    else:
+        out = []
+        for owner in (func, getattr(func, "__self__", None), implicit):
+            if isinstance(owner, nn.Module):
+                out.extend(owner.parameters())
+    seen: set[int] = set()
+    unique = []
+    for p in out:
+        if id(p) not in seen:
+            seen.add(id(p))
+            unique.append(p)
+    return tuple(unique)
+
+
+def odeint(
+    func: Callable,
+    y0: Tensor | tuple[Tensor, ...],
+    t: Tensor,
+    method: str | ButcherTableau | IMEXTableau = "rk4",
+    options: Mapping | None = None,
+    *,
+    step_size: float | None = None,
+    gradient: str | GradientStrategy = "backprop",
+    implicit=None,
+    params: Iterable[Tensor] | None = None,
+) -> Tensor | tuple[Tensor, ...]:
+    r"""Solve :math:`y' = f(t, y)` (or :math:`y' = f(t, y) - L y`) with fixed-step Runge–Kutta.
+
+    A drop-in for ``torchdiffeq.odeint`` with fixed steps: the same call
+    signature and output layout, but exact numerics: every output interval is
+    cut into steps of ``step_size`` whose last one is shortened so that a step
+    lands exactly on each requested time (nothing is interpolated), and the
+    gradient is that of the discrete solve (discretize-then-optimize) unless
+    ``gradient="adjoint"``.
+
+    Parameters
+    ----------
+    func : callable
+        ``func(t, y)`` returning a tensor like ``y`` (a tuple like ``y`` for
+        tuple states). ``t`` is a 0-d tensor of ``t``'s dtype.
+    y0 : Tensor or tuple of Tensor
+        Initial state, floating point.
+    t : Tensor
+        1-D, strictly increasing or decreasing output times, floating point, on
+        ``y0``'s device; ``t[0]`` is the initial time.
+    method : str, ButcherTableau or IMEXTableau, default "rk4"
+        A name of :data:`odenet.METHODS` (``euler``, ``midpoint``, ``heun``,
+        ``ssprk3``, ``rk4`` (classic), ``rk4_38`` (Kutta's 3/8 rule, torchdiffeq's
+        "rk4"), ``imex_euler``, ``ars222``, ``ars443``) or a tableau.
+    options : dict, optional
+        ``{"step_size": h, "check_finite": True}``. Unknown keys are an error.
+        ``check_finite`` checks the state at every output time and, when it is
+        NaN or infinite, names the first non-finite step and its time.
+    step_size : float, optional
+        The step size (same as ``options["step_size"]``; give it once).
+    gradient : str or GradientStrategy, default "backprop"
+        ``"backprop"``, ``"anode"``, ``"revolve"``, ``"adjoint"`` or a strategy
+        instance (:class:`Backprop`, :class:`ANODE`, :class:`Revolve`, :class:`Adjoint`).
+    implicit : linear operator, optional
+        ``L`` of ``y' = func(t, y) - L y`` (e.g. :class:`odenet.linear.ConvFFT`);
+        required by the IMEX methods and refused by the explicit ones.
+    params : iterable of Tensor, optional
+        Tensors to differentiate with respect to besides ``y0``. Default: the
+        parameters of ``func`` (and of ``implicit``) when they are ``nn.Module``\ s.
+        Strategies other than backprop need it for tensors ``func`` reaches only
+        through a closure.
+
+    Returns
+    -------
+    Tensor or tuple of Tensor
+        Shape ``(len(t), *y0.shape)`` with ``result[0] == y0``; a tuple for tuple ``y0``.
+
+    Raises
+    ------
+    odenet.errors.UnknownMethodError, odenet.errors.UnknownOptionError
+        Unknown method or option.
+    odenet.errors.ArgumentError, odenet.errors.ArgumentTypeError
+        Invalid ``y0``, ``t``, ``step_size``, ``implicit``, ``gradient`` or ``params``.
+    odenet.errors.FunctionOutputError
+        ``func`` returned a wrong type, shape, dtype or device.
+    odenet.errors.NonFiniteStateError
+        The state became NaN/inf (with the step index and time).
+
+    Examples
+    --------
+    >>> import torch, odenet
+    >>> t = torch.linspace(0, 1, 3, dtype=torch.float64)
+    >>> y = odenet.odeint(lambda t, y: -y, torch.ones(2, dtype=torch.float64), t,
+    ...                   method="rk4", step_size=0.1)
+    >>> y.shape
+    torch.Size([3, 2])
+    >>> abs(y[-1, 0].item() - torch.e ** -1) < 1e-6
+    True
+    """
+    tableau = _resolve_method(method)
+    h, check_finite = _resolve_step_size(options, step_size)
+    y0, tuple_state = _check_y0(y0)
+    device = (y0 if not tuple_state else y0[0]).device
+    t = _check_t(t, device)
+    if not callable(func):
+        raise ArgumentTypeError(f"func: expected a callable func(t, y), got {type(func).__name__}")
+    if isinstance(tableau, IMEXTableau):
+        if implicit is None:
+            raise ArgumentError(
+                f"implicit: method {tableau.name!r} is an IMEX scheme for y' = func(t, y) - L y "
+                "and needs implicit=L (e.g. odenet.linear.ConvFFT)"
+            )
+        if tuple_state:
+            raise ArgumentError("y0: IMEX methods need a single Tensor state, not a tuple")
+        if not (callable(implicit) and callable(getattr(implicit, "solve", None))):
+            raise ArgumentTypeError(
+                "implicit: expected a linear operator with L(y) and L.solve(r, gamma), got "
+                f"{type(implicit).__name__}"
+            )
+        if bool(t[1] < t[0]):
+            raise ArgumentError(
+                "t: IMEX methods integrate forward in time only (decreasing t would need "
+                "(I - |h| gamma L)^-1, which amplifies and may be singular)"
+            )
+    elif implicit is not None:
+        raise ArgumentError(
+            f"implicit: method {tableau.name!r} is explicit and takes no implicit operator; "
+            "use an IMEX method (imex_euler, ars222, ars443) or drop implicit="
+        )
+    strategy = resolve_gradient(gradient)
+    problem = Problem(
+        func,
+        tableau,
+        t,
+        h,
+        tuple_state=tuple_state,
+        implicit=implicit,
+        check_finite=check_finite,
+        params=_collect_params(func, implicit, params),
+    )
+    return strategy.solve(problem, y0)

@@ -1,0 +1,9 @@
+"""Gradient strategies: how :func:`odenet.odeint` differentiates a solve."""
+
+from odenet.gradients._adjoint import Adjoint
+from odenet.gradients._anode import ANODE
+from odenet.gradients._backprop import Backprop
+from odenet.gradients._base import GradientStrategy, resolve_gradient
+from odenet.gradients._revolve import Revolve
+
+__all__ = ["ANODE", "Adjoint", "Backprop", "GradientStrategy", "Revolve", "resolve_gradient"]

@@ -1,0 +1,3 @@
+"""Functional forms of the operators of :mod:`odenet.nn`."""
+
+__all__: list[str] = []

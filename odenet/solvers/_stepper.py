@@ -1,0 +1,165 @@
+"""One generic Runge–Kutta step (explicit and IMEX), specialised once per step size.
+
+A step function has the signature ``step(f, ts, y) -> y_next`` where ``f(t, y)``
+is the right-hand side, ``ts`` the tuple of stage times (0-d tensors) and ``y``
+the state (a Tensor, or a tuple of Tensors for tuple states). Coefficients are
+multiplied by ``h`` once, when the step function is built; zero coefficients
+are skipped and stages whose result is never used are not evaluated.
+
+Linear combinations start with one out-of-place ``torch.add`` (so no tensor
+returned by ``f`` is ever written to) and accumulate in place into that fresh
+tensor, which autograd supports because addition saves no tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from odenet.solvers._tableau import ButcherTableau, IMEXTableau
+
+__all__ = ["StepFn", "make_step"]
+
+State = Tensor | tuple[Tensor, ...]
+StepFn = Callable[[Callable, Sequence[Tensor], State], State]
+_Terms = tuple[tuple[int, float], ...]
+
+
+def _axpy(y: Tensor, k: Sequence, terms: _Terms) -> Tensor:
+    """``y + sum(w * k[j] for j, w in terms)``, a fresh tensor unless ``terms`` is empty."""
+    if not terms:
+        return y
+    it = iter(terms)
+    j, w = next(it)
+    out = torch.add(y, k[j], alpha=w)
+    for j, w in it:
+        out.add_(k[j], alpha=w)
+    return out
+
+
+def _axpy_tuple(y: tuple, k: Sequence, terms: _Terms) -> tuple:
+    if not terms:
+        return y
+    return tuple(
+        _axpy(y[m], [None if kj is None else kj[m] for kj in k], terms) for m in range(len(y))
+    )
+
+
+def _axpy2(y: Tensor, k: Sequence, terms: _Terms, g: Sequence, gterms: _Terms) -> Tensor:
+    """``y + Σ w k[j] + Σ v g[j]`` for the IMEX stages."""
+    out = _axpy(y, k, terms)
+    if not gterms:
+        return out
+    if out is y:
+        return _axpy(y, g, gterms)
+    for j, v in gterms:
+        out.add_(g[j], alpha=v)
+    return out
+
+
+def _nonzero(row, h: float) -> _Terms:
+    return tuple((j, h * float(w)) for j, w in enumerate(row) if w != 0)
+
+
+def _explicit_step(tab: ButcherTableau, h: float, tuple_state: bool) -> StepFn:
+    a, b = tab.a, tab.b
+    s = tab.stages
+    rows = tuple(_nonzero(a[i, :i], h) for i in range(s))
+    weights = _nonzero(b, h)
+    needed = tuple(bool(b[j] != 0 or (a[j + 1 :, j] != 0).any()) for j in range(s))
+    axpy = _axpy_tuple if tuple_state else _axpy
+
+    if s == 1:  # forward Euler: one evaluation, one axpy
+
+        def step(f, ts, y):
+            return axpy(y, (f(ts[0], y),), weights)
+
+        return step
+
+    def step(f, ts, y):
+        k: list = []
+        for i in range(s):
+            k.append(f(ts[i], axpy(y, k, rows[i])) if needed[i] else None)
+        return axpy(y, k, weights)
+
+    return step
+
+
+def _imex_step(tab: IMEXTableau, h: float, implicit) -> StepFn:
+    E, I = tab.explicit, tab.implicit
+    s = tab.stages
+    sa = tab.is_stiffly_accurate
+    rows_e = tuple(_nonzero(E.a[i, :i], h) for i in range(s))
+    rows_i = tuple(_nonzero(I.a[i, :i], -h) for i in range(s))
+    gammas = tuple(h * float(I.a[i, i]) for i in range(s))
+    w_e = _nonzero(E.b, h)
+    w_i = _nonzero(I.b, -h)
+    need_f = tuple(
+        bool((E.a[j + 1 :, j] != 0).any() or (not sa and E.b[j] != 0)) for j in range(s)
+    )
+    need_g = tuple(
+        bool((I.a[j + 1 :, j] != 0).any() or (not sa and I.b[j] != 0)) for j in range(s)
+    )
+
+    def step(f, ts, y):
+        F: list = [None] * s
+        G: list = [None] * s
+        Y = y
+        for i in range(s):
+            rhs = _axpy2(y, F, rows_e[i], G, rows_i[i])
+            gamma = gammas[i]
+            if gamma != 0.0:
+                Y = implicit.solve(rhs, gamma)
+                if need_g[i]:  # L Y = (rhs - Y) / gamma: no extra operator application
+                    G[i] = torch.sub(rhs, Y).mul_(1.0 / gamma)
+            else:
+                Y = rhs
+                if need_g[i]:
+                    G[i] = implicit(Y)
+            if need_f[i]:
+                F[i] = f(ts[i], Y)
+        if sa:
+            return Y
+        return _axpy2(y, F, w_e, G, w_i)
+
+    return step
+
+
+def make_step(
+    tableau: ButcherTableau | IMEXTableau, h: float, *, tuple_state: bool = False, implicit=None
+) -> StepFn:
+    """Build the step function of ``tableau`` for step size ``h`` (signed).
+
+    Parameters
+    ----------
+    tableau : ButcherTableau or IMEXTableau
+        The scheme; an explicit Butcher tableau or an IMEX pair.
+    h : float
+        Signed step size (negative when integrating backward in time).
+    tuple_state : bool
+        Whether the state is a tuple of tensors.
+    implicit : linear operator, optional
+        ``L`` with ``L(y)`` and ``L.solve(r, gamma)``; required for IMEX pairs.
+
+    Returns
+    -------
+    callable
+        ``step(f, ts, y) -> y_next``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from odenet import METHODS
+    >>> from odenet.solvers import make_step
+    >>> step = make_step(METHODS["heun"], 0.5)
+    >>> ts = (torch.tensor(0.0), torch.tensor(0.5))
+    >>> step(lambda t, y: -y, ts, torch.ones(1))  # 1 - h + h^2/2
+    tensor([0.6250])
+    """
+    if isinstance(tableau, IMEXTableau):
+        if tuple_state:
+            raise ValueError("IMEX steps need a single tensor state")
+        return _imex_step(tableau, float(h), implicit)
+    return _explicit_step(tableau, float(h), tuple_state)
