@@ -22,7 +22,7 @@ F64 = torch.float64
 
 
 def _stable_matrix(seed: int, n: int, scale: float) -> np.ndarray:
-    """A random matrix with eigenvalues in the open left half plane (negative definite sym. part)."""
+    """A random matrix with eigenvalues in the open left half plane."""
     rng = np.random.default_rng(seed)
     B = rng.standard_normal((n, n)) / math.sqrt(n)
     S = rng.standard_normal((n, n)) / math.sqrt(n)
