@@ -1,9 +1,10 @@
 """Loop overhead of ``odenet.odeint`` against a hand-written loop of the same method.
 
-Small MLP right-hand side (batch 32, width 16), 100 steps, forward + backward (and forward only under
-``torch.no_grad()``). Every variant runs interleaved in one process; the table gives the median time of
-each and its ratio to the hand-written loop of the same scheme. torchdiffeq's ``rk4`` is Kutta's 3/8 rule,
-so it is compared with the 3/8 hand loop (and, for reference, with the classic one).
+Small MLP right-hand side (batch 32, width 16), 100 steps, forward + backward (and forward
+only under ``torch.no_grad()``). Every variant runs interleaved in one process; the table gives
+the median time of each and its ratio to the hand-written loop of the same scheme.
+torchdiffeq's ``rk4`` is Kutta's 3/8 rule, so it is compared with the 3/8 hand loop (and, for
+reference, with the classic one).
 
 Run: ``python tests/benchmarks/bench_overhead.py [--repeats 15]``
 """
