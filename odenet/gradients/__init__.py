@@ -4,6 +4,15 @@ from odenet.gradients._adjoint import Adjoint
 from odenet.gradients._anode import ANODE
 from odenet.gradients._backprop import Backprop
 from odenet.gradients._base import GradientStrategy, resolve_gradient
-from odenet.gradients._revolve import Revolve
+from odenet.gradients._revolve import Revolve, binomial_advances, binomial_schedule
 
-__all__ = ["ANODE", "Adjoint", "Backprop", "GradientStrategy", "Revolve", "resolve_gradient"]
+__all__ = [
+    "ANODE",
+    "Adjoint",
+    "Backprop",
+    "GradientStrategy",
+    "Revolve",
+    "binomial_advances",
+    "binomial_schedule",
+    "resolve_gradient",
+]
