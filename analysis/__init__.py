@@ -1,3 +1,20 @@
 """Diagnostics for ODE-networks built on :mod:`odenet`."""
 
-__all__: list[str] = []
+from analysis._convergence import ConvergenceResult, convergence_order
+from analysis._problems import ODEProblem
+from analysis._region import StabilityRegion, max_stable_steps, stability_region
+from analysis._reversibility import ReversibilityResult, reversibility
+from analysis._stability import StabilityResult, stability
+
+__all__ = [
+    "ConvergenceResult",
+    "ODEProblem",
+    "ReversibilityResult",
+    "StabilityRegion",
+    "StabilityResult",
+    "convergence_order",
+    "max_stable_steps",
+    "reversibility",
+    "stability",
+    "stability_region",
+]

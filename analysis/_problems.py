@@ -1,0 +1,227 @@
+"""Test problems with exact or high-accuracy reference solutions."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import scipy.integrate
+import scipy.linalg
+import torch
+from torch import Tensor
+
+from odenet.errors import ArgumentError, ArgumentTypeError
+
+__all__ = ["BUILTIN_PROBLEMS", "MatrixOperator", "ODEProblem", "builtin_problem"]
+
+
+class MatrixOperator:
+    """A symmetric positive semi-definite matrix as an implicit operator ``L`` for IMEX methods.
+
+    Acts on the flattened state: ``L(y) = (M @ y.reshape(-1)).reshape(y.shape)``
+    and ``L.solve(r, gamma) = (I + gamma M)^{-1} r``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from analysis._problems import MatrixOperator
+    >>> L = MatrixOperator(torch.diag(torch.tensor([1.0, 3.0], dtype=torch.float64)))
+    >>> L.solve(torch.tensor([2.0, 4.0], dtype=torch.float64), 1.0).tolist()
+    [1.0, 1.0]
+    """
+
+    def __init__(self, matrix: Tensor):
+        if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+            raise ArgumentError(
+                f"matrix: expected a square matrix, got shape {tuple(matrix.shape)}"
+            )
+        self.matrix = matrix
+
+    def __call__(self, y: Tensor) -> Tensor:
+        return (self.matrix.to(y) @ y.reshape(-1)).reshape(y.shape)
+
+    def solve(self, r: Tensor, gamma: float) -> Tensor:
+        M = self.matrix.to(r)
+        A = torch.eye(M.shape[0], dtype=r.dtype, device=r.device) + gamma * M
+        return torch.linalg.solve(A, r.reshape(-1)).reshape(r.shape)
+
+    def to_numpy(self) -> np.ndarray:
+        return self.matrix.detach().double().cpu().numpy()
+
+
+class ODEProblem:
+    r"""An initial value problem ``y' = func(t, y) - L y`` on ``[0, T]`` with a reference solution.
+
+    Parameters
+    ----------
+    func : callable
+        ``func(t, y)`` on float64 tensors (the explicit part).
+    y0 : Tensor
+        Initial state (float64).
+    T : float
+        Final time.
+    exact : callable, optional
+        ``exact(T) -> Tensor``; otherwise the reference comes from scipy's
+        ``solve_ivp`` with DOP853 at ``rtol = atol = 1e-13``.
+    implicit : MatrixOperator or linear operator, optional
+        ``L``; explicit methods integrate ``func - L`` as one right-hand side.
+    name : str
+
+    Examples
+    --------
+    >>> import torch
+    >>> from analysis._problems import ODEProblem
+    >>> p = ODEProblem(lambda t, y: -y, torch.ones(1, dtype=torch.float64), 1.0, name="decay")
+    >>> round(p.reference().item(), 10)   # DOP853 reference
+    0.3678794412
+    """
+
+    def __init__(
+        self,
+        func: Callable,
+        y0: Tensor,
+        T: float,
+        *,
+        exact: Callable[[float], Tensor] | None = None,
+        implicit=None,
+        name: str = "custom",
+        description: str = "",
+    ):
+        if not callable(func):
+            raise ArgumentTypeError(f"func: expected a callable, got {type(func).__name__}")
+        if not isinstance(y0, Tensor) or not y0.is_floating_point():
+            raise ArgumentTypeError("y0: expected a floating point Tensor")
+        if not (isinstance(T, (int, float)) and math.isfinite(T) and T > 0):
+            raise ArgumentError(f"T: expected a finite positive number, got {T!r}")
+        self.func = func
+        self.y0 = y0
+        self.T = float(T)
+        self.exact = exact
+        self.implicit = implicit
+        self.name = name
+        self.description = description
+        self._reference: Tensor | None = None
+
+    def full_func(self) -> Callable:
+        """``func - L`` as a single right-hand side (for explicit methods)."""
+        if self.implicit is None:
+            return self.func
+        f, L = self.func, self.implicit
+        return lambda t, y: f(t, y) - L(y)
+
+    def reference(self) -> Tensor:
+        """The solution at ``T``: exact, or DOP853 at ``rtol = atol = 1e-13`` (cached)."""
+        if self._reference is None:
+            if self.exact is not None:
+                self._reference = self.exact(self.T).to(self.y0)
+            else:
+                f = self.full_func()
+                shape = self.y0.shape
+
+                def rhs(t: float, y: np.ndarray) -> np.ndarray:
+                    yt = torch.as_tensor(y, dtype=torch.float64).reshape(shape)
+                    with torch.no_grad():
+                        out = f(torch.tensor(t, dtype=torch.float64), yt)
+                    return out.reshape(-1).numpy()
+
+                y0 = self.y0.detach().double().cpu().reshape(-1).numpy()
+                sol = scipy.integrate.solve_ivp(
+                    rhs, (0.0, self.T), y0, method="DOP853", rtol=1e-13, atol=1e-13
+                )
+                if not sol.success:  # pragma: no cover - depends on the problem
+                    raise RuntimeError(f"reference solve of {self.name!r} failed: {sol.message}")
+                self._reference = torch.as_tensor(sol.y[:, -1]).reshape(shape).to(self.y0)
+        return self._reference
+
+    def __repr__(self) -> str:
+        imp = ", implicit part" if self.implicit is not None else ""
+        return f"ODEProblem({self.name!r}, size {self.y0.numel()}, T={self.T:g}{imp})"
+
+
+def _linear() -> ODEProblem:
+    A = torch.tensor([[-0.1, -1.0], [1.0, -0.1]], dtype=torch.float64)
+    M = torch.tensor([[0.5, 0.1], [0.1, 0.3]], dtype=torch.float64)
+    y0 = torch.tensor([1.0, 0.5], dtype=torch.float64)
+    B = (A - M).numpy()
+
+    def exact(T: float) -> Tensor:
+        return torch.as_tensor(scipy.linalg.expm(B * T) @ y0.numpy())
+
+    return ODEProblem(
+        lambda t, y: A @ y, y0, 2.0, exact=exact, implicit=MatrixOperator(M), name="linear",
+        description="damped oscillator y' = (A - M) y, M symmetric positive definite; exact expm",
+    )
+
+
+def _vanderpol() -> ODEProblem:
+    mu = 1.0
+
+    def f(t, y):
+        return torch.stack([y[1], mu * (1 - y[0] ** 2) * y[1] - y[0]])
+
+    return ODEProblem(
+        f, torch.tensor([2.0, 0.0], dtype=torch.float64), 2.0, name="vanderpol",
+        description="Van der Pol, mu = 1 (non-stiff); DOP853 reference",
+    )
+
+
+def _lotka_volterra() -> ODEProblem:
+    a, b, c, d = 1.5, 1.0, 3.0, 1.0
+
+    def f(t, y):
+        return torch.stack([a * y[0] - b * y[0] * y[1], d * y[0] * y[1] - c * y[1]])
+
+    return ODEProblem(
+        f, torch.tensor([1.0, 1.0], dtype=torch.float64), 1.0, name="lotka_volterra",
+        description="Lotka-Volterra (1.5, 1, 3, 1); DOP853 reference",
+    )
+
+
+def _convnet() -> ODEProblem:
+    g = torch.Generator().manual_seed(1234)
+    C, H = 2, 6
+    W = torch.randn(C, C, 3, 3, generator=g, dtype=torch.float64) / 3.0
+    b = 0.1 * torch.randn(C, generator=g, dtype=torch.float64)
+    y0 = torch.randn(1, C, H, H, generator=g, dtype=torch.float64)
+    n = C * H * H
+    # a discrete Laplacian-like SPD matrix for the implicit part
+    R = torch.randn(n, n, generator=g, dtype=torch.float64) / math.sqrt(n)
+    M = 0.5 * (R @ R.T)
+
+    def f(t, y):
+        z = torch.nn.functional.conv2d(torch.nn.functional.pad(y, (1, 1, 1, 1), "circular"), W)
+        return torch.tanh(z + b[:, None, None])
+
+    return ODEProblem(
+        f, y0, 1.0, implicit=MatrixOperator(M), name="convnet",
+        description="y' = tanh(conv3x3(y) + b) - M y on a 2x6x6 state; DOP853 reference",
+    )
+
+
+#: Built-in problems by name (constructors).
+BUILTIN_PROBLEMS: dict[str, Callable[[], ODEProblem]] = {
+    "linear": _linear,
+    "vanderpol": _vanderpol,
+    "lotka_volterra": _lotka_volterra,
+    "convnet": _convnet,
+}
+
+
+def builtin_problem(name: str) -> ODEProblem:
+    """A fresh built-in test problem: ``linear``, ``vanderpol``, ``lotka_volterra`` or ``convnet``.
+
+    Examples
+    --------
+    >>> from analysis._problems import builtin_problem
+    >>> builtin_problem("vanderpol")
+    ODEProblem('vanderpol', size 2, T=2)
+    """
+    try:
+        return BUILTIN_PROBLEMS[name]()
+    except KeyError:
+        raise ArgumentError(
+            f"problem: unknown problem {name!r}; valid problems are "
+            + ", ".join(repr(k) for k in BUILTIN_PROBLEMS)
+            + " (or pass an analysis.ODEProblem)"
+        ) from None

@@ -1,0 +1,538 @@
+"""Linear stability of a step along the spectrum of the right-hand side's Jacobian."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import scipy.linalg
+import torch
+from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigs, eigsh
+from torch import Tensor
+
+import odenet
+from analysis._common import check_positive, check_tensor, unwrap_func
+from analysis._jacobian import JacobianOperator
+from analysis._region import (
+    StabilityRegion,
+    evaluate_R,
+    max_stable_steps,
+    resolve_method,
+)
+from analysis._results import Result, new_figure
+from odenet import ButcherTableau, IMEXTableau
+from odenet.errors import ArgumentError, ArgumentTypeError
+
+__all__ = ["StabilityResult", "flow_amplification", "stability"]
+
+_WHICH = ("LM", "LR", "SR", "LI")
+_DENSE_LIMIT = 1024
+
+
+def _arpack(op, n: int, k: int, which: str, tol: float, seed: int, shift: float = 0.0):
+    """ARPACK ``eigs`` on ``op + shift I`` (eigenvalues shifted back); partial results on failure.
+
+    ARPACK's convergence test is relative to each Ritz value, so eigenvalues
+    clustered at 0 (typical rightmost eigenvalues of saturated networks) never
+    converge; a shift by the spectral radius moves them away from 0.
+    """
+    v0 = np.random.default_rng(seed).standard_normal(n)
+    A = op
+    if shift != 0.0:
+        A = LinearOperator((n, n), matvec=lambda v: op.matvec(v) + shift * v, dtype=np.float64)
+    partial = np.zeros(0, dtype=complex)
+    # a second, wider and looser attempt for clustered spectra
+    for ncv, tol_, its in ((max(2 * k + 1, 40), tol, 20), (max(4 * k + 1, 80), max(tol, 1e-5), 10)):
+        try:
+            vals = eigs(A, k=k, which=which, tol=tol_, v0=v0, ncv=min(n, ncv), maxiter=its,
+                        return_eigenvectors=False)
+            return np.asarray(vals) - shift, True
+        except ArpackNoConvergence as err:
+            partial = np.asarray(err.eigenvalues)
+    return partial - shift, False
+
+
+def _implicit_spectrum(implicit, y: Tensor, seed: int, tol: float) -> tuple[float, float]:
+    """Smallest and largest eigenvalue of a symmetric positive semi-definite ``L``."""
+    J = JacobianOperator(lambda x: implicit(x), torch.zeros_like(y))
+    n = J.n
+    # symmetry check: <L x, z> == <x, L z>
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    x = torch.randn(y.shape, generator=g, dtype=torch.float64).to(y)
+    z = torch.randn(y.shape, generator=g, dtype=torch.float64).to(y)
+    lx, lz = implicit(x), implicit(z)
+    a, b = float((lx * z).sum()), float((x * lz).sum())
+    scale = float(lx.norm() * z.norm()) + 1e-300
+    eps = 1e3 * torch.finfo(y.dtype).eps
+    if abs(a - b) > eps * scale:
+        raise ArgumentError(
+            "implicit: expected a symmetric positive semi-definite operator L (such as "
+            f"odenet.linear.ConvFFT); <Lx, z> = {a:.6g} but <x, Lz> = {b:.6g}"
+        )
+    if n <= _DENSE_LIMIT:
+        mu = scipy.linalg.eigvalsh(J.dense())
+        lo, hi = float(mu[0]), float(mu[-1])
+    else:
+        op = J.linear_operator()
+        v0 = np.random.default_rng(seed).standard_normal(n)
+        hi = float(eigsh(op, k=1, which="LA", tol=tol, v0=v0, return_eigenvectors=False)[0])
+        try:
+            lo = float(eigsh(op, k=1, which="SA", tol=tol, v0=v0, maxiter=50 * n,
+                             return_eigenvectors=False)[0])
+        except ArpackNoConvergence:
+            lo = 0.0
+    if lo < -eps * max(abs(hi), 1.0):
+        raise ArgumentError(
+            f"implicit: L has a negative eigenvalue {lo:.6g}; IMEX methods need L positive "
+            "semi-definite"
+        )
+    return max(lo, 0.0), max(hi, 0.0)
+
+
+def _mu_samples(lo: float, hi: float) -> np.ndarray:
+    if hi <= 0:
+        return np.zeros(1)
+    pts = [lo, hi, *np.linspace(lo, hi, 9)]
+    if lo > 0:
+        pts += list(np.geomspace(lo, hi, 9))
+    else:
+        pts += list(np.geomspace(hi * 1e-4, hi, 9))
+    return np.unique(np.asarray(pts, dtype=float))
+
+
+def flow_amplification(
+    func: Callable,
+    y0: Tensor,
+    method: str | ButcherTableau | IMEXTableau,
+    step_size: float,
+    T: float,
+    *,
+    t0: float = 0.0,
+    implicit=None,
+    iterations: int = 100,
+    tol: float = 1e-6,
+    seed: int = 0,
+) -> tuple[float, int]:
+    r"""Largest amplification of input perturbations by the discrete solve over ``[t0, t0 + T]``.
+
+    The power iteration on :math:`J^T J`, with :math:`J = \partial y_N / \partial y_0`
+    the Jacobian of the whole discrete flow map, accelerated by Lanczos (ARPACK
+    ``eigsh`` on the operator :math:`v \mapsto J^T (J v)`: one Jacobian–vector
+    product through :func:`odenet.odeint` and one vector–Jacobian product through
+    the recorded solve per iteration); plain power iteration if ARPACK fails.
+    Returns :math:`\|J\|_2 = \sigma_{\max}(J)` and the number of iterations.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from analysis._stability import flow_amplification
+    >>> A = torch.tensor([[-1.0, 0.0], [0.0, 0.5]], dtype=torch.float64)
+    >>> amp, _ = flow_amplification(lambda t, y: A @ y, torch.ones(2, dtype=torch.float64),
+    ...                             "rk4", 0.01, 2.0)
+    >>> round(amp, 5)  # exp(0.5 * 2)
+    2.71828
+    """
+    dtype = y0.dtype
+    tt = torch.tensor([t0, t0 + T], dtype=dtype, device=y0.device)
+
+    def flow(x: Tensor) -> Tensor:
+        return odenet.odeint(func, x, tt, method=method, step_size=step_size,
+                             implicit=implicit, gradient="backprop")[-1]
+
+    J = JacobianOperator(flow, y0)
+    n = J.n
+    if n >= 3:
+        v0 = np.random.default_rng(seed).standard_normal(n)
+        try:
+            val = eigsh(J.linear_operator(normal=True), k=1, which="LA", tol=tol, v0=v0,
+                        ncv=min(n, 20), maxiter=iterations, return_eigenvectors=False)
+            return math.sqrt(max(float(val[0]), 0.0)), J.calls // 2
+        except ArpackNoConvergence:
+            pass
+    if n < 3:
+        return float(np.linalg.norm(J.dense(), 2)), n
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    v = torch.randn(y0.shape, generator=g, dtype=torch.float64).to(y0)
+    v = v / v.norm()
+    sigma = 0.0
+    it = 0
+    for it in range(1, iterations + 1):
+        jv = J.matvec(v)
+        new = float(jv.norm())
+        w = J.rmatvec(jv)
+        nw = float(w.norm())
+        if nw == 0.0:
+            return 0.0, it
+        v = w / nw
+        if sigma > 0 and abs(new - sigma) <= tol * new:
+            return new, it
+        sigma = new
+    warnings.warn(
+        f"flow_amplification: the power iteration did not converge in {iterations} iterations",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+    return sigma, it
+
+
+class StabilityResult(Result):
+    r"""Spectrum of :math:`\partial f/\partial y` at a state against a method's stability region.
+
+    Returned by :func:`stability`. Rows: the extreme eigenvalues (ARPACK's, or the
+    dense ones when the state is too small for ARPACK), with :math:`h\lambda`,
+    :math:`|R(h\lambda)|`, whether it lies in the region and the largest stable
+    step for that eigenvalue alone.
+
+    Attributes
+    ----------
+    stable : bool
+        Every computed :math:`h\lambda` lies in the stability region.
+    max_step : float
+        Largest stable step along the computed spectrum (``0`` when some
+        eigenvalue has a positive real part that no step can stabilise).
+    max_step_damped : float
+        The same over the eigenvalues with :math:`\mathrm{Re}\,\lambda \le 0` (the
+        modes the ODE itself does not amplify).
+    spectral_radius, max_real : float
+    flow_amplification : float or None
+        :math:`\|\partial y(T)/\partial y_0\|_2` of the discrete solve.
+    arpack_error : float or None
+        Largest distance of an ARPACK eigenvalue to the dense spectrum, relative
+        to the spectral radius (when both were computed).
+
+    Examples
+    --------
+    >>> import torch, analysis
+    >>> A = torch.diag(torch.tensor([-1.0, -4.0], dtype=torch.float64))
+    >>> res = analysis.stability(lambda t, y: A @ y, torch.ones(2, dtype=torch.float64),
+    ...                          "euler", 0.25, T=None)
+    >>> res.stable, res.max_step
+    (True, 0.5)
+    """
+
+    kind = "stability"
+    columns = ("source", "eigenvalue", "h*eigenvalue", "|R|", "in_region", "max_step")
+
+    def title(self) -> str:
+        return (
+            f"stability of {self.method} at h = {self.step_size:g} "
+            f"(state size {self.state_size})"
+        )
+
+    def notes(self) -> list[str]:
+        s = self.summary
+        out = [
+            f"spectral radius {s['spectral_radius']:.4g}, max Re(lambda) {s['max_real']:.4g}, "
+            f"{s['n_growing']} growing mode(s)",
+            f"all h*lambda in the region: {'yes' if s['stable'] else 'NO'}; largest stable step "
+            f"{s['max_step']:.4g} (damped modes only: {s['max_step_damped']:.4g})",
+        ]
+        if s.get("implicit_range") is not None:
+            lo, hi = s["implicit_range"]
+            out.append(f"implicit operator spectrum [{lo:.4g}, {hi:.4g}] (IMEX region)")
+        if s.get("arpack_error") is not None:
+            out.append(f"ARPACK vs dense spectrum: max relative distance {s['arpack_error']:.2e}")
+        if s.get("flow_amplification") is not None:
+            out.append(
+                f"flow-map amplification over T = {s['T']:g}: {s['flow_amplification']:.4g}"
+            )
+        return out
+
+    def region(self) -> StabilityRegion:
+        """The method's stability region at this step (IMEX: for the implicit spectrum)."""
+        tab = resolve_method(self.method_tableau)
+        ws = None
+        if isinstance(tab, IMEXTableau):
+            ws = (self.step_size * np.asarray(self.summary["_mu"])).tolist()
+        return StabilityRegion(tab, ws or (0.0,), spectra=self.hlambda_all())
+
+    def hlambda_all(self) -> np.ndarray:
+        dense = self.summary.get("dense_eigenvalues")
+        vals = dense if dense is not None else self.summary["eigenvalues"]
+        return self.step_size * np.asarray(vals, dtype=complex)
+
+    def to_dict(self) -> dict:
+        d = super().to_dict()
+        d.pop("_mu", None)
+        d.pop("method_tableau", None)
+        return d
+
+    def plot(self, ax=None):
+        """Left: the region with every h·λ; right: max |R(h λ)| over the spectrum against h.
+
+        Examples
+        --------
+        >>> import torch, analysis
+        >>> A = torch.diag(torch.tensor([-1.0, -4.0], dtype=torch.float64))
+        >>> res = analysis.stability(lambda t, y: A @ y, torch.ones(2, dtype=torch.float64),
+        ...                          "rk4", 0.25, T=None)
+        >>> len(res.plot().axes)
+        2
+        """
+        fig, (ax0, ax1) = new_figure(1, 2, width=5.4, height=4.8)
+        reg = self.region()
+        reg.plot(ax0)
+        ax0.set_title(f"{self.method}: h·λ at h = {self.step_size:.3g}")
+        lams = np.asarray(
+            self.summary.get("dense_eigenvalues") or self.summary["eigenvalues"], dtype=complex
+        )
+        tab = resolve_method(self.method_tableau)
+        mus = np.asarray(self.summary["_mu"], dtype=float)
+        hmax = self.summary["max_step"]
+        top = 2.5 * max(self.step_size, hmax if math.isfinite(hmax) else 0.0)
+        hs = np.linspace(0.0, top, 300)[1:]
+        amp = np.ones_like(hs)
+        for i, h in enumerate(hs):
+            z = h * lams[:, None]
+            w = h * mus[None, :]
+            amp[i] = np.abs(evaluate_R(tab, z, w)).max()
+        ax1.semilogy(hs, amp, color="C0", lw=1.6, label="max |R(hλ)|")
+        ax1.axhline(1.0, color="0.5", lw=0.8)
+        ax1.axvline(self.step_size, color="C2", ls="--", label=f"h = {self.step_size:.3g}")
+        if math.isfinite(hmax) and hmax > 0:
+            ax1.axvline(hmax, color="C3", ls=":", label=f"largest stable h = {hmax:.3g}")
+        ax1.set_xlabel("step size h")
+        ax1.set_ylabel("max over the spectrum of |R(hλ)|")
+        ax1.set_title("amplification of one step")
+        ax1.legend(fontsize=8)
+        return fig
+
+
+def stability(
+    func: Callable,
+    y: Tensor,
+    method: str | ButcherTableau | IMEXTableau | None = None,
+    step_size: float | None = None,
+    *,
+    t: float = 0.0,
+    implicit=None,
+    k: int = 6,
+    which: Sequence[str] = ("LM", "LR"),
+    dense: bool | None = None,
+    T: float | None = 1.0,
+    tol: float = 1e-8,
+    power_iterations: int = 300,
+    seed: int = 0,
+) -> StabilityResult:
+    r"""Where the Jacobian's spectrum at ``y`` sits in the method's stability region.
+
+    The extreme eigenvalues of :math:`J = \partial f/\partial y (t, y)` are
+    computed matrix-free: Jacobian–vector products from :func:`torch.func.jvp`
+    behind a :class:`scipy.sparse.linalg.LinearOperator`, ARPACK's ``eigs`` for
+    each ``which`` (largest magnitude, largest real part, largest imaginary
+    part). For small states the dense Jacobian (:func:`torch.func.jacfwd`) and
+    :func:`scipy.linalg.eigvals` give the full spectrum, which cross-checks
+    ARPACK and is used for the step limit. Each :math:`h\lambda` is tested
+    against the exact stability function; the largest stable step is the
+    smallest, over the eigenvalues, of the first exit of the ray
+    :math:`h \mapsto h\lambda` from the region (roots of :math:`|R|^2 - 1`).
+
+    For IMEX methods ``func`` is the explicit part of ``y' = func(t, y) - L y``:
+    its spectrum is tested against the IMEX scheme's region for every sampled
+    eigenvalue :math:`\mu` of ``L`` (both scale with ``h``), with ``L``'s
+    extreme eigenvalues from ``eigsh``.
+
+    With ``T`` given, the amplification of input perturbations by the whole
+    discrete solve over ``[t, t + T]`` is estimated by power iteration on
+    :math:`J_\Phi^T J_\Phi` (the flow map's Jacobian): the forward stability
+    of the network.
+
+    Parameters
+    ----------
+    func : callable or ODE block
+        ``func(t, y)``; an object with an ``rhs`` attribute (an ODE block) gives
+        its right-hand side and, unless given here, its method, step and ``implicit``.
+    y : Tensor
+        The state at which to linearise (any shape; the whole tensor is the state).
+    method : str, ButcherTableau or IMEXTableau, optional
+        Default: the ODE block's method, else ``"rk4"``.
+    step_size : float
+        The step ``h`` (default for ODE blocks: ``T / steps``).
+    t : float
+        Time at which ``func`` is linearised.
+    implicit : linear operator, optional
+        ``L`` for IMEX methods.
+    k : int
+        Eigenvalues per ARPACK run.
+    which : sequence of str
+        ARPACK targets among ``"LM"``, ``"LR"``, ``"SR"``, ``"LI"``.
+    dense : bool, optional
+        Compute the dense spectrum too (default: when the state has at most 1024 entries).
+    T : float or None, default 1.0
+        Horizon of the flow-map amplification; ``None`` skips it.
+    tol : float
+        ARPACK tolerance (eigenvalues and the flow-map amplification).
+    power_iterations : int
+        Most iterations of the flow-map amplification.
+    seed : int
+        Seed of the starting vectors.
+
+    Returns
+    -------
+    StabilityResult
+
+    Examples
+    --------
+    >>> import torch, analysis
+    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+    <torch._C.Generator object at ...>
+    >>> K = torch.randn(20, 20, dtype=torch.float64) / 20 ** 0.5
+    >>> f = lambda t, y: -K.T @ torch.tanh(K @ y)      # parabolic: real spectrum <= 0
+    >>> res = analysis.stability(f, torch.randn(20, dtype=torch.float64), "rk4", 0.5, k=4)
+    >>> res.stable, res.max_real <= 1e-12, res.arpack_error < 1e-8
+    (True, True, True)
+    """
+    f, block = unwrap_func(func)
+    if block:
+        if method is None:
+            method = block.get("method")
+        if step_size is None and "T" in block and "steps" in block:
+            step_size = float(block["T"]) / int(block["steps"])
+        if implicit is None:
+            implicit = block.get("implicit")
+    if isinstance(y, (tuple, list)):
+        raise ArgumentTypeError("y: stability takes a single Tensor state, not a tuple")
+    y = check_tensor(y, "y").detach()
+    if y.is_complex():
+        raise ArgumentTypeError("y: expected a real floating point tensor")
+    tab = resolve_method("rk4" if method is None else method)
+    if step_size is None:
+        raise ArgumentError("step_size: required (the step h whose stability is checked)")
+    h = check_positive(step_size, "step_size")
+    if T is not None:
+        T = check_positive(T, "T")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ArgumentError(f"k: expected a positive integer, got {k!r}")
+    which = tuple(which)
+    bad = [w for w in which if w not in _WHICH]
+    if bad or not which:
+        raise ArgumentError(f"which: expected entries among {_WHICH}, got {list(which)}")
+    if isinstance(tab, IMEXTableau):
+        if implicit is None:
+            raise ArgumentError(
+                f"implicit: method {tab.name!r} is an IMEX scheme and needs implicit=L"
+            )
+    elif implicit is not None:
+        raise ArgumentError(
+            f"implicit: method {tab.name!r} is explicit and takes no implicit operator"
+        )
+
+    tt = torch.tensor(float(t), dtype=y.dtype, device=y.device)
+    J = JacobianOperator(lambda x: f(tt, x), y)
+    n = J.n
+    use_dense = n <= _DENSE_LIMIT if dense is None else bool(dense)
+
+    arpack_vals: list[tuple[str, complex]] = []
+    converged = True
+    if k < n - 1:
+        op = J.linear_operator()
+        order = sorted(which, key=lambda w: w != "LM")  # LM first: its radius sets the shifts
+        radius = 0.0
+        for i, wh in enumerate(order):
+            shift = {"LM": 0.0, "SR": -radius}.get(wh, radius)
+            vals, ok = _arpack(op, n, k, wh, tol, seed + i, shift)
+            if wh == "LM" and len(vals):
+                radius = float(np.abs(vals).max())
+            converged &= ok
+            arpack_vals.extend((wh, complex(v)) for v in vals)
+        if not converged:
+            warnings.warn(
+                "stability: ARPACK did not converge for every eigenvalue; the partial spectrum "
+                "is reported (raise tol or k)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+    elif not use_dense:
+        use_dense = True  # too small for ARPACK
+    dense_vals = scipy.linalg.eigvals(J.dense()) if use_dense else None
+
+    arpack_error = None
+    if dense_vals is not None and arpack_vals:
+        rho = max(np.abs(dense_vals).max(), 1e-300)
+        arpack_error = float(
+            max(float(np.abs(dense_vals - lam).min()) / rho for _, lam in arpack_vals)
+        )
+
+    # rows: the extreme eigenvalues
+    if arpack_vals:
+        seen: dict[tuple[float, float], str] = {}
+        for wh, lam in arpack_vals:
+            key = (round(lam.real, 10), round(lam.imag, 10))
+            seen.setdefault(key, wh)
+        extreme = [(src, complex(*key)) for key, src in seen.items()]
+    else:
+        dv = np.asarray(dense_vals)
+        idx = list(np.argsort(-np.abs(dv))[:k]) + list(np.argsort(-dv.real)[:k])
+        extreme = [("dense", complex(dv[i])) for i in dict.fromkeys(idx)]
+
+    spectrum = np.asarray(dense_vals if dense_vals is not None else [v for _, v in extreme])
+    rho = float(np.abs(spectrum).max()) if spectrum.size else 0.0
+    max_real = float(spectrum.real.max()) if spectrum.size else 0.0
+
+    mu = np.zeros(1)
+    implicit_range = None
+    if isinstance(tab, IMEXTableau):
+        lo, hi = _implicit_spectrum(implicit, y, seed, tol)
+        implicit_range = [lo, hi]
+        mu = _mu_samples(lo, hi)
+
+    # step limits along every eigenvalue (dense spectrum when available); conjugates share one
+    uniq = np.unique(np.round(spectrum.real, 12) + 1j * np.round(np.abs(spectrum.imag), 12))
+    limits = max_stable_steps(tab, uniq, mu)
+    growing_tol = 1e-9 * max(rho, 1e-300)
+    damped = uniq.real <= growing_tol
+    max_step = float(limits.min()) if limits.size else float("inf")
+    max_step_damped = float(limits[damped].min()) if damped.any() else float("inf")
+    n_growing = int((spectrum.real > growing_tol).sum())
+
+    z = h * uniq
+    absR = np.abs(evaluate_R(tab, z[:, None], h * mu[None, :])).max(axis=1)
+    stable = bool((absR <= 1.0 + 1e-10).all())
+
+    rows = []
+    for src, lam in extreme:
+        zl = h * lam
+        ar = float(np.abs(evaluate_R(tab, np.full(mu.shape, zl), h * mu)).max())
+        rows.append(
+            {
+                "source": src,
+                "eigenvalue": lam,
+                "h*eigenvalue": zl,
+                "|R|": ar,
+                "in_region": ar <= 1.0 + 1e-10,
+                "max_step": float(max_stable_steps(tab, [lam], mu)[0]),
+            }
+        )
+
+    amp = None
+    iters = None
+    if T is not None:
+        amp, iters = flow_amplification(
+            f, y, tab, h, T, t0=float(t), implicit=implicit, iterations=power_iterations,
+            tol=tol, seed=seed,
+        )
+
+    return StabilityResult(
+        rows,
+        method=tab.name,
+        method_tableau=tab,
+        step_size=h,
+        state_size=n,
+        eigenvalues=[v for _, v in extreme],
+        dense_eigenvalues=None if dense_vals is None else list(dense_vals),
+        spectral_radius=rho,
+        max_real=max_real,
+        n_growing=n_growing,
+        stable=stable,
+        max_step=max_step,
+        max_step_damped=max_step_damped,
+        arpack_converged=converged,
+        arpack_error=arpack_error,
+        implicit_range=implicit_range,
+        T=T,
+        flow_amplification=amp,
+        power_iterations=iters,
+        _mu=mu.tolist(),
+    )
