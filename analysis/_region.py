@@ -218,18 +218,39 @@ def max_stable_steps(
         raise ArgumentError(
             f"implicit_eigenvalues: method {tab.name!r} is explicit and has no implicit part"
         )
-    out = np.empty(lams.shape, dtype=float)
-    for i, lam in enumerate(lams):
-        best = float("inf")
-        for mu in mus:
-            scale = max(abs(lam), float(mu))
-            if scale == 0:
-                continue
-            # polynomials in r = h * scale, so that their coefficients are O(1)
-            num, den = _ray_polys(tab, complex(lam) / scale, float(mu) / scale)
-            best = min(best, _first_exit(num, den) / scale)
-        out[i] = best
-    return out
+    L, M = np.meshgrid(lams, mus, indexing="ij")
+    L, M = L.ravel(), M.ravel()
+    scale = np.maximum(np.abs(L), M)
+    live = scale > 0
+    limits = np.full(L.shape, np.inf)
+    if live.any():
+        # polynomials in r = h * scale, so that their coefficients are O(1)
+        nums, dens = _batched_ray_polys(tab, L[live] / scale[live], M[live] / scale[live])
+        limits[live] = [
+            _first_exit(n, d) / sc for n, d, sc in zip(nums, dens, scale[live])
+        ]
+    return limits.reshape(lams.size, mus.size).min(axis=1).reshape(lams.shape)
+
+
+def _batched_ray_polys(tab, lam: np.ndarray, mu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """N and D of R(r lam, r mu) as polynomials in r for many rays at once.
+
+    Both have degree <= s; they are evaluated at the (s+1)-th roots of unity by
+    batched determinants and turned into coefficients by an FFT (exact
+    interpolation, well conditioned for the O(1) rays used here).
+    """
+    A, b, At, bt = _pair(tab)
+    s = A.shape[0]
+    m = s + 1
+    nodes = np.exp(2j * np.pi * np.arange(m) / m)
+    E = lam[:, None, None] * A[None] - mu[:, None, None] * At[None]  # (P, s, s)
+    e = lam[:, None] * b[None] - mu[:, None] * bt[None]  # (P, s)
+    eye = np.eye(s)
+    Md = eye[None, None] - nodes[None, :, None, None] * E[:, None]  # (P, m, s, s)
+    Mn = Md + nodes[None, :, None, None] * np.ones((s, 1))[None, None] * e[:, None, None, :]
+    dens = np.fft.fft(np.linalg.det(Md), axis=-1) / m
+    nums = np.fft.fft(np.linalg.det(Mn), axis=-1) / m
+    return nums, dens
 
 
 class StabilityRegion(Result):

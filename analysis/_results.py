@@ -150,6 +150,8 @@ class Result:
     def table(self) -> str:
         """The rows as a text table (the ``repr``)."""
         cols = self.columns or (tuple(self.rows[0]) if self.rows else ())
+        # leave out columns without content (e.g. an unused label)
+        cols = tuple(c for c in cols if any(r.get(c) not in (None, "") for r in self.rows)) or cols
         title = self.title()
         body = format_table(cols, [[r.get(c) for c in cols] for r in self.rows], title)
         notes = self.notes()
