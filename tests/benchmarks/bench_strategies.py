@@ -1,0 +1,190 @@
+"""Peak memory and time of the gradient strategies on a convolutional ODE-network.
+
+L = 3 ODE blocks, each Nt = 10 steps of rk4_38 on [0, 1] with the parabolic right-hand side
+f(y) = -Kᵀ relu(K y + b), K = 1x1 convolution + depthwise 3x3 convolution (lean operator), batch 32,
+32 channels, 32x32 pixels, float32; loss = mean of the squared output; one forward + backward pass.
+Strategies: odenet's backprop, anode, revolve (checkpoints=2) and adjoint, and torchdiffeq's odeint
+(backprop) and odeint_adjoint on the same network (torchdiffeq's "rk4" is the 3/8 rule = rk4_38).
+
+Each strategy runs in its own processes, one for memory and one for time. Memory: on CPU the growth
+of the peak resident set size (VmHWM, reset through /proc/self/clear_refs) over the resident size
+just before the measured pass, after one warm-up pass; in that process glibc serves every block over
+128 KiB by mmap (MALLOC_MMAP_THRESHOLD_), so freed tensors leave the resident set and the figure is
+live memory, measured alike for every strategy. On CUDA: torch.cuda.max_memory_allocated over
+memory_allocated. Time: median over --repeats passes after a warm-up, with the default allocator.
+Gradients are compared with backprop's (max relative difference over the parameters).
+
+Run: ``python tests/benchmarks/bench_strategies.py [--repeats 3] [--threads 1] [--device cpu]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+STRATEGIES = ["backprop", "anode", "revolve2", "adjoint", "torchdiffeq", "torchdiffeq_adjoint"]
+B, C, H, W = 32, 32, 32, 32
+BLOCKS, STEPS = 3, 10
+
+
+def _rss_kib(field: str) -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not found in /proc/self/status")
+
+
+def worker(name: str, mode: str, repeats: int, threads: int, device: str, out: str) -> None:
+    import torch
+    import torch.nn.functional as F
+    import torchdiffeq
+
+    import odenet
+
+    torch.set_num_threads(threads)
+    dev = torch.device(device)
+
+    class Parabolic(torch.nn.Module):
+        """f(y) = -Kᵀ relu(K y + b), K = 1x1 conv + depthwise 3x3 conv."""
+
+        def __init__(self):
+            super().__init__()
+            self.w1 = torch.nn.Parameter(torch.randn(C, C, 1, 1) / C**0.5)
+            self.wd = torch.nn.Parameter(torch.randn(C, 1, 3, 3) / 3)
+            self.b = torch.nn.Parameter(torch.zeros(C))
+
+        def K(self, y):
+            return F.conv2d(y, self.w1) + F.conv2d(y, self.wd, padding=1, groups=C)
+
+        def KT(self, z):
+            return F.conv_transpose2d(z, self.w1) + F.conv_transpose2d(
+                z, self.wd, padding=1, groups=C
+            )
+
+        def forward(self, t, y):
+            return -self.KT(torch.relu(self.K(y) + self.b[:, None, None]))
+
+    torch.manual_seed(0)
+    blocks = torch.nn.ModuleList(Parabolic() for _ in range(BLOCKS)).to(dev)
+    x = torch.randn(B, C, H, W, device=dev)
+    t = torch.tensor([0.0, 1.0], device=dev)
+    h = 1.0 / STEPS
+
+    def block(f, y):
+        if name == "torchdiffeq":
+            return torchdiffeq.odeint(f, y, t, method="rk4", options={"step_size": h})[-1]
+        if name == "torchdiffeq_adjoint":
+            return torchdiffeq.odeint_adjoint(f, y, t, method="rk4", options={"step_size": h})[-1]
+        gradient = odenet.Revolve(checkpoints=2) if name == "revolve2" else name
+        return odenet.odeint(f, y, t, method="rk4_38", step_size=h, gradient=gradient)[-1]
+
+    def step():
+        y = x
+        for f in blocks:
+            y = block(f, y)
+        loss = y.square().mean()
+        return torch.autograd.grad(loss, list(blocks.parameters()))
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    grads = step()  # warm-up: kernels, thread pools, caches
+    del grads
+    sync()
+    if mode == "time":
+        times = []
+        for _ in range(repeats):
+            sync()
+            t0 = time.perf_counter()
+            step()
+            sync()
+            times.append(time.perf_counter() - t0)
+        with open(out, "w") as fh:
+            json.dump({"time": statistics.median(times)}, fh)
+        return
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        grads = step()
+        sync()
+        peak = torch.cuda.max_memory_allocated() - base
+    else:
+        with open("/proc/self/clear_refs", "w") as fh:  # reset VmHWM to the current RSS
+            fh.write("5")
+        base = _rss_kib("VmRSS")
+        grads = step()
+        peak = (_rss_kib("VmHWM") - base) * 1024
+    torch.save([g.detach().cpu() for g in grads], out + ".pt")
+    with open(out, "w") as fh:
+        json.dump({"peak": peak}, fh)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--only", nargs="*", default=STRATEGIES)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--mode", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker, args.mode, args.repeats, args.threads, args.device, args.out)
+        return
+
+    import torch
+
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072", MALLOC_TRIM_THRESHOLD_="131072")
+    results = {}
+    grads = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.only:
+            results[name] = {}
+            for mode in ("mem", "time"):
+                out = os.path.join(tmp, f"{name}-{mode}.json")
+                cmd = [sys.executable, __file__, "--worker", name, "--mode", mode, "--out", out,
+                       "--repeats", str(args.repeats), "--threads", str(args.threads),
+                       "--device", args.device]
+                subprocess.run(cmd, check=True, env=env if mode == "mem" else None)
+                with open(out) as fh:
+                    results[name].update(json.load(fh))
+            grads[name] = torch.load(os.path.join(tmp, f"{name}-mem.json.pt"))
+
+    ref = results.get("backprop")
+    print(f"\nL={BLOCKS} blocks x Nt={STEPS} rk4_38 steps, B{B} C{C} {H}x{W} float32, "
+          f"device {args.device}, {args.threads} thread(s), median of {args.repeats}\n")
+    head = f"{'strategy':<22}{'peak MiB':>10}{'x backprop':>12}{'time s':>9}{'x backprop':>12}"
+    head += f"{'grad rel. diff':>16}"
+    print(head)
+    print("-" * len(head))
+    for name, r in results.items():
+        mem_ratio = r["peak"] / ref["peak"] if ref else float("nan")
+        time_ratio = r["time"] / ref["time"] if ref else float("nan")
+        if "backprop" in grads:
+            g0 = grads["backprop"]
+            diff = max(float((a - b).abs().max() / b.abs().max()) for a, b in zip(grads[name], g0))
+        else:
+            diff = float("nan")
+        print(f"{name:<22}{r['peak'] / 2**20:>10.1f}{mem_ratio:>12.3f}{r['time']:>9.2f}"
+              f"{time_ratio:>12.2f}{diff:>16.2e}")
+    if {"backprop", "anode", "revolve2", "torchdiffeq_adjoint"} <= results.keys():
+        bp, an, rv, ta = (results[k] for k in
+                          ("backprop", "anode", "revolve2", "torchdiffeq_adjoint"))
+        print("\ntargets")
+        print(f"  ANODE peak / backprop peak          {an['peak'] / bp['peak']:.3f}  (<= 0.40)")
+        print(f"  ANODE time / backprop time          {an['time'] / bp['time']:.2f}   (<= 1.5)")
+        print(f"  Revolve(2) peak / odeint_adjoint    {rv['peak'] / ta['peak']:.3f}  (<= 1.5)")
+        print(f"  Revolve(2) time / backprop time     {rv['time'] / bp['time']:.2f}   (<= 3)")
+
+
+if __name__ == "__main__":
+    main()
