@@ -661,3 +661,26 @@ def test_cuda_anode_revolve_dropout(cuda):
     for got in res[1:]:
         assert _rel(got[:-1], res[0][:-1]) <= 1e-12
         assert torch.equal(got[-1], res[0][-1])
+
+
+def test_adjoint_reverse_blow_up_is_reported():
+    """Stable forward (|1 + h λ| = 0.9), unstable reverse (|1 - h λ| = 2.9 per step)."""
+    lam = torch.tensor(-1900.0, dtype=F64, requires_grad=True)
+    y0 = torch.ones(1, dtype=F64, requires_grad=True)
+    t = torch.tensor([0.0, 1.0], dtype=F64)
+
+    def solve(gradient, **options):
+        return odenet.odeint(lambda t, y: lam * y, y0, t, method="euler",
+                             options={"step_size": 1e-3, **options}, gradient=gradient,
+                             params=[lam])
+
+    y = solve("adjoint")
+    with pytest.raises(odenet.errors.NonFiniteStateError, match="reverse-time solve"):
+        y[-1].sum().backward()
+    y = solve("adjoint", check_finite=False)
+    g_y0, g_lam = torch.autograd.grad(y[-1].sum(), (y0, lam))
+    assert torch.isfinite(g_y0).all()  # linear f: the adjoint itself does not see y ...
+    assert not torch.isfinite(g_lam).all()  # ... but the parameter gradient integrates a y
+    y = solve("anode")  # discretize-then-optimize: exact and finite
+    g = torch.autograd.grad(y[-1].sum(), y0)[0]
+    assert torch.isfinite(g).all() and torch.allclose(g, torch.full_like(g, 0.9**1000))

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from odenet.errors import NonFiniteStateError
 from odenet.gradients._base import GradientStrategy
 from odenet.gradients._common import (
     Call,
@@ -174,9 +175,27 @@ def _explicit_adjoint(p: Problem, ps, stacked, grads, a, ath):
             if h not in cache:
                 cache[h] = make_step(p.tableau, h, tuple_state=True)
             z = cache[h](aug, _stage_times(p, p.grid[n + 1], h), z)
+        if p.check_finite:
+            _check_finite(p, k, z)
         a = [z[m + c] + grads[c][k - 1] for c in range(m)]
         ath = list(z[2 * m :])
     return a, ath
+
+
+def _check_finite(p: Problem, k: int, z: Sequence[Tensor]) -> None:
+    """Raise when the reverse solve over output interval ``k`` produced NaN or inf."""
+    if all(bool(torch.isfinite(c).all()) for c in z):
+        return
+    t0, t1 = p.grid[p.out_index[k - 1]], p.grid[p.out_index[k]]
+    raise NonFiniteStateError(
+        f"gradient='adjoint': the reverse-time solve from t = {t1:.6g} back to t = {t0:.6g} "
+        "became non-finite (nan or inf): the reconstructed state or the adjoint blew up, as the "
+        "continuous adjoint does when the backward dynamics are unstable. Use a "
+        "discretize-then-optimize strategy (gradient='anode', 'revolve' or 'backprop'), a "
+        "smaller step_size, or options={'check_finite': False} to get the non-finite gradient",
+        step=p.out_index[k - 1],
+        time=t0,
+    )
 
 
 def _linear_vjp(op: Callable, z: Tensor) -> Tensor:
@@ -300,5 +319,7 @@ def _imex_adjoint(p: Problem, ps, ys, gys, a: Tensor, ath: list[Tensor]):
                     new = new - (h * float(bI[i])) * LA[i]
             a = new
             ath = [q + d for q, d in zip(ath, dth)]
+        if p.check_finite:
+            _check_finite(p, k, (a, *ath))
         a = a + gys[k - 1]
     return a, ath
