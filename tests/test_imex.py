@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import odenet
-from odenet.errors import NonFiniteStateError
+from odenet.errors import ArgumentError, ArgumentTypeError, NonFiniteStateError
 from odenet.linear import ConvFFT
 
 F64 = torch.float64
@@ -268,3 +268,109 @@ def test_imex_on_cuda_matches_cpu(cuda):
     y_gpu = odenet.odeint(func, y0.detach().to(cuda), t.to(cuda), method="ars443",
                           step_size=0.25, implicit=L)
     assert torch.allclose(y_gpu.cpu(), y_cpu, rtol=1e-10, atol=1e-12)
+
+
+# -- the IMEXnet block --------------------------------------------------------------------------
+class ConvOp(torch.nn.Module):
+    """A dense 3x3 convolution with its transpose: an operator in the sense of odenet.nn."""
+
+    def __init__(self, c: int, seed: int = 0, dtype=F64):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.in_channels = c
+        self.weight = torch.nn.Parameter(
+            torch.randn(c, c, 3, 3, generator=g, dtype=torch.float64).to(dtype) / 3
+        )
+
+    def forward(self, y):
+        return F.conv2d(y, self.weight, padding=1)
+
+    def adjoint(self, z):
+        return F.conv_transpose2d(z, self.weight, padding=1)
+
+
+def test_imex_block_is_the_imexnet_layer():
+    from odenet.nn import IMEXBlock
+
+    block = IMEXBlock(ConvOp(3), T=0.5)  # imex_euler, one step: (I + hL)^{-1} (y + h f(y))
+    assert block.implicit.weight.dtype == F64 and block.implicit.channels == 3
+    y = torch.randn(2, 3, 10, 9, dtype=F64)
+    f = block.rhs(torch.tensor(0.0, dtype=F64), y)
+    assert torch.allclose(block(y), block.implicit.solve(y + 0.5 * f, 0.5), atol=1e-13)
+    # the explicit part is the parabolic form -Kᵀ σ(K y): <f(y) - f(z), y - z> <= 0 for monotone σ
+    z = torch.randn(2, 3, 10, 9, dtype=F64)
+    with torch.no_grad():
+        assert float(((f - block.rhs(torch.tensor(0.0), z)) * (y - z)).sum()) <= 1e-12
+        # one layer couples every pixel of a channel (a global field of view)
+        e = torch.zeros(1, 3, 10, 9, dtype=F64)
+        e[0, 1, 4, 4] = 1e-3
+        d = block(y[:1] + e) - block(y[:1])
+        assert bool((d[0, 1].abs() > 1e-12).all())
+
+
+@pytest.mark.parametrize("method", IMEX)
+def test_imex_block_gradients_and_strategies(method):
+    from odenet.nn import IMEXBlock
+
+    y = torch.randn(2, 2, 8, 8, dtype=F64, requires_grad=True)
+    grads = {}
+    for gradient in ("backprop", "anode", "adjoint"):
+        block = IMEXBlock(ConvOp(2, seed=1), T=1.0, steps=4, method=method, gradient=gradient)
+        out = block(y)
+        grads[gradient] = torch.autograd.grad(out.square().sum(), [y, *block.parameters()])
+    assert all(g.abs().sum() > 0 for g in grads["backprop"])
+    assert len(grads["backprop"]) == 3  # y, the explicit weight, the implicit kernel
+    assert _rel(grads["anode"], grads["backprop"]) < 1e-10
+    assert _rel(grads["adjoint"], grads["backprop"]) < 0.2  # OTD: close, not equal
+    assert "method=" in repr(IMEXBlock(ConvOp(2), method=method))
+
+
+def test_imex_block_trains_and_stays_stable():
+    from odenet.nn import IMEXBlock
+
+    torch.manual_seed(0)
+    block = IMEXBlock(ConvOp(2, dtype=torch.float32), T=1.0, steps=2, method="ars222",
+                      boundary="reflect")
+    assert block.implicit.boundary == "reflect" and block.implicit.weight.dtype == torch.float32
+    y = torch.randn(4, 2, 8, 8)
+    target = torch.nn.functional.avg_pool2d(y, 3, stride=1, padding=1)  # a smoothing map
+    opt = torch.optim.Adam(block.parameters(), lr=0.05)
+    losses = []
+    for _ in range(15):
+        opt.zero_grad()
+        loss = (block(y) - target).square().mean()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], losses
+    big = IMEXBlock(ConvOp(2, dtype=torch.float32), T=1e3, steps=1)  # h = 1000: still bounded
+    with torch.no_grad():
+        out = big(y)
+    assert bool(torch.isfinite(out).all())
+
+
+def test_imex_block_errors():
+    from odenet.nn import IMEXBlock
+
+    op = ConvOp(2)
+    with pytest.raises(ArgumentError, match="method: IMEXBlock needs an IMEX scheme"):
+        IMEXBlock(op, method="rk4")
+    with pytest.raises(ArgumentError, match="method: unknown method 'ars999'"):
+        IMEXBlock(op, method="ars999")
+    with pytest.raises(ArgumentError, match="T: expected a positive"):
+        IMEXBlock(op, T=0.0)
+    with pytest.raises(ArgumentError, match="steps: expected a positive integer"):
+        IMEXBlock(op, steps=0)
+    with pytest.raises(ArgumentError, match="kernel_size: expected an odd"):
+        IMEXBlock(op, kernel_size=4)
+    with pytest.raises(ArgumentTypeError, match="rhs: expected"):
+        IMEXBlock(3)
+    with pytest.raises(ArgumentError, match="channels: cannot infer"):
+        IMEXBlock(lambda t, y: -y)
+    with pytest.raises(ArgumentTypeError, match="implicit: expected a linear operator"):
+        IMEXBlock(op, implicit=torch.nn.Identity())
+    with pytest.raises(ArgumentError, match="implicit: has 2 channels, but channels=3"):
+        IMEXBlock(op, 3, implicit=ConvFFT(torch.ones(2, 1, 3, 3)))
+    block = IMEXBlock(lambda t, y: -y, channels=2)
+    with pytest.raises(ArgumentError, match="y: expected a tensor of shape \\(..., 2, H, W\\)"):
+        block(torch.randn(1, 3, 8, 8))

@@ -209,6 +209,14 @@ class IMEXBlock(nn.Module):
 
     def forward(self, y: Tensor) -> Tensor:
         """Integrate ``y' = f(y) - L y`` over ``[0, T]`` from ``y``; return the final state."""
+        channels = getattr(self.implicit, "channels", None)
+        if isinstance(y, Tensor) and channels is not None and (
+            y.ndim < 3 or y.shape[-3] != channels
+        ):
+            raise ArgumentError(
+                f"y: expected a tensor of shape (..., {channels}, H, W) (the implicit operator "
+                f"has {channels} channels), got shape {tuple(y.shape)}"
+            )
         dtype = y.dtype if isinstance(y, Tensor) and y.is_floating_point() else None
         t = torch.tensor([0.0, self.T], dtype=dtype, device=getattr(y, "device", None))
         out = odeint(
