@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 import odenet
 from odenet.errors import ArgumentError, ArgumentTypeError
 from odenet.linear import ConvFFT, ImplicitOperator
-from odenet.linear._transforms import dct, idct
+from odenet.linear._transforms import dct, dct_matrix, idct
 
 F64 = torch.float64
 
@@ -113,12 +113,33 @@ def test_reflect_is_neumann_not_wraparound():
     assert out_p[..., :, -2:].abs().max() > 0.1
 
 
+@pytest.mark.parametrize("C", [1, 2])
+def test_reflect_fft_dct_path(monkeypatch, C):
+    """Large images take the FFT-based DCT: forced here on small ones, against the dense
+    reference, the matrix path, and gradcheck."""
+    import odenet.linear._transforms as tr
+
+    w = _kernel(5 + C, C, 5, "reflect")
+    y = torch.randn(2, C, 7, 6, dtype=F64)
+    L = ConvFFT(w, boundary="reflect")
+    by_matrix = (L(y), L.solve(y, 3.0))
+    monkeypatch.setattr(tr, "DCT_MATMUL_MAX", 0)
+    L.clear_cache()
+    Ld = _dense_l(w, 7, 6, "reflect")
+    assert _rel(L(y).reshape(2, -1), y.reshape(2, -1) @ Ld.T) < 1e-12
+    assert _rel(L(y), by_matrix[0]) < 1e-12 and _rel(L.solve(y, 3.0), by_matrix[1]) < 1e-12
+    r = y.clone().requires_grad_()
+    v = torch.randn(C, 1, 3, 3, dtype=F64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda r, v: _op(v, "reflect").solve(r, 0.7), (r, v))
+
+
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 8, 9, 16])
 def test_dct_matches_scipy(n):
     x = torch.randn(3, n, dtype=F64)
     ref = torch.from_numpy(scipy.fft.dct(x.numpy(), type=2, norm="ortho"))
     assert _rel(dct(x), ref) < 1e-13
     assert _rel(idct(ref), x) < 1e-13
+    assert _rel(x @ dct_matrix(n, F64, x.device).T, ref) < 1e-13
     xf = x.float()
     assert (dct(xf) - ref.float()).abs().max() < 1e-5 and dct(xf).dtype == torch.float32
 
