@@ -5,6 +5,7 @@ from analysis._cost import CostResult, cost
 from analysis._gradients import GradientConsistencyResult, gradient_consistency
 from analysis._problems import ODEProblem
 from analysis._region import StabilityRegion, max_stable_steps, stability_region
+from analysis._report import report
 from analysis._reversibility import ReversibilityResult, reversibility
 from analysis._stability import StabilityResult, stability
 
@@ -20,6 +21,7 @@ __all__ = [
     "cost",
     "gradient_consistency",
     "max_stable_steps",
+    "report",
     "reversibility",
     "stability",
     "stability_region",

@@ -1,0 +1,354 @@
+"""The networks the ``odenet-analysis`` command analyses: specifications, data and one ODE block.
+
+A specification (a plain dict, see :data:`DEFAULT_SPEC`) names a model and its
+settings; :func:`build_case` turns it into a :class:`Case`: the right-hand side
+of the network's ODE block, the block input computed from real data (a batch
+of scikit-learn's digits when scikit-learn is installed, generated bar images
+otherwise) through the opening layer, the block's method/steps/``T``, the
+implicit operator of IMEX models, and the classification loss of the head on
+the block output. Building is deterministic in the seed, so a measurement
+process can rebuild the same case from the specification alone.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from odenet.errors import ArgumentError
+
+__all__ = ["ACTIVATIONS", "DEFAULT_SPEC", "MODELS", "Case", "build_case", "check_spec"]
+
+#: Models of the command: an ODE-ResNet with lean / sparse / deformable / dense
+#: operators, or IMEXnet (dense explicit part, FFT-implicit depthwise smoothing).
+MODELS = ("lean", "sparse", "deform", "dense", "imex")
+
+#: Activations by name.
+ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "tanh": torch.tanh,
+    "relu": torch.relu,
+    "sigmoid": torch.sigmoid,
+    "softplus": nn.functional.softplus,
+    "gelu": nn.functional.gelu,
+    "silu": nn.functional.silu,
+    "leaky_relu": nn.functional.leaky_relu,
+}
+
+FORMS = ("parabolic", "residual")
+DATA = ("auto", "digits", "synthetic")
+
+#: The default specification (``odenet-analysis report`` with no arguments).
+DEFAULT_SPEC: dict[str, Any] = {
+    "model": "lean",
+    "form": "parabolic",
+    "activation": "tanh",
+    "channels": 8,
+    "batch": 16,
+    "method": "rk4",
+    "steps": 4,
+    "T": 1.0,
+    "dtype": "float64",
+    "device": "cpu",
+    "seed": 0,
+    "data": "auto",
+    "weight_scale": 1.0,
+    "train_steps": 0,
+}
+
+
+def check_spec(spec: Mapping[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
+    """A complete, validated specification: :data:`DEFAULT_SPEC` updated by ``spec`` and overrides.
+
+    Examples
+    --------
+    >>> from analysis._models import check_spec
+    >>> check_spec(model="dense", steps=8)["steps"]
+    8
+    >>> check_spec(model="resnet50")
+    Traceback (most recent call last):
+    ...
+    odenet.errors.ArgumentError: model: unknown model 'resnet50'; valid models are 'lean', ...
+    """
+    out = dict(DEFAULT_SPEC)
+    for src in (spec or {}), overrides:
+        for k, v in src.items():
+            if k not in DEFAULT_SPEC:
+                raise ArgumentError(
+                    f"spec: unknown setting {k!r}; valid settings are "
+                    + ", ".join(repr(s) for s in DEFAULT_SPEC)
+                )
+            out[k] = v
+
+    def choice(key: str, valid) -> None:
+        if out[key] not in valid:
+            raise ArgumentError(
+                f"{key}: unknown {key} {out[key]!r}; valid {key}s are "
+                + ", ".join(repr(v) for v in valid)
+            )
+
+    choice("model", MODELS)
+    choice("form", FORMS)
+    choice("activation", tuple(ACTIVATIONS))
+    choice("data", DATA)
+    choice("dtype", ("float32", "float64"))
+    for key in ("channels", "batch", "steps"):
+        v = out[key]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ArgumentError(f"{key}: expected a positive integer, got {v!r}")
+    for key in ("T", "weight_scale"):
+        v = out[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            raise ArgumentError(f"{key}: expected a finite positive number, got {v!r}")
+        out[key] = float(v)
+    if isinstance(out["seed"], bool) or not isinstance(out["seed"], int):
+        raise ArgumentError(f"seed: expected an integer, got {out['seed']!r}")
+    if isinstance(out["train_steps"], bool) or not isinstance(out["train_steps"], int) or (
+        out["train_steps"] < 0
+    ):
+        raise ArgumentError(
+            f"train_steps: expected a non-negative integer, got {out['train_steps']!r}"
+        )
+    from analysis._region import resolve_method
+
+    resolve_method(out["method"])
+    try:
+        dev = torch.device(out["device"])
+    except (RuntimeError, TypeError):
+        raise ArgumentError(f"device: not a device: {out['device']!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ArgumentError("device: CUDA was requested but is not available")
+    return out
+
+
+# -- data --------------------------------------------------------------------------------------
+def _digits(n: int, seed: int) -> tuple[Tensor, Tensor, str]:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(d.target), generator=g)[:n]
+    x = torch.tensor(d.images, dtype=torch.float64)[idx].unsqueeze(1) / 16.0
+    return x, torch.tensor(d.target)[idx], "scikit-learn digits (8x8, 10 classes)"
+
+
+def _synthetic(n: int, seed: int) -> tuple[Tensor, Tensor, str]:
+    """8x8 images of a bar in one of 4 orientations (the class), with noise."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 4, (n,), generator=g)
+    x = 0.1 * torch.randn(n, 1, 8, 8, generator=g, dtype=torch.float64)
+    r = torch.arange(8)
+    for i, c in enumerate(labels.tolist()):
+        k = int(torch.randint(1, 7, (1,), generator=g))
+        if c == 0:
+            x[i, 0, k, :] += 1.0
+        elif c == 1:
+            x[i, 0, :, k] += 1.0
+        elif c == 2:
+            x[i, 0, r, r] += 1.0
+        else:
+            x[i, 0, r, 7 - r] += 1.0
+    return x, labels, "generated bar images (8x8, 4 orientations)"
+
+
+def load_data(kind: str, n: int, seed: int) -> tuple[Tensor, Tensor, str]:
+    """``(images, labels, description)``: digits when available (``auto``), else bars.
+
+    Examples
+    --------
+    >>> from analysis._models import load_data
+    >>> x, y, _ = load_data("synthetic", 4, 0)
+    >>> tuple(x.shape), tuple(y.shape)
+    ((4, 1, 8, 8), (4,))
+    """
+    if kind in ("auto", "digits"):
+        try:
+            return _digits(n, seed)
+        except ImportError:
+            if kind == "digits":
+                raise ArgumentError(
+                    "data: 'digits' needs scikit-learn (pip install scikit-learn)"
+                ) from None
+    return _synthetic(n, seed)
+
+
+# -- operators and right-hand sides ------------------------------------------------------------
+class _DenseConv(nn.Conv2d):
+    """A 3x3 convolution with its transpose as ``adjoint`` (the dense reference operator)."""
+
+    def __init__(self, channels: int):
+        super().__init__(channels, channels, 3, padding=1, bias=False)
+
+    def adjoint(self, z: Tensor) -> Tensor:
+        return nn.functional.conv_transpose2d(z, self.weight, padding=1)
+
+
+def _operator(kind: str, channels: int) -> nn.Module:
+    if kind == "dense":
+        return _DenseConv(channels)
+    import odenet.nn as onn
+
+    name = {"lean": "LeanConv2d", "sparse": "SparseConv2d", "deform": "DeformConv2d"}[kind]
+    cls = getattr(onn, name, None)
+    if cls is None:
+        raise ArgumentError(
+            f"model: {kind!r} needs odenet.nn.{name}, which this installation of odenet lacks"
+        )
+    if kind == "lean":
+        return cls(channels, channels, stencil=5)
+    if kind == "sparse":
+        return cls(channels, channels, pattern="psc4")
+    return cls(channels, channels, kernel_size=3, padding=1, modulated=True)
+
+
+class ConvRHS(nn.Module):
+    r"""``f(t, y) = -K^T σ(K y + b)`` (parabolic) or ``σ(K y + b)`` (residual), ``K`` an operator.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from analysis._models import ConvRHS, _DenseConv
+    >>> f = ConvRHS(_DenseConv(2), torch.tanh, "parabolic")
+    >>> f(0.0, torch.zeros(1, 2, 4, 4)).shape
+    torch.Size([1, 2, 4, 4])
+    """
+
+    def __init__(self, op: nn.Module, activation: Callable, form: str):
+        super().__init__()
+        self.op = op
+        self.activation = activation
+        self.form = form
+        self.bias = nn.Parameter(torch.zeros(_out_channels(op)))
+
+    def forward(self, t, y: Tensor) -> Tensor:
+        z = self.activation(self.op(y) + self.bias[:, None, None])
+        return -self.op.adjoint(z) if self.form == "parabolic" else z
+
+
+def _out_channels(op: nn.Module) -> int:
+    for attr in ("out_channels", "channels"):
+        if hasattr(op, attr):
+            return int(getattr(op, attr))
+    w = getattr(op, "weight", None)
+    return int(w.shape[0])
+
+
+@dataclass
+class Case:
+    """One ODE block of a network, ready for the analysis functions."""
+
+    func: nn.Module
+    y0: Tensor
+    method: str
+    steps: int
+    T: float
+    implicit: Any = None
+    loss: Callable[[Tensor], Tensor] | None = None
+    params: list[Tensor] = field(default_factory=list)
+    description: str = ""
+    spec: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def step_size(self) -> float:
+        return self.T / self.steps
+
+
+def build_case(spec: Mapping[str, Any] | None = None) -> Case:
+    """Build the network of a specification and return its ODE block as a :class:`Case`.
+
+    The network: an opening 3x3 convolution (1 to ``channels``), one ODE block
+    whose right-hand side is built from the chosen operator, and a head
+    (average pooling and a linear layer); weights are drawn from the seed
+    (convolutions scaled by ``weight_scale``) and optionally trained for
+    ``train_steps`` Adam steps on the data. The case's ``y0`` is the block input
+    for a batch of ``batch`` images, its loss the cross-entropy of the head.
+
+    Examples
+    --------
+    >>> from analysis._models import build_case
+    >>> case = build_case({"model": "dense", "channels": 2, "batch": 3})
+    >>> tuple(case.y0.shape), case.method, case.steps
+    ((3, 2, 8, 8), 'rk4', 4)
+    >>> float(case.loss(case.y0[None])) > 0
+    True
+    """
+    s = check_spec(spec)
+    dtype = getattr(torch, s["dtype"])
+    device = torch.device(s["device"])
+    torch.manual_seed(s["seed"])
+    C = s["channels"]
+    act = ACTIVATIONS[s["activation"]]
+    implicit = None
+    if s["model"] == "imex":
+        from odenet.linear import ConvFFT
+
+        rhs = ConvRHS(_DenseConv(C), act, "parabolic")
+        lap = torch.tensor([[0.0, -1.0, 0.0], [-1.0, 4.0, -1.0], [0.0, -1.0, 0.0]])
+        implicit = ConvFFT(lap.expand(C, 1, 3, 3).clone())
+        method = s["method"] if s["method"] in ("imex_euler", "ars222", "ars443") else "ars222"
+    else:
+        rhs = ConvRHS(_operator(s["model"], C), act, s["form"])
+        method = s["method"]
+        from analysis._region import resolve_method
+        from odenet import IMEXTableau
+
+        if isinstance(resolve_method(method), IMEXTableau):
+            raise ArgumentError(
+                f"method: {method!r} is an IMEX method; it needs the 'imex' model (an implicit "
+                "part), or choose an explicit method"
+            )
+    opening = nn.Conv2d(1, C, 3, padding=1)
+    x, labels, data_desc = load_data(s["data"], max(s["batch"], 64), s["seed"])
+    n_classes = int(labels.max()) + 1
+    head = nn.Linear(C, max(n_classes, 2))
+    with torch.no_grad():
+        for mod in rhs.modules():
+            if isinstance(mod, nn.Conv2d) or hasattr(mod, "weight"):
+                w = getattr(mod, "weight", None)
+                if isinstance(w, nn.Parameter):
+                    w.mul_(s["weight_scale"])
+    nets = nn.ModuleList([opening, rhs, head]).to(dtype=dtype, device=device)
+    if implicit is not None:
+        implicit = implicit.to(dtype=dtype, device=device)
+    x = x.to(dtype=dtype, device=device)
+    labels = labels.to(device)
+    t = torch.tensor([0.0, s["T"]], dtype=dtype, device=device)
+    h = s["T"] / s["steps"]
+
+    def logits(y_end: Tensor) -> Tensor:
+        return head(y_end.mean(dim=(-2, -1)))
+
+    if s["train_steps"]:
+        import odenet
+
+        opt = torch.optim.Adam(nets.parameters(), lr=5e-3)
+        g = torch.Generator().manual_seed(s["seed"] + 1)
+        for _ in range(s["train_steps"]):
+            idx = torch.randint(0, len(labels), (32,), generator=g)
+            y = odenet.odeint(rhs, opening(x[idx]), t, method=method, step_size=h,
+                              implicit=implicit)
+            loss = nn.functional.cross_entropy(logits(y[-1]), labels[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    for p in [*opening.parameters(), *head.parameters()]:
+        p.requires_grad_(False)
+    with torch.no_grad():
+        y0 = opening(x[: s["batch"]])
+    batch_labels = labels[: s["batch"]]
+
+    def loss_fn(y: Tensor) -> Tensor:
+        return nn.functional.cross_entropy(logits(y[-1]), batch_labels)
+
+    params = [p for p in rhs.parameters() if p.requires_grad]
+    desc = (
+        f"ODE block of a {'IMEXnet' if s['model'] == 'imex' else 'ODE-ResNet'} with "
+        f"{s['model'] if s['model'] != 'imex' else 'dense'} operators, "
+        f"{s['form'] if s['model'] != 'imex' else 'parabolic'} form, {s['activation']}, "
+        f"{C} channels; {method}, {s['steps']} steps on [0, {s['T']:g}]; data: {data_desc}"
+    )
+    return Case(rhs, y0, method, s["steps"], s["T"], implicit, loss_fn, params, desc, s)
