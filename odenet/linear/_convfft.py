@@ -26,11 +26,12 @@ class _Spec:
     formed in the backward passes from the weight itself.
     """
 
-    __slots__ = ("height", "multipliers", "symbol", "transform", "width")
+    __slots__ = ("aux", "height", "multipliers", "symbol", "transform", "width")
 
-    def __init__(self, transform, symbol: Tensor, height: int, width: int):
+    def __init__(self, transform, weight: Tensor, height: int, width: int):
         self.transform = transform
-        self.symbol = symbol
+        with torch.no_grad():
+            self.symbol, self.aux = transform.symbol_parts(weight.detach(), height, width)
         self.height = height
         self.width = width
         self.multipliers: OrderedDict[float | None, Tensor] = OrderedDict()
@@ -69,7 +70,14 @@ class _Spec:
         return self.transform.symbol(weight, self.height, self.width)
 
     def symbol_vjp(self, weight: Tensor, grad_symbol: Tensor, create_graph: bool) -> Tensor:
-        """``(∂S/∂w)ᵀ grad_symbol``: the symbol is recomputed (it costs ~1/B of one solve)."""
+        """``(∂S/∂w)ᵀ grad_symbol``: in closed form from the cached spectral data, or (double
+        backward) by autograd through a recomputed symbol, so that it is differentiable."""
+        if not create_graph:
+            kh, kw = weight.shape[-2:]
+            gw = self.transform.symbol_vjp(
+                self.aux, grad_symbol, self.height, self.width, kh, kw
+            )
+            return gw.to(weight.dtype)
         with torch.enable_grad():
             w = weight if create_graph else weight.detach().requires_grad_(True)
             (gw,) = torch.autograd.grad(
@@ -311,9 +319,7 @@ class ConvFFT(nn.Module):
         key = (height, width)
         spec = self._cache.get(key)
         if spec is None:
-            with torch.no_grad():
-                symbol = self._transform.symbol(w.detach(), height, width)
-            spec = _Spec(self._transform, symbol, height, width)
+            spec = _Spec(self._transform, w, height, width)
             self._cache[key] = spec
             if len(self._cache) > _MAX_SIZES:
                 self._cache.popitem(last=False)

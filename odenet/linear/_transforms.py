@@ -138,13 +138,38 @@ class PeriodicTransform:
         The modulus of the eigenvalues does not depend on where the kernel sits in the
         zero-padded image, so the kernel is padded at its top-left corner.
         """
+        return PeriodicTransform.symbol_parts(weight, height, width)[0]
+
+    @staticmethod
+    def symbol_parts(weight: Tensor, height: int, width: int) -> tuple[Tensor, Tensor]:
+        """The symbol and ``K̂`` (what :meth:`symbol_vjp` needs)."""
         kh, kw = weight.shape[-2:]
         khat = torch.fft.rfft2(F.pad(weight[:, 0], (0, width - kw, 0, height - kh)))
-        return khat.real.square() + khat.imag.square()
+        return khat.real.square() + khat.imag.square(), khat
+
+    @staticmethod
+    def symbol_vjp(khat: Tensor, grad: Tensor, height: int, width: int, kh: int, kw: int):
+        """``(∂S/∂w)ᵀ grad`` in closed form: ``∂S_k/∂w[p, q] = 2 Re(conj(K̂_k) e^{-2πi k·(p, q)})``
+        for the kernel at the top-left corner, summed over the half grid."""
+        eh, ew = _exponentials(height, width, kh, kw, khat.dtype, khat.device)
+        a = torch.conj(khat) * grad
+        return 2.0 * torch.einsum("ph,chw,qw->cpq", eh, a, ew).real.unsqueeze(1)
 
     @staticmethod
     def spectrum_shape(height: int, width: int) -> tuple[int, int]:
         return height, width // 2 + 1
+
+
+@functools.lru_cache(maxsize=64)
+def _exponentials(height, width, kh, kw, dtype, device) -> tuple[Tensor, Tensor]:
+    """``e^{-2πi k1 p / H}`` (kh x H) and ``e^{-2πi k2 q / W}`` (kw x W//2+1)."""
+    k1 = torch.arange(height, dtype=torch.float64)[None, :]
+    k2 = torch.arange(width // 2 + 1, dtype=torch.float64)[None, :]
+    p = torch.arange(kh, dtype=torch.float64)[:, None]
+    q = torch.arange(kw, dtype=torch.float64)[:, None]
+    eh = torch.polar(torch.ones(kh, height, dtype=torch.float64), -2 * math.pi * p * k1 / height)
+    ew = torch.polar(torch.ones_like(q * k2), -2 * math.pi * q * k2 / width)
+    return eh.to(device=device, dtype=dtype), ew.to(device=device, dtype=dtype)
 
 
 @functools.lru_cache(maxsize=64)
@@ -233,11 +258,23 @@ class ReflectTransform:
         The cosines are even in the offsets, so ``λ`` only sees the doubly symmetric part of
         the kernel (which is all of it once :class:`ConvFFT` has checked the symmetry).
         """
+        return ReflectTransform.symbol_parts(weight, height, width)[0]
+
+    @staticmethod
+    def symbol_parts(weight: Tensor, height: int, width: int) -> tuple[Tensor, Tensor]:
+        """The symbol and ``λ`` (what :meth:`symbol_vjp` needs)."""
         kh, kw = weight.shape[-2:]
         ch = _cosines(height, kh, weight.dtype, weight.device)
         cw = _cosines(width, kw, weight.dtype, weight.device)
         lam = torch.einsum("hp,cpq,wq->chw", ch, weight[:, 0], cw)
-        return lam.square()
+        return lam.square(), lam
+
+    @staticmethod
+    def symbol_vjp(lam: Tensor, grad: Tensor, height: int, width: int, kh: int, kw: int):
+        """``(∂S/∂w)ᵀ grad = Chᵀ (2 λ grad) Cw`` in closed form."""
+        ch = _cosines(height, kh, lam.dtype, lam.device)
+        cw = _cosines(width, kw, lam.dtype, lam.device)
+        return torch.einsum("hp,chw,wq->cpq", ch, 2.0 * lam * grad, cw).unsqueeze(1)
 
     @staticmethod
     def spectrum_shape(height: int, width: int) -> tuple[int, int]:
