@@ -236,6 +236,7 @@ def fingerprint(*parts: object) -> str:
                 feed(x[k])
         elif isinstance(x, nn.Module):
             feed(type(x).__qualname__)
+            feed(repr(x))  # structure and settings (e.g. the activation)
             feed([p for p in x.state_dict().values()])
         elif isinstance(x, (ButcherTableau, IMEXTableau)):
             feed(repr(x))

@@ -11,7 +11,7 @@ import torch
 import odenet
 from analysis._common import check_methods, check_steps, fingerprint
 from analysis._problems import ODEProblem, builtin_problem
-from analysis._results import Result, new_figure
+from analysis._results import Result, new_figure, plain_log_axis
 from analysis._sweep import CaseStore, run_cases
 from odenet import ButcherTableau, IMEXTableau
 from odenet.errors import ArgumentError, ArgumentTypeError
@@ -92,6 +92,7 @@ class ConvergenceResult(Result):
                 j = np.flatnonzero(ok)[-1]
                 ax.loglog(h, e[j] * (h / h[j]) ** p, ":", color=f"C{i}", lw=0.9)
         ax.axhline(self.summary["floor"], color="0.6", lw=0.8, ls="--", label="round-off floor")
+        plain_log_axis(ax, "x")
         ax.set_xlabel("step size h")
         ax.set_ylabel("relative error at T")
         ax.set_title(f"convergence on {self.problem} (dotted: declared order)")

@@ -20,7 +20,7 @@ from analysis._common import (
     fingerprint,
     unwrap_func,
 )
-from analysis._results import Result, new_figure
+from analysis._results import Result, new_figure, steps_axis
 from analysis._sweep import CaseStore, run_cases
 from odenet import METHODS, ButcherTableau, GradientStrategy, IMEXTableau
 from odenet.errors import ArgumentError, ArgumentTypeError
@@ -246,14 +246,17 @@ class GradientConsistencyResult(Result):
                                   ms=max(7 - 1.2 * si, 3), mfc="none", label=name)
                 ax.axhline(floor, color="0.5", lw=0.7, ls=":")
                 ax.set_ylim(bottom=floor / 3)
+                steps_axis(ax, [r["steps"] for r in self.rows])
                 ax.set_xlabel("steps Nt")
                 what = "∂L/∂θ" if key == "grad_error" else "∂L/∂y0"
                 ax.set_ylabel(f"relative error of {what}")
                 ax.set_title(f"{m}: {what} vs {self.reference}")
                 ax.grid(True, which="major", alpha=0.3)
-                if i == 0 and j == 0:
-                    ax.legend(fontsize=7)
-        fig.suptitle("dotted line: exact agreement (error 0)", fontsize=9)
+        handles, names = axes[0].get_legend_handles_labels()
+        fig.legend(handles, names, loc="outside lower center", ncols=min(len(names), 4),
+                   fontsize=8)
+        fig.suptitle("relative gradient error against " + self.reference
+                     + " (dotted line: exact agreement, error 0)", fontsize=10)
         return fig
 
 

@@ -22,7 +22,16 @@ from torch import Tensor, nn
 
 from odenet.errors import ArgumentError
 
-__all__ = ["ACTIVATIONS", "DEFAULT_SPEC", "MODELS", "Case", "build_case", "check_spec"]
+__all__ = [
+    "ACTIVATIONS",
+    "DEFAULT_SPEC",
+    "MODELS",
+    "Case",
+    "build_case",
+    "check_spec",
+    "make_block",
+    "make_operator",
+]
 
 #: Models of the command: an ODE-ResNet with lean / sparse / deformable / dense
 #: operators, or IMEXnet (dense explicit part, FFT-implicit depthwise smoothing).
@@ -177,64 +186,67 @@ def load_data(kind: str, n: int, seed: int) -> tuple[Tensor, Tensor, str]:
 
 
 # -- operators and right-hand sides ------------------------------------------------------------
-class _DenseConv(nn.Conv2d):
-    """A 3x3 convolution with its transpose as ``adjoint`` (the dense reference operator)."""
-
-    def __init__(self, channels: int):
-        super().__init__(channels, channels, 3, padding=1, bias=False)
-
-    def adjoint(self, z: Tensor) -> Tensor:
-        return nn.functional.conv_transpose2d(z, self.weight, padding=1)
-
-
-def _operator(kind: str, channels: int) -> nn.Module:
-    if kind == "dense":
-        return _DenseConv(channels)
-    import odenet.nn as onn
-
-    name = {"lean": "LeanConv2d", "sparse": "SparseConv2d", "deform": "DeformConv2d"}[kind]
-    cls = getattr(onn, name, None)
-    if cls is None:
-        raise ArgumentError(
-            f"model: {kind!r} needs odenet.nn.{name}, which this installation of odenet lacks"
-        )
-    if kind == "lean":
-        return cls(channels, channels, stencil=5)
-    if kind == "sparse":
-        return cls(channels, channels, pattern="psc4")
-    return cls(channels, channels, kernel_size=3, padding=1, modulated=True)
-
-
-class ConvRHS(nn.Module):
-    r"""``f(t, y) = -K^T σ(K y + b)`` (parabolic) or ``σ(K y + b)`` (residual), ``K`` an operator.
+def make_operator(kind: str, channels: int) -> nn.Module:
+    """The convolution operator ``K`` of a model (an operator of :mod:`odenet.nn`).
 
     Examples
     --------
-    >>> import torch
-    >>> from analysis._models import ConvRHS, _DenseConv
-    >>> f = ConvRHS(_DenseConv(2), torch.tanh, "parabolic")
-    >>> f(0.0, torch.zeros(1, 2, 4, 4)).shape
-    torch.Size([1, 2, 4, 4])
+    >>> from analysis._models import make_operator
+    >>> type(make_operator("lean", 4)).__name__
+    'LeanConv2d'
     """
+    import odenet.nn as onn
 
-    def __init__(self, op: nn.Module, activation: Callable, form: str):
-        super().__init__()
-        self.op = op
-        self.activation = activation
-        self.form = form
-        self.bias = nn.Parameter(torch.zeros(_out_channels(op)))
+    if kind == "lean":
+        return onn.LeanConv2d(channels, channels, stencil=5)
+    if kind == "sparse":
+        return onn.SparseConv2d(channels, channels, pattern="psc4")
+    if kind == "deform":
+        return onn.DeformConv2d(channels, channels, kernel_size=3, padding=1, modulated=True)
+    if kind in ("dense", "imex"):
+        return onn.DenseConv2d(channels, channels, kernel_size=3)
+    raise ArgumentError(
+        f"model: unknown model {kind!r}; valid models are " + ", ".join(repr(m) for m in MODELS)
+    )
 
-    def forward(self, t, y: Tensor) -> Tensor:
-        z = self.activation(self.op(y) + self.bias[:, None, None])
-        return -self.op.adjoint(z) if self.form == "parabolic" else z
+
+def _activation(name: str):
+    import odenet.nn as onn
+
+    return name if name in onn.ACTIVATIONS else ACTIVATIONS[name]
 
 
-def _out_channels(op: nn.Module) -> int:
-    for attr in ("out_channels", "channels"):
-        if hasattr(op, attr):
-            return int(getattr(op, attr))
-    w = getattr(op, "weight", None)
-    return int(w.shape[0])
+def make_block(spec: Mapping[str, Any]) -> nn.Module:
+    """The ODE block of a specification: ``ODEBlock`` (ODE-ResNet) or ``IMEXBlock`` (IMEXnet).
+
+    Examples
+    --------
+    >>> from analysis._models import check_spec, make_block
+    >>> make_block(check_spec(model="lean", channels=4)).rhs.op.__class__.__name__
+    'LeanConv2d'
+    """
+    import odenet.nn as onn
+
+    s = check_spec(spec)
+    C = s["channels"]
+    op = make_operator(s["model"], C)
+    act = _activation(s["activation"])
+    if s["model"] == "imex":
+        method = s["method"] if s["method"] in ("imex_euler", "ars222", "ars443") else "ars222"
+        return onn.IMEXBlock(op, activation=act, T=s["T"], steps=s["steps"], method=method,
+                             gradient="backprop")
+    from analysis._region import resolve_method
+    from odenet import IMEXTableau
+
+    if isinstance(resolve_method(s["method"]), IMEXTableau):
+        raise ArgumentError(
+            f"method: {s['method']!r} is an IMEX method; it needs the 'imex' model (an implicit "
+            "part), or choose an explicit method"
+        )
+    form = onn.ParabolicRHS if s["form"] == "parabolic" else onn.ResidualRHS
+    rhs = form(op, activation=act)
+    return onn.ODEBlock(rhs, T=s["T"], steps=s["steps"], method=s["method"],
+                        gradient="backprop")
 
 
 @dataclass
@@ -242,6 +254,7 @@ class Case:
     """One ODE block of a network, ready for the analysis functions."""
 
     func: nn.Module
+    block: nn.Module
     y0: Tensor
     method: str
     steps: int
@@ -270,7 +283,7 @@ def build_case(spec: Mapping[str, Any] | None = None) -> Case:
     Examples
     --------
     >>> from analysis._models import build_case
-    >>> case = build_case({"model": "dense", "channels": 2, "batch": 3})
+    >>> case = build_case({"model": "lean", "channels": 2, "batch": 3})
     >>> tuple(case.y0.shape), case.method, case.steps
     ((3, 2, 8, 8), 'rk4', 4)
     >>> float(case.loss(case.y0[None])) > 0
@@ -281,39 +294,20 @@ def build_case(spec: Mapping[str, Any] | None = None) -> Case:
     device = torch.device(s["device"])
     torch.manual_seed(s["seed"])
     C = s["channels"]
-    act = ACTIVATIONS[s["activation"]]
-    implicit = None
-    if s["model"] == "imex":
-        from odenet.linear import ConvFFT
-
-        rhs = ConvRHS(_DenseConv(C), act, "parabolic")
-        lap = torch.tensor([[0.0, -1.0, 0.0], [-1.0, 4.0, -1.0], [0.0, -1.0, 0.0]])
-        implicit = ConvFFT(lap.expand(C, 1, 3, 3).clone())
-        method = s["method"] if s["method"] in ("imex_euler", "ars222", "ars443") else "ars222"
-    else:
-        rhs = ConvRHS(_operator(s["model"], C), act, s["form"])
-        method = s["method"]
-        from analysis._region import resolve_method
-        from odenet import IMEXTableau
-
-        if isinstance(resolve_method(method), IMEXTableau):
-            raise ArgumentError(
-                f"method: {method!r} is an IMEX method; it needs the 'imex' model (an implicit "
-                "part), or choose an explicit method"
-            )
+    block = make_block(s)
+    rhs, implicit = block.rhs, block.implicit
+    method = block.method if isinstance(block.method, str) else block.method.name
     opening = nn.Conv2d(1, C, 3, padding=1)
-    x, labels, data_desc = load_data(s["data"], max(s["batch"], 64), s["seed"])
+    n_data = max(s["batch"], 512 if s["train_steps"] else 64)
+    x, labels, data_desc = load_data(s["data"], n_data, s["seed"])
     n_classes = int(labels.max()) + 1
     head = nn.Linear(C, max(n_classes, 2))
-    with torch.no_grad():
-        for mod in rhs.modules():
-            if isinstance(mod, nn.Conv2d) or hasattr(mod, "weight"):
-                w = getattr(mod, "weight", None)
-                if isinstance(w, nn.Parameter):
-                    w.mul_(s["weight_scale"])
-    nets = nn.ModuleList([opening, rhs, head]).to(dtype=dtype, device=device)
-    if implicit is not None:
-        implicit = implicit.to(dtype=dtype, device=device)
+    if s["weight_scale"] != 1.0:
+        with torch.no_grad():
+            for name, p in rhs.named_parameters():
+                if name.endswith("weight") and p.ndim == 4:
+                    p.mul_(s["weight_scale"])
+    nets = nn.ModuleList([opening, block, head]).to(dtype=dtype, device=device)
     x = x.to(dtype=dtype, device=device)
     labels = labels.to(device)
     t = torch.tensor([0.0, s["T"]], dtype=dtype, device=device)
@@ -344,11 +338,14 @@ def build_case(spec: Mapping[str, Any] | None = None) -> Case:
     def loss_fn(y: Tensor) -> Tensor:
         return nn.functional.cross_entropy(logits(y[-1]), batch_labels)
 
-    params = [p for p in rhs.parameters() if p.requires_grad]
+    params = [p for p in block.parameters() if p.requires_grad]
+    kind = {"lean": "lean", "sparse": "pre-defined sparse (psc4)", "deform": "deformable",
+            "dense": "dense 3x3", "imex": "dense 3x3"}[s["model"]]
     desc = (
-        f"ODE block of a {'IMEXnet' if s['model'] == 'imex' else 'ODE-ResNet'} with "
-        f"{s['model'] if s['model'] != 'imex' else 'dense'} operators, "
-        f"{s['form'] if s['model'] != 'imex' else 'parabolic'} form, {s['activation']}, "
-        f"{C} channels; {method}, {s['steps']} steps on [0, {s['T']:g}]; data: {data_desc}"
+        f"ODE block of {'an IMEXnet' if s['model'] == 'imex' else 'an ODE-ResNet'} with "
+        f"{kind} operators, {'parabolic' if s['model'] == 'imex' else s['form']} form"
+        f"{' and an FFT-implicit depthwise L' if implicit is not None else ''}, "
+        f"{s['activation']}, {C} channels; {method}, {s['steps']} steps on [0, {s['T']:g}]; "
+        f"data: {data_desc}"
     )
-    return Case(rhs, y0, method, s["steps"], s["T"], implicit, loss_fn, params, desc, s)
+    return Case(rhs, block, y0, method, s["steps"], s["T"], implicit, loss_fn, params, desc, s)

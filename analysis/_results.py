@@ -8,7 +8,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Result", "format_table", "jsonable", "new_figure"]
+__all__ = [
+    "Result",
+    "format_table",
+    "jsonable",
+    "new_figure",
+    "plain_log_axis",
+    "steps_axis",
+]
 
 
 def jsonable(value: Any) -> Any:
@@ -117,6 +124,36 @@ def new_figure(nrows: int = 1, ncols: int = 1, *, width: float = 6.4, height: fl
     fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False)
     return fig, [ax for row in axes for ax in row]
+
+
+def steps_axis(ax, steps) -> None:
+    """A log2 x-axis labelled with the step counts themselves.
+
+    Examples
+    --------
+    >>> from analysis._results import new_figure, steps_axis
+    >>> fig, (ax,) = new_figure()
+    >>> steps_axis(ax, [2, 4, 8])
+    >>> [t.get_text() for t in ax.get_xticklabels()]
+    ['2', '4', '8']
+    """
+    from matplotlib.ticker import NullLocator
+
+    steps = sorted({int(s) for s in steps})
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_minor_locator(NullLocator())
+    if len(steps) > 8:  # keep every other label readable
+        steps = steps[:: math.ceil(len(steps) / 8)]
+    ax.set_xticks(steps, [str(s) for s in steps])
+
+
+def plain_log_axis(ax, which: str = "x") -> None:
+    """Log axis with labels on the decades only (no crowded minor labels)."""
+    from matplotlib.ticker import LogLocator, NullFormatter
+
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    axis.set_major_locator(LogLocator(base=10))
+    axis.set_minor_formatter(NullFormatter())
 
 
 class Result:

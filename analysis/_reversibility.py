@@ -17,7 +17,7 @@ from analysis._common import (
     fingerprint,
     unwrap_func,
 )
-from analysis._results import Result, new_figure
+from analysis._results import Result, new_figure, steps_axis
 from analysis._sweep import CaseStore, run_cases
 from odenet import ButcherTableau, IMEXTableau
 from odenet.errors import ArgumentError, NonFiniteStateError
@@ -79,6 +79,7 @@ class ReversibilityResult(Result):
             if (~finite).any():
                 ax.plot(n[~finite], np.full((~finite).sum(), ax.get_ylim()[1]), "x",
                         color=color, ms=8)
+        steps_axis(ax, [r["steps"] for r in self.rows])
         ax.set_xlabel("steps Nt")
         ax.set_ylabel("relative reconstruction error of y0")
         ax.set_title("solve forward, then backward from y(T)")

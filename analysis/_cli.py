@@ -1,0 +1,434 @@
+"""The ``odenet-analysis`` command (also ``python -m analysis``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from odenet.errors import OdenetError
+
+__all__ = ["build_parser", "main"]
+
+PROG = "odenet-analysis"
+
+_EXAMPLES = """\
+examples:
+  odenet-analysis report                          # the whole report on the default network
+  odenet-analysis report --model sparse --activations relu --output relu-report
+  odenet-analysis gradients --methods euler,rk4_38 --steps 4,16,64 --strategies anode,adjoint
+  odenet-analysis reversibility --activation relu --methods rk4 --steps 2,4,8,16,32
+  odenet-analysis stability --model imex --block-method ars222
+  odenet-analysis order --methods euler,rk4,ars222 --problems linear,vanderpol,model
+  odenet-analysis cost --strategies anode,revolve:4,adjoint,torchdiffeq-adjoint --steps 32
+
+Interrupted sweeps resume: run the same command again (finished cases are kept in
+OUTPUT/sweeps/*.jsonl; --fresh discards them). Exit status 2: bad arguments.
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line on stderr and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        raise SystemExit(2)
+
+
+def _ints(text: str) -> list[int]:
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            v = int(part)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated positive integers, got {text!r}"
+            ) from None
+        if v <= 0:
+            raise argparse.ArgumentTypeError(f"expected positive integers, got {v}")
+        out.append(v)
+    return out
+
+
+def _pos_int(text: str) -> int:
+    v = _ints(text)
+    if len(v) != 1:
+        raise argparse.ArgumentTypeError(f"expected one positive integer, got {text!r}")
+    return v[0]
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {v}")
+    return v
+
+
+def _pos_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite positive number, got {text!r}")
+    return v
+
+
+def _names(valid: Sequence[str] | None = None, what: str = "name",
+           extra: Callable[[str], bool] | None = None) -> Callable[[str], list[str]]:
+    def parse(text: str) -> list[str]:
+        items = [p.strip() for p in text.split(",") if p.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError(f"expected at least one {what}")
+        if valid is not None:
+            for it in items:
+                if it not in valid and not (extra and extra(it)):
+                    raise argparse.ArgumentTypeError(
+                        f"unknown {what} {it!r}; valid: {', '.join(valid)}"
+                    )
+        return items
+
+    return parse
+
+
+def _methods() -> list[str]:
+    from odenet import METHODS
+
+    return list(METHODS)
+
+
+def _strategy_ok(name: str) -> bool:
+    if name.startswith("revolve:"):
+        k = name.split(":", 1)[1]
+        return k.isdigit() and int(k) >= 1
+    return False
+
+
+def _model_options(p: argparse.ArgumentParser) -> None:
+    from analysis._models import DATA, DEFAULT_SPEC, FORMS, MODELS
+
+    g = p.add_argument_group("network (the ODE block analysed)")
+    g.add_argument("--model", choices=MODELS, default=DEFAULT_SPEC["model"],
+                   help="operators of the ODE-ResNet (lean, sparse, deform, dense) or IMEXnet "
+                        "(imex); default %(default)s")
+    g.add_argument("--form", choices=FORMS, default=DEFAULT_SPEC["form"],
+                   help="right-hand side: -K^T s(Ky+b) (parabolic) or s(Ky+b) (residual); "
+                        "default %(default)s")
+    g.add_argument("--channels", type=_pos_int, default=DEFAULT_SPEC["channels"],
+                   help="channels of the block (default %(default)s)")
+    g.add_argument("--batch", type=_pos_int, default=DEFAULT_SPEC["batch"],
+                   help="images in the analysed batch (default %(default)s)")
+    g.add_argument("--block-method", choices=_methods(), default=DEFAULT_SPEC["method"],
+                   help="the block's own method (default %(default)s; imex: ars222)")
+    g.add_argument("--block-steps", type=_pos_int, default=DEFAULT_SPEC["steps"],
+                   help="the block's own number of steps (default %(default)s)")
+    g.add_argument("--T", type=_pos_float, default=DEFAULT_SPEC["T"],
+                   help="length of the block's time interval (default %(default)s)")
+    g.add_argument("--weight-scale", type=_pos_float, default=DEFAULT_SPEC["weight_scale"],
+                   help="multiply the block's convolution weights (default %(default)s)")
+    g.add_argument("--train-steps", type=_nonneg_int, default=DEFAULT_SPEC["train_steps"],
+                   help="Adam steps on the data before the analysis (default %(default)s)")
+    g.add_argument("--data", choices=DATA, default=DEFAULT_SPEC["data"],
+                   help="digits (scikit-learn), synthetic bars, or auto (default)")
+    g.add_argument("--dtype", choices=("float32", "float64"), default=DEFAULT_SPEC["dtype"],
+                   help="dtype of the analysis (default %(default)s; cost uses float32)")
+    g.add_argument("--device", default=DEFAULT_SPEC["device"],
+                   help="torch device (default %(default)s)")
+    g.add_argument("--seed", type=int, default=DEFAULT_SPEC["seed"],
+                   help="seed of the weights and the data (default %(default)s)")
+    o = p.add_argument_group("output")
+    o.add_argument("--output", "-o", default="odenet-report",
+                   help="output folder (default %(default)s)")
+    o.add_argument("--fresh", action="store_true",
+                   help="discard recorded cases instead of resuming")
+    o.add_argument("--no-progress", action="store_true", help="no progress bars")
+    o.add_argument("--threads", type=_pos_int, default=1,
+                   help="torch / BLAS threads (default %(default)s: best for small states)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``odenet-analysis``.
+
+    Examples
+    --------
+    >>> from analysis._cli import build_parser
+    >>> args = build_parser().parse_args(["gradients", "--steps", "4,8"])
+    >>> args.command, args.steps
+    ('gradients', [4, 8])
+    """
+    from analysis._gradients import STRATEGIES
+    from analysis._models import ACTIVATIONS
+    from analysis._problems import BUILTIN_PROBLEMS
+    from analysis._report import REPORT_DEFAULTS
+
+    methods = _methods()
+    parser = _Parser(
+        prog=PROG,
+        description="Diagnostics of ODE-networks: gradient consistency of the strategies "
+                    "(discretize-then-optimize vs the continuous adjoint), reverse-time "
+                    "reconstruction, stability of the step against the Jacobian's spectrum, "
+                    "observed convergence order, and memory/time of the gradient strategies.",
+        epilog=_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    fmt = argparse.RawDescriptionHelpFormatter
+    acts = _names(list(ACTIVATIONS), "activation")
+    strategies = _names(list(STRATEGIES), "strategy", _strategy_ok)
+    d = REPORT_DEFAULTS
+
+    def csv(v: Sequence) -> str:
+        return ",".join(str(x) for x in v)
+
+    rp = sub.add_parser("report", help="write the whole report (index.html, PNGs, results.json)",
+                        description="Run every analysis on one network and write OUTPUT/"
+                                    "index.html, one PNG per figure and results.json.",
+                        epilog=_EXAMPLES, formatter_class=fmt)
+    rp.add_argument("--activations", type=acts, default=list(d["activations"]),
+                    help=f"activations compared (default {csv(d['activations'])})")
+    rp.add_argument("--methods", type=_names(methods, "method"),
+                    default=list(d["gradient_methods"]),
+                    help=f"methods of the gradient sweep (default {csv(d['gradient_methods'])})")
+    rp.add_argument("--steps", type=_ints, default=list(d["gradient_steps"]),
+                    help="step counts of the gradient and reversibility sweeps "
+                         f"(default {csv(d['gradient_steps'])})")
+    rp.add_argument("--strategies", type=strategies, default=list(d["strategies"]),
+                    help=f"strategies compared with backprop (default {csv(d['strategies'])})")
+    rp.add_argument("--sections", type=_names(
+        ["gradients", "reversibility", "stability", "order", "cost"], "section"),
+        default=["gradients", "reversibility", "stability", "order", "cost"],
+        help="analyses to run (default: all)")
+    rp.add_argument("--quick", action="store_true",
+                    help="a tiny configuration (a smoke test in seconds)")
+    _model_options(rp)
+
+    gp = sub.add_parser("gradients", help="gradient consistency of the strategies",
+                        description="Relative error of each strategy's gradient against "
+                                    "backprop and central finite differences.",
+                        epilog=_EXAMPLES, formatter_class=fmt)
+    gp.add_argument("--activations", "--activation", type=acts, default=["tanh"],
+                    help="activations (comma-separated; default tanh)")
+    gp.add_argument("--methods", type=_names(methods, "method"),
+                    default=list(d["gradient_methods"]),
+                    help=f"methods (default {csv(d['gradient_methods'])})")
+    gp.add_argument("--steps", type=_ints, default=list(d["gradient_steps"]),
+                    help=f"step counts Nt (default {csv(d['gradient_steps'])})")
+    gp.add_argument("--strategies", type=strategies, default=list(d["strategies"]),
+                    help=f"strategies (default {csv(d['strategies'])}; revolve:k for k "
+                         "checkpoints)")
+    gp.add_argument("--fd-directions", type=_nonneg_int, default=d["fd_directions"],
+                    help="random directions of the finite-difference check (default %(default)s)")
+    _model_options(gp)
+
+    vp = sub.add_parser("reversibility", help="reverse-time reconstruction of the block input",
+                        description="Solve forward, then backward from y(T); relative error "
+                                    "of the reconstructed y0.",
+                        epilog=_EXAMPLES, formatter_class=fmt)
+    vp.add_argument("--activations", "--activation", type=acts, default=["tanh"],
+                    help="activations (comma-separated; default tanh)")
+    vp.add_argument("--methods", type=_names(methods, "method"),
+                    default=list(d["reversibility_methods"]),
+                    help=f"explicit methods (default {csv(d['reversibility_methods'])})")
+    vp.add_argument("--steps", type=_ints, default=list(d["reversibility_steps"]),
+                    help=f"step counts (default {csv(d['reversibility_steps'])})")
+    _model_options(vp)
+
+    sp = sub.add_parser("stability", help="Jacobian spectrum against the stability region",
+                        description="Extreme eigenvalues of the block's Jacobian (ARPACK, "
+                                    "matrix-free), h*lambda in the method's region, the largest "
+                                    "stable step, and the flow-map amplification.",
+                        epilog=_EXAMPLES, formatter_class=fmt)
+    sp.add_argument("--method", choices=methods, default=None,
+                    help="method whose region is tested (default: the block's)")
+    sp.add_argument("--step-size", type=_pos_float, default=None,
+                    help="step h (default: T / block steps)")
+    sp.add_argument("--k", type=_pos_int, default=d["stability_k"],
+                    help="eigenvalues per ARPACK target (default %(default)s)")
+    _model_options(sp)
+
+    op = sub.add_parser("order", help="observed order of convergence",
+                        description="Error at T against an exact or DOP853 reference; "
+                                    "log-log fit of the order.",
+                        epilog=_EXAMPLES, formatter_class=fmt)
+    op.add_argument("--methods", type=_names(methods, "method"),
+                    default=list(d["order_methods"]),
+                    help="methods (default: all)")
+    op.add_argument("--problems", type=_names([*BUILTIN_PROBLEMS, "model"], "problem"),
+                    default=list(d["order_problems"]),
+                    help=f"problems (default {csv(d['order_problems'])}; model: the network's "
+                         "block)")
+    op.add_argument("--steps", type=_ints, default=list(d["order_steps"]),
+                    help=f"step counts (default {csv(d['order_steps'])})")
+    _model_options(op)
+
+    cp = sub.add_parser("cost", help="memory and time of the gradient strategies",
+                        description="Peak memory and forward+backward time of each strategy "
+                                    "(a fresh process per measurement), as ratios to backprop.",
+                        epilog=_EXAMPLES, formatter_class=fmt)
+    cp.add_argument("--strategies", type=strategies, default=list(d["cost_strategies"]),
+                    help=f"strategies besides backprop (default {csv(d['cost_strategies'])})")
+    cp.add_argument("--method", choices=methods, default=d["cost_method"],
+                    help="method (default %(default)s, torchdiffeq's rk4)")
+    cp.add_argument("--steps", type=_pos_int, default=d["cost_steps"],
+                    help="number of steps (default %(default)s)")
+    cp.add_argument("--repeats", type=_pos_int, default=d["cost_repeats"],
+                    help="timed runs per strategy (default %(default)s)")
+    _model_options(cp)
+    cp.set_defaults(batch=d["cost_batch"], dtype="float32")
+    return parser
+
+
+def _spec(args: argparse.Namespace) -> dict[str, Any]:
+    from analysis._models import check_spec
+
+    return check_spec(
+        model=args.model, form=args.form, channels=args.channels, batch=args.batch,
+        method=args.block_method, steps=args.block_steps, T=args.T, dtype=args.dtype,
+        device=args.device, seed=args.seed, data=args.data, weight_scale=args.weight_scale,
+        train_steps=args.train_steps,
+    )
+
+
+def _set_threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(n)
+    try:  # BLAS threads (numpy/scipy): oversubscription slows small dense problems badly
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(n)
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        pass
+
+
+def _write(out: Path, name: str, result, fig=None) -> list[Path]:
+    from analysis._report import write_figure
+    from analysis._results import jsonable
+    from analysis._sweep import atomic_write
+
+    paths = [atomic_write(out / f"{name}.json",
+                          json.dumps(jsonable(result), indent=1, allow_nan=False))]
+    if fig is not None:
+        paths.append(write_figure(fig, out / f"{name}.png"))
+    return paths
+
+
+def _run(args: argparse.Namespace, command_line: str) -> int:
+    import shutil
+
+    from analysis import _report as R
+    from analysis._report import check_output
+
+    _set_threads(args.threads)
+    progress = False if args.no_progress else None
+    spec = _spec(args)
+    if args.command == "report":
+        settings: dict[str, Any] = {
+            "activations": args.activations, "gradient_methods": args.methods,
+            "gradient_steps": args.steps, "reversibility_steps": args.steps,
+            "strategies": args.strategies,
+        }
+        if args.quick:
+            spec = {**spec, "channels": min(spec["channels"], 4), "batch": min(spec["batch"], 4)}
+            settings.update(
+                activations=args.activations[:1], gradient_steps=[2, 4],
+                reversibility_steps=[2, 4], order_steps=[8, 16],
+                order_methods=["euler", "rk4", "ars222"], order_problems=["linear", "model"],
+                cost_steps=4, cost_batch=8, cost_repeats=1, fd_directions=1,
+                cost_strategies=["anode", "adjoint"], stability_k=2,
+                gradient_methods=args.methods[:2],
+            )
+        R.report(args.output, spec, settings=settings, sections=args.sections,
+                 progress=progress, fresh=args.fresh, command=command_line)
+        return 0
+
+    out = check_output(args.output)
+    stores = out / "sweeps"
+    if args.fresh and stores.exists():
+        shutil.rmtree(stores)
+    stores.mkdir(exist_ok=True)
+    t0 = time.perf_counter()
+    if args.command == "gradients":
+        res = R.run_gradients(spec, args.activations, args.methods, args.steps, args.strategies,
+                              fd_directions=args.fd_directions, stores=stores, progress=progress)
+        print(res)
+        paths = _write(out, "gradients", res.to_dict(), res.plot())
+    elif args.command == "reversibility":
+        res = R.run_reversibility(spec, args.activations, args.methods, args.steps,
+                                  stores=stores, progress=progress)
+        print(res)
+        paths = _write(out, "reversibility", res.to_dict(), res.plot())
+    elif args.command == "stability":
+        res, regions = R.run_stability(spec, method=args.method, step_size=args.step_size,
+                                       k=args.k)
+        print(res)
+        paths = _write(out, "stability", res.to_dict(), res.plot())
+        paths.append(R.write_figure(
+            R.plot_regions(regions, res.hlambda_all(),
+                           f"stability regions and h·λ at h = {res.step_size:.3g}"),
+            out / "regions.png"))
+    elif args.command == "order":
+        results = R.run_order(spec, args.methods, args.problems, args.steps, stores=stores,
+                              progress=progress)
+        for r in results:
+            print(r)
+            print()
+        paths = _write(out, "order", [r.to_dict() for r in results],
+                       R.plot_orders(results) if results else None)
+    elif args.command == "cost":
+        res = R.run_cost(spec, args.strategies, method=args.method, steps=args.steps,
+                         batch=args.batch, repeats=args.repeats, stores=stores,
+                         progress=progress)
+        print(res)
+        paths = _write(out, "cost", res.to_dict(), res.plot())
+    else:  # pragma: no cover - argparse refuses other commands
+        raise AssertionError(args.command)
+    print(f"done in {time.perf_counter() - t0:.0f} s; wrote "
+          + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``odenet-analysis``; returns the exit status.
+
+    Bad arguments (unknown method, strategy or model, non-positive steps, an
+    output folder that cannot be written) print one line on stderr and give
+    exit status 2; an interrupt gives 130 (rerun the command to resume).
+
+    Examples
+    --------
+    >>> from analysis._cli import main
+    >>> main(["order", "--steps", "0"])
+    2
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2)
+        return int(exc.code or 0)
+    command_line = " ".join([PROG, *(shlex.quote(a) for a in argv)])
+    try:
+        return _run(args, command_line)
+    except OdenetError as err:
+        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+        sys.stderr.write(f"{PROG} {args.command}: error: {msg}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write(f"\n{PROG}: interrupted; run the same command again to resume "
+                         "(finished cases are kept)\n")
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
