@@ -1,0 +1,506 @@
+"""Deformable convolution (DCN v1 / v2) with torchvision's signature and layout."""
+
+from __future__ import annotations
+
+import warnings
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+from torch.autograd import Function
+
+from odenet.errors import ArgumentError
+from odenet.nn.functional._checks import check_image, check_like, check_param, pair
+
+
+class _Geo(NamedTuple):
+    """Shapes and hyper-parameters of one deformable convolution."""
+
+    b: int
+    cin: int
+    h: int
+    w: int
+    cout: int
+    kh: int
+    kw: int
+    wg: int  # weight groups
+    og: int  # offset groups
+    ho: int
+    wo: int
+    sh: int
+    sw: int
+    ph: int
+    pw: int
+    dh: int
+    dw: int
+
+    @property
+    def k(self) -> int:
+        return self.kh * self.kw
+
+
+__all__ = ["deform_conv2d", "deform_conv2d_adjoint"]
+
+
+def _geometry(input, offset, weight, stride, padding, dilation, mask):
+    check_image("input", input)
+    check_image("offset", offset)
+    check_image("weight", weight)
+    check_like("offset", offset, input)
+    check_like("weight", weight, input)
+    sh, sw = pair("stride", stride, minimum=1)
+    ph, pw = pair("padding", padding, minimum=0)
+    dh, dw = pair("dilation", dilation, minimum=1)
+    b, cin, h, w = input.shape
+    cout, cin_g, kh, kw = weight.shape
+    if cin_g == 0 or cin % cin_g != 0:
+        raise ArgumentError(
+            f"weight: dimension 1 ({cin_g}) must divide the input channels ({cin}); "
+            f"expected weight of shape (out_channels, {cin} // groups, kh, kw)"
+        )
+    wg = cin // cin_g
+    if cout % wg != 0:
+        raise ArgumentError(
+            f"weight: out_channels ({cout}) must be divisible by the weight groups ({wg} = "
+            f"{cin} input channels / weight.shape[1] {cin_g})"
+        )
+    ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    wo = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    if ho <= 0 or wo <= 0:
+        raise ArgumentError(
+            f"input: spatial size {h}x{w} is too small for kernel {kh}x{kw} with padding "
+            f"({ph}, {pw}), dilation ({dh}, {dw}), stride ({sh}, {sw}): the output would be "
+            f"{ho}x{wo}"
+        )
+    k = kh * kw
+    ob, oc, oh, ow = offset.shape
+    og = oc // (2 * k) if oc % (2 * k) == 0 else 0
+    if ob != b or og == 0 or (oh, ow) != (ho, wo) or cin % og != 0:
+        raise ArgumentError(
+            f"offset: expected shape ({b}, 2 * offset_groups * {kh} * {kw}, {ho}, {wo}) with "
+            f"offset_groups dividing the {cin} input channels, e.g. ({b}, {2 * k}, {ho}, {wo}); "
+            f"got {tuple(offset.shape)}"
+        )
+    if mask is not None:
+        check_image("mask", mask)
+        check_like("mask", mask, input)
+        if tuple(mask.shape) != (b, og * k, ho, wo):
+            raise ArgumentError(
+                f"mask: expected shape ({b}, {og * k}, {ho}, {wo}) (batch, offset_groups * "
+                f"{kh} * {kw}, out height, out width) to match offset, got {tuple(mask.shape)}"
+            )
+    return _Geo(b, cin, h, w, cout, kh, kw, wg, og, ho, wo, sh, sw, ph, pw, dh, dw)
+
+
+def _sampling(offset, mask, geo):
+    """Flat corner indices ``(N, 4)`` into the channels-last input rows and their weights.
+
+    Rows ``n`` run over ``(b, oy, ox, k, g)``; the weight of a corner is its bilinear
+    weight, zero when the corner or the whole point lies outside the image (as in
+    torchvision), times the modulation mask. Also returns what the offset and mask
+    gradients need.
+    """
+    b, h, w, kh, kw, og, ho, wo, sh, sw, ph, pw, dh, dw = (
+        geo.b,
+        geo.h,
+        geo.w,
+        geo.kh,
+        geo.kw,
+        geo.og,
+        geo.ho,
+        geo.wo,
+        geo.sh,
+        geo.sw,
+        geo.ph,
+        geo.pw,
+        geo.dh,
+        geo.dw,
+    )
+    k = kh * kw
+    dev, dt = offset.device, offset.dtype
+    off = offset.view(b, og, k, 2, ho, wo).permute(0, 4, 5, 2, 1, 3)  # (B, Ho, Wo, K, og, 2)
+    ki = torch.arange(kh, device=dev).repeat_interleave(kw)
+    kj = torch.arange(kw, device=dev).repeat(kh)
+    by = (torch.arange(ho, device=dev) * sh - ph).view(1, ho, 1, 1, 1) + (ki * dh).view(
+        1, 1, 1, k, 1
+    )
+    bx = (torch.arange(wo, device=dev) * sw - pw).view(1, 1, wo, 1, 1) + (kj * dw).view(
+        1, 1, 1, k, 1
+    )
+    py = by.to(dt) + off[..., 0]
+    px = bx.to(dt) + off[..., 1]
+    inside = (py > -1) & (py < h) & (px > -1) & (px < w)
+    y0f, x0f = torch.floor(py), torch.floor(px)
+    ly, lx = py - y0f, px - x0f
+    hy, hx = 1 - ly, 1 - lx
+    y0, x0 = y0f.long(), x0f.long()
+    vy0 = inside & (y0 >= 0)
+    vy1 = inside & (y0 + 1 <= h - 1)
+    vx0 = x0 >= 0
+    vx1 = x0 + 1 <= w - 1
+    valid = torch.stack((vy0 & vx0, vy0 & vx1, vy1 & vx0, vy1 & vx1), -1).to(dt)
+    bil = torch.stack((hy * hx, hy * lx, ly * hx, ly * lx), -1)
+    yc0, yc1 = y0.clamp(0, h - 1), (y0 + 1).clamp(0, h - 1)
+    xc0, xc1 = x0.clamp(0, w - 1), (x0 + 1).clamp(0, w - 1)
+    base = torch.arange(b, device=dev).view(b, 1, 1, 1, 1) * h
+    grp = torch.arange(og, device=dev).view(1, 1, 1, 1, og)
+    idx = torch.stack(
+        [
+            ((base + yy) * w + xx) * og + grp
+            for yy, xx in ((yc0, xc0), (yc0, xc1), (yc1, xc0), (yc1, xc1))
+        ],
+        -1,
+    )
+    m = None if mask is None else mask.view(b, og, k, ho, wo).permute(0, 3, 4, 2, 1)
+    wgt = bil * valid if m is None else bil * valid * m.unsqueeze(-1)
+    return idx.reshape(-1, 4), wgt.reshape(-1, 4), (hy, hx, ly, lx, valid, m)
+
+
+def _columns(input, offset, mask, geo):
+    """Bilinear samples ``(B·Ho·Wo, K·Cin)`` times the mask: the differentiable reference."""
+    b, cin, h, w, kh, kw, og, ho, wo = (
+        geo.b,
+        geo.cin,
+        geo.h,
+        geo.w,
+        geo.kh,
+        geo.kw,
+        geo.og,
+        geo.ho,
+        geo.wo,
+    )
+    cg = cin // og
+    rows = input.permute(0, 2, 3, 1).reshape(b * h * w * og, cg)
+    idx, wgt, _ = _sampling(offset, mask, geo)
+    vals = rows.index_select(0, idx.reshape(-1)).view(-1, 4, cg)
+    cols = (vals * wgt.unsqueeze(-1)).sum(1)
+    return cols.view(b * ho * wo, kh * kw * cin)
+
+
+def _weight_matrix(weight, geo):
+    """``(wg, K·Cin/wg, Cout/wg)`` with rows in the ``(k, cin)`` order of the columns."""
+    cin, cout, kh, kw, wg = (geo.cin, geo.cout, geo.kh, geo.kw, geo.wg)
+    cin_g = cin // wg
+    return (
+        weight.view(wg, cout // wg, cin_g, kh * kw)
+        .permute(0, 3, 2, 1)
+        .reshape(wg, kh * kw * cin_g, cout // wg)
+    )
+
+
+def _group_columns(cols, geo):
+    """``(B·P, K·Cin)`` -> ``(wg, B·P, K·Cin/wg)``."""
+    cin, kh, kw, wg = (geo.cin, geo.kh, geo.kw, geo.wg)
+    if wg == 1:
+        return cols.unsqueeze(0)
+    n = cols.shape[0]
+    return cols.view(n, kh * kw, wg, cin // wg).permute(2, 0, 1, 3).reshape(wg, n, -1)
+
+
+def _ungroup_columns(gcols, geo):
+    """Inverse of :func:`_group_columns`."""
+    cin, kh, kw, wg = (geo.cin, geo.kh, geo.kw, geo.wg)
+    if wg == 1:
+        return gcols[0]
+    n = gcols.shape[1]
+    return gcols.view(wg, n, kh * kw, cin // wg).permute(1, 2, 0, 3).reshape(n, -1)
+
+
+def _output(cols, weight, bias, geo):
+    b, cout, wg, ho, wo = (geo.b, geo.cout, geo.wg, geo.ho, geo.wo)
+    out = torch.bmm(_group_columns(cols, geo), _weight_matrix(weight, geo))  # (wg, BP, cout/wg)
+    out = out.view(wg, b, ho, wo, cout // wg).permute(1, 0, 4, 2, 3).reshape(b, cout, ho, wo)
+    if bias is not None:
+        out = out + bias.view(1, cout, 1, 1)
+    return out
+
+
+def _reference(input, offset, mask, weight, bias, geo):
+    """The whole operator from differentiable primitives (any-order derivatives)."""
+    return _output(_columns(input, offset, mask, geo), weight, bias, geo)
+
+
+def _csr(idx, wgt, n_rows):
+    n = idx.shape[0]
+    crow = torch.arange(0, 4 * n + 1, 4, device=idx.device)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
+        return torch.sparse_csr_tensor(
+            crow, idx.reshape(-1), wgt.reshape(-1), size=(n, n_rows), dtype=wgt.dtype
+        )
+
+
+class _DeformConv(Function):
+    """Fast first derivatives (sparse gather/scatter + one matrix product each way);
+    second derivatives through :func:`_reference`."""
+
+    @staticmethod
+    def forward(ctx, input, offset, mask, weight, bias, geo):
+        b, cin, h, w, kh, kw, og, ho, wo = (
+            geo.b,
+            geo.cin,
+            geo.h,
+            geo.w,
+            geo.kh,
+            geo.kw,
+            geo.og,
+            geo.ho,
+            geo.wo,
+        )
+        cg = cin // og
+        rows = input.permute(0, 2, 3, 1).reshape(b * h * w * og, cg)
+        idx, wgt, _ = _sampling(offset, mask, geo)
+        cols = (_csr(idx, wgt, rows.shape[0]) @ rows).view(b * ho * wo, kh * kw * cin)
+        ctx.save_for_backward(input, offset, mask, weight, bias, rows, idx, wgt, cols)
+        ctx.geo = geo
+        return _output(cols, weight, bias, geo)
+
+    @staticmethod
+    def backward(ctx, g):
+        if torch.is_grad_enabled():
+            return _reference_grads(ctx, g)
+        _, offset, mask, weight, bias, rows, idx, wgt, cols = ctx.saved_tensors
+        geo = ctx.geo
+        need = ctx.needs_input_grad
+        b, cin, h, w, cout, kh, kw, wg, og, ho, wo = (
+            geo.b,
+            geo.cin,
+            geo.h,
+            geo.w,
+            geo.cout,
+            geo.kh,
+            geo.kw,
+            geo.wg,
+            geo.og,
+            geo.ho,
+            geo.wo,
+        )
+        k = kh * kw
+        cg = cin // og
+        # (wg, B·P, cout/wg)
+        g2 = (
+            g.reshape(b, wg, cout // wg, ho, wo).permute(1, 0, 3, 4, 2).reshape(wg, b * ho * wo, -1)
+        )
+        g_in = g_off = g_mask = g_w = g_b = None
+        if need[3]:
+            gw = torch.bmm(_group_columns(cols, geo).transpose(1, 2), g2)  # (wg, K·cin_g, cout_g)
+            g_w = gw.view(wg, k, cin // wg, cout // wg).permute(0, 3, 2, 1).reshape(weight.shape)
+        if need[4] and bias is not None:
+            g_b = g.sum((0, 2, 3))
+        if need[0] or need[1] or need[2]:
+            wmat = _weight_matrix(weight, geo)
+            gcols = _ungroup_columns(torch.bmm(g2, wmat.transpose(1, 2)), geo).reshape(-1, cg)
+            if need[0]:
+                g_rows = _scatter_rows(gcols, idx, wgt, rows.shape[0])
+                g_in = g_rows.view(b, h, w, cin).permute(0, 3, 1, 2).contiguous()
+            if need[1] or need[2]:
+                dots = _corner_dots(gcols, rows, idx)  # d<g, out>/d wgt
+                _, _, (hy, hx, ly, lx, valid, m) = _sampling(offset, mask, geo)
+                gv = dots.view(b, ho, wo, k, og, 4) * valid  # d<g, out>/d(bilinear·valid·m)
+                if m is not None:
+                    bil = torch.stack((hy * hx, hy * lx, ly * hx, ly * lx), -1)
+                    if need[2]:
+                        g_mask = (gv * bil).sum(-1).permute(0, 4, 3, 1, 2).reshape(mask.shape)
+                    gv = gv * m.unsqueeze(-1)
+                if need[1]:
+                    gy = (gv[..., 2] - gv[..., 0]) * hx + (gv[..., 3] - gv[..., 1]) * lx
+                    gx = (gv[..., 1] - gv[..., 0]) * hy + (gv[..., 3] - gv[..., 2]) * ly
+                    g_off = (
+                        torch.stack((gy, gx), -1).permute(0, 4, 3, 5, 1, 2).reshape(offset.shape)
+                    )
+        return g_in, g_off, g_mask, g_w, g_b, None
+
+
+def _scatter_rows(gcols, idx, wgt, n_rows):
+    """``Sᵀ gcols``: every sample's gradient spread onto its four corners."""
+    return _csr(idx, wgt, n_rows).t() @ gcols
+
+
+def _corner_dots(gcols, rows, idx):
+    """``out[n, c] = <gcols[n], rows[idx[n, c]]>`` (a sampled matrix product)."""
+    ones = torch.ones(idx.shape, dtype=rows.dtype, device=rows.device)
+    pattern = _csr(idx, ones, rows.shape[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse.sampled_addmm(pattern, gcols, rows.t(), beta=0.0).values().view(-1, 4)
+
+
+def _reference_grads(ctx, g):
+    """Differentiable first derivatives (used when a graph of the gradient is requested)."""
+    input, offset, mask, weight, bias = ctx.saved_tensors[:5]
+    args = [input, offset, mask, weight, bias]
+    wanted = [i for i, a in enumerate(args) if a is not None and ctx.needs_input_grad[i]]
+    with torch.enable_grad():
+        leaves = list(args)
+        for i in wanted:
+            if not leaves[i].requires_grad:  # e.g. a constant saved tensor
+                leaves[i] = leaves[i].detach().requires_grad_(True)
+        out = _reference(*leaves, ctx.geo)
+        grads = torch.autograd.grad(
+            out, [leaves[i] for i in wanted], g, create_graph=True, allow_unused=True
+        )
+    result: list = [None] * 6
+    for i, gr in zip(wanted, grads):
+        result[i] = gr if gr is not None else torch.zeros_like(args[i])
+    return tuple(result)
+
+
+def deform_conv2d(
+    input: Tensor,
+    offset: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] = 0,
+    dilation: int | tuple[int, int] = 1,
+    mask: Tensor | None = None,
+) -> Tensor:
+    r"""Deformable 2-D convolution (DCN v1; v2 with ``mask``), torchvision's signature.
+
+    For output pixel ``(oy, ox)`` and kernel tap ``(i, j)`` the input is sampled
+    bilinearly at ``y = oy·s_h − p_h + i·d_h + Δy``, ``x = ox·s_w − p_w + j·d_w + Δx``,
+    zero outside the image (a point with ``y <= -1``, ``y >= H``, ``x <= -1`` or
+    ``x >= W`` contributes nothing, as in torchvision), multiplied by the mask
+    (modulated, v2) and contracted with the weight.
+
+    The samples are a sparse linear map of the input (four weights per sample), so
+    the operator is one sparse-dense product followed by one dense matrix product;
+    the input gradient is the transposed sparse product, the offset and mask
+    gradients a sampled product. All of it is vectorised; nothing loops over
+    pixels. Differentiable twice (second derivatives go through a composite of
+    differentiable gathers). The result agrees with
+    ``torchvision.ops.deform_conv2d`` to round-off (tested when torchvision is
+    importable; it is not a dependency).
+
+    Parameters
+    ----------
+    input : Tensor
+        ``(B, C_in, H, W)``.
+    offset : Tensor
+        ``(B, 2·G·kh·kw, H_out, W_out)`` for ``G`` offset groups (each covering
+        ``C_in / G`` consecutive input channels); channel ``g·2·kh·kw + 2(i·kw + j)``
+        holds ``Δy`` of tap ``(i, j)`` and the next channel ``Δx``.
+    weight : Tensor
+        ``(C_out, C_in / groups, kh, kw)``; ``groups`` is inferred as in torchvision.
+    bias : Tensor, optional
+        ``(C_out,)``.
+    stride, padding, dilation : int or (int, int)
+        As in :func:`torch.nn.functional.conv2d`.
+    mask : Tensor, optional
+        ``(B, G·kh·kw, H_out, W_out)``, channel ``g·kh·kw + i·kw + j``.
+
+    Returns
+    -------
+    Tensor
+        ``(B, C_out, H_out, W_out)``.
+
+    Raises
+    ------
+    odenet.errors.ArgumentError
+        Shapes that do not fit together (the message gives the expected shape).
+
+    See Also
+    --------
+    deform_conv2d_adjoint : the transpose with respect to ``input``.
+    odenet.nn.DeformConv2d : the module, which predicts its offsets.
+
+    Examples
+    --------
+    With zero offsets and a unit mask it is an ordinary convolution:
+
+    >>> import torch
+    >>> import torch.nn.functional as F
+    >>> from odenet.nn.functional import deform_conv2d
+    >>> x, w = torch.randn(2, 4, 7, 7), torch.randn(6, 4, 3, 3)
+    >>> offset, mask = torch.zeros(2, 18, 7, 7), torch.ones(2, 9, 7, 7)
+    >>> y = deform_conv2d(x, offset, w, padding=1, mask=mask)
+    >>> torch.allclose(y, F.conv2d(x, w, padding=1), atol=1e-5)
+    True
+
+    An offset of exactly one pixel shifts the samples:
+
+    >>> offset[:, 1::2] = 1.0  # Δx = 1 for every tap
+    >>> y = deform_conv2d(x, offset, w, padding=1)
+    >>> torch.allclose(y[..., :-1], F.conv2d(x, w, padding=1)[..., 1:], atol=1e-5)
+    True
+    """
+    geo = _geometry(input, offset, weight, stride, padding, dilation, mask)
+    if bias is not None:
+        check_param("bias", bias, (weight.shape[0],), input)
+    if input.dtype not in (torch.float32, torch.float64):
+        return _reference(input, offset, mask, weight, bias, geo)
+    return _DeformConv.apply(input, offset, mask, weight, bias, geo)
+
+
+def deform_conv2d_adjoint(
+    input: Tensor,
+    offset: Tensor,
+    weight: Tensor,
+    input_size: tuple[int, int],
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] = 0,
+    dilation: int | tuple[int, int] = 1,
+    mask: Tensor | None = None,
+    groups: int = 1,
+) -> Tensor:
+    r"""The transpose of :func:`deform_conv2d` in its input, for fixed offsets and mask.
+
+    ``u ↦ deform_conv2d(u, offset, weight, None, stride, padding, dilation, mask)`` is
+    linear; this returns its transpose applied to ``input`` (``z``), so that
+    ``<K u, z> = <u, Kᵀ z>``. Differentiable in ``input``, ``offset``, ``weight`` and
+    ``mask``.
+
+    Parameters
+    ----------
+    input : Tensor
+        ``z`` of shape ``(B, C_out, H_out, W_out)``.
+    offset, weight, stride, padding, dilation, mask
+        As in :func:`deform_conv2d`.
+    input_size : (int, int)
+        ``(H, W)`` of the space ``Kᵀ z`` lives in.
+    groups : int, default 1
+        Weight groups (``C_in = groups · weight.shape[1]``).
+
+    Returns
+    -------
+    Tensor
+        ``(B, C_in, H, W)``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from odenet.nn.functional import deform_conv2d, deform_conv2d_adjoint
+    >>> u = torch.randn(1, 3, 6, 6, dtype=torch.float64)
+    >>> w = torch.randn(5, 3, 3, 3, dtype=torch.float64)
+    >>> off = torch.randn(1, 18, 6, 6, dtype=torch.float64)
+    >>> z = torch.randn(1, 5, 6, 6, dtype=torch.float64)
+    >>> lhs = (deform_conv2d(u, off, w, padding=1) * z).sum()
+    >>> rhs = (u * deform_conv2d_adjoint(z, off, w, (6, 6), padding=1)).sum()
+    >>> torch.allclose(lhs, rhs)
+    True
+    """
+    check_image("input", input)
+    h, w = pair("input_size", input_size, minimum=1)
+    b = input.shape[0]
+    if not isinstance(weight, Tensor) or weight.ndim != 4:
+        raise ArgumentError(
+            "weight: expected a 4-D tensor (out_channels, in_channels / groups, kh, kw)"
+        )
+    if not isinstance(offset, Tensor) or offset.ndim != 4 or offset.shape[0] != b:
+        raise ArgumentError(f"offset: expected a 4-D tensor with batch size {b} (that of input)")
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+        raise ArgumentError(f"groups: expected a positive int, got {groups!r}")
+    cin = weight.shape[1] * groups
+    u = input.new_zeros(b, cin, h, w).requires_grad_(True)
+    geo = _geometry(u, offset, weight, stride, padding, dilation, mask)
+    cout, ho, wo = geo.cout, geo.ho, geo.wo
+    if tuple(input.shape) != (b, cout, ho, wo):
+        raise ArgumentError(
+            f"input: expected shape ({b}, {cout}, {ho}, {wo}) (the output shape of the "
+            f"deformable convolution), got {tuple(input.shape)}"
+        )
+    create = torch.is_grad_enabled()
+    with torch.enable_grad():
+        out = deform_conv2d(u, offset, weight, None, stride, padding, dilation, mask)
+        (grad,) = torch.autograd.grad(out, u, input, create_graph=create)
+    return grad
