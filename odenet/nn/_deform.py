@@ -202,27 +202,30 @@ class DeformConv2d(ConvOperator):
         offset, mask = self.sampling(y)
         return _FrozenDeform(self, offset, mask, tuple(y.shape[-2:]))
 
+    def _out_size(self, height: int, width: int) -> tuple[int, int]:
+        span = self.dilation * (self.kernel_size - 1)
+        return (
+            (height + 2 * self.padding - span - 1) // self.stride + 1,
+            (width + 2 * self.padding - span - 1) // self.stride + 1,
+        )
+
     def multiply_adds(self, height: int, width: int) -> int:
-        """The convolution, the offset convolution and the bilinear sampling (4 per value)."""
+        """The convolution and its bilinear sampling (4 per sampled value), per sample.
+
+        The offset convolution (:attr:`offset_conv`) is a separate layer.
+
+        Examples
+        --------
+        >>> import odenet
+        >>> odenet.nn.DeformConv2d(8, 8).multiply_adds(1, 1)  # 8·8·9 + 4·8·9
+        864
+        """
+        ho, wo = self._out_size(height, width)
         k2 = self.kernel_size**2
-        ho = (
-            height + 2 * self.padding - self.dilation * (self.kernel_size - 1) - 1
-        ) // self.stride + 1
-        wo = (
-            width + 2 * self.padding - self.dilation * (self.kernel_size - 1) - 1
-        ) // self.stride + 1
-        conv = self.out_channels * self.in_channels * k2 * ho * wo
-        off = self.offset_conv.out_channels * self.in_channels * k2 * ho * wo
-        sample = 4 * self.in_channels * k2 * ho * wo
-        return conv + off + sample
+        return (self.out_channels + 4) * self.in_channels * k2 * ho * wo
 
     def dense_multiply_adds(self, height: int, width: int) -> int:
-        ho = (
-            height + 2 * self.padding - self.dilation * (self.kernel_size - 1) - 1
-        ) // self.stride + 1
-        wo = (
-            width + 2 * self.padding - self.dilation * (self.kernel_size - 1) - 1
-        ) // self.stride + 1
+        ho, wo = self._out_size(height, width)
         return self.out_channels * self.in_channels * self.kernel_size**2 * ho * wo
 
     def extra_repr(self) -> str:

@@ -1,0 +1,219 @@
+"""An ODE-ResNet: stages of ODE blocks with cheap convolution operators."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from torch import Tensor, nn
+
+from odenet.errors import ArgumentError, ArgumentTypeError
+from odenet.gradients._base import GradientStrategy
+from odenet.nn._base import ConvOperator
+from odenet.nn._block import ODEBlock
+from odenet.nn._checks import check_positive_int
+from odenet.nn._deform import DeformConv2d
+from odenet.nn._dense import DenseConv2d
+from odenet.nn._lean import LeanConv2d
+from odenet.nn._rhs import ParabolicRHS, ResidualRHS, make_activation, make_norm
+from odenet.nn._sparse import SparseConv2d
+
+__all__ = ["OPERATORS", "ODEResNet", "make_operator"]
+
+#: Operator names of :func:`make_operator` / :class:`ODEResNet`.
+OPERATORS = ("dense", "lean", "sparse", "deform")
+
+_FORMS = {"residual": ResidualRHS, "parabolic": ParabolicRHS}
+
+
+def make_operator(
+    op: str | Callable[[int], nn.Module], channels: int, *, stencil: int = 5, period: int = 8
+) -> nn.Module:
+    """A ``channels → channels`` operator by name, or from a factory ``op(channels)``.
+
+    ``"dense"``: :class:`~odenet.nn.DenseConv2d` (3×3); ``"lean"``:
+    :class:`~odenet.nn.LeanConv2d` (``stencil``); ``"sparse"``:
+    :class:`~odenet.nn.SparseConv2d` (psc4, ``period``); ``"deform"``:
+    :class:`~odenet.nn.DeformConv2d` (3×3, modulated).
+
+    Examples
+    --------
+    >>> from odenet.models import make_operator
+    >>> make_operator("lean", 8)
+    LeanConv2d(8, 8, stencil=5, bias=False)
+    """
+    if callable(op) and not isinstance(op, str):
+        return op(channels)
+    if op == "dense":
+        return DenseConv2d(channels, channels, 3)
+    if op == "lean":
+        return LeanConv2d(channels, channels, stencil=stencil)
+    if op == "sparse":
+        return SparseConv2d(channels, channels, "psc4", period=period)
+    if op == "deform":
+        return DeformConv2d(channels, channels, 3, padding=1, modulated=True)
+    if isinstance(op, str):
+        raise ArgumentError(
+            f"op: unknown operator {op!r}; valid names are "
+            + ", ".join(repr(o) for o in OPERATORS)
+            + " (or pass a factory op(channels))"
+        )
+    raise ArgumentTypeError(f"op: expected a name or a callable, got {type(op).__name__}")
+
+
+class ODEResNet(nn.Module):
+    r"""A residual network read as an ODE: stages of ODE blocks joined by downsampling.
+
+    Layout (as the networks of the ANODE and LeanResNet papers): a dense 3×3
+    opening convolution ``in_channels → widths[0]`` with normalisation and
+    activation; for every stage ``s`` a sequence of ``blocks[s]``
+    :class:`~odenet.nn.ODEBlock`\ s, each integrating ``f(y) = σ(N(K y + b))``
+    (``form="residual"``) or ``−Kᵀσ(N(K y + b))`` (``form="parabolic"``) with ``K``
+    the chosen operator on ``widths[s]`` channels; between stages a transition
+    (2×2 average pooling, then a dense 1×1 convolution to the next width,
+    normalisation, activation); finally global average pooling and a linear
+    classifier. Only the ODE blocks use the cheap operators; the opening and the
+    1×1 transitions stay dense, as in pSConv.
+
+    Parameters
+    ----------
+    in_channels : int
+        Channels of the input images.
+    num_classes : int
+        Number of outputs of the classifier.
+    widths : sequence of int, default (16, 32)
+        Channels of each stage; every stage after the first halves the resolution.
+    blocks : int or sequence of int, default 1
+        ODE blocks per stage (one number for all stages, or one per stage).
+    op : {"dense", "lean", "sparse", "deform"} or callable, default "lean"
+        The operator ``K`` of the blocks (see :func:`make_operator`).
+    form : {"residual", "parabolic"}, default "residual"
+        The right-hand side form.
+    method : str, default "rk4"
+        Explicit method of the blocks (see :data:`odenet.METHODS`).
+    steps : int, default 4
+        Steps per block.
+    T : float, default 1.0
+        Integration time per block.
+    gradient : str or GradientStrategy, default "anode"
+        Gradient strategy of the blocks.
+    activation : str or callable, default "relu"
+        ``σ`` everywhere (see :func:`odenet.nn.make_activation`).
+    norm : None, str, default "group"
+        ``N`` in the blocks and after the opening/transitions (see
+        :func:`odenet.nn.make_norm`). Group normalisation keeps every sample
+        independent and has no running statistics, which suits recomputing
+        gradient strategies.
+    stencil : int, default 5
+        Stencil of the lean operators.
+
+    Examples
+    --------
+    >>> import torch, odenet
+    >>> net = odenet.models.ODEResNet(1, 10, widths=(8, 16), steps=2, gradient="backprop")
+    >>> net(torch.randn(4, 1, 8, 8)).shape
+    torch.Size([4, 10])
+    >>> [type(m.rhs.op).__name__ for m in net.modules() if isinstance(m, odenet.nn.ODEBlock)]
+    ['LeanConv2d', 'LeanConv2d']
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        widths: Sequence[int] = (16, 32),
+        blocks: int | Sequence[int] = 1,
+        op: str | Callable[[int], nn.Module] = "lean",
+        form: str = "residual",
+        method: str = "rk4",
+        steps: int = 4,
+        T: float = 1.0,
+        gradient: str | GradientStrategy = "anode",
+        activation: str | Callable = "relu",
+        norm: str | None = "group",
+        stencil: int = 5,
+    ) -> None:
+        super().__init__()
+        check_positive_int("in_channels", in_channels)
+        check_positive_int("num_classes", num_classes)
+        widths = tuple(widths) if isinstance(widths, (tuple, list)) else widths
+        if not isinstance(widths, tuple) or not widths:
+            raise ArgumentTypeError("widths: expected a non-empty sequence of ints")
+        for i, w in enumerate(widths):
+            check_positive_int(f"widths[{i}]", w)
+        if isinstance(blocks, int) and not isinstance(blocks, bool):
+            blocks = (blocks,) * len(widths)
+        blocks = tuple(blocks)
+        if len(blocks) != len(widths):
+            raise ArgumentError(
+                f"blocks: expected one count per stage ({len(widths)} stages), got {len(blocks)}"
+            )
+        for i, nb in enumerate(blocks):
+            check_positive_int(f"blocks[{i}]", nb, minimum=0)
+        if form not in _FORMS:
+            raise ArgumentError(f"form: expected 'residual' or 'parabolic', got {form!r}")
+        if isinstance(op, str) and op not in OPERATORS:
+            make_operator(op, 1)  # raises the error listing the valid names
+        self.widths, self.blocks, self.op_name = (
+            widths,
+            blocks,
+            op if isinstance(op, str) else "custom",
+        )
+        rhs_cls = _FORMS[form]
+
+        def post(c: int) -> list[nn.Module]:
+            return [make_norm(norm, c), make_activation(activation)]
+
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False), *post(widths[0])
+        )
+        stages, transitions = [], []
+        for s, (w, nb) in enumerate(zip(widths, blocks)):
+            if s > 0:
+                transitions.append(
+                    nn.Sequential(
+                        nn.AvgPool2d(2), nn.Conv2d(widths[s - 1], w, 1, bias=False), *post(w)
+                    )
+                )
+            stage = [
+                ODEBlock(
+                    rhs_cls(
+                        make_operator(op, w, stencil=stencil), activation=activation, norm=norm
+                    ),
+                    T=T,
+                    steps=steps,
+                    method=method,
+                    gradient=gradient,
+                )
+                for _ in range(nb)
+            ]
+            stages.append(nn.Sequential(*stage))
+        self.stages = nn.ModuleList(stages)
+        self.transitions = nn.ModuleList(transitions)
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(widths[-1], num_classes)
+        )
+
+    def features(self, x: Tensor) -> Tensor:
+        """The feature map before the classifier head."""
+        y = self.stem(x)
+        for s, stage in enumerate(self.stages):
+            if s > 0:
+                y = self.transitions[s - 1](y)
+            y = stage(y)
+        return y
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Class scores ``(B, num_classes)``."""
+        return self.head(self.features(x))
+
+    def operators(self) -> list[ConvOperator]:
+        """The operators ``K`` of all ODE blocks, in order.
+
+        Examples
+        --------
+        >>> import odenet
+        >>> net = odenet.models.ODEResNet(3, 2, widths=(4, 8), blocks=(1, 2), op="sparse")
+        >>> [op.in_channels for op in net.operators()]
+        [4, 8, 8]
+        """
+        return [m.rhs.op for m in self.modules() if isinstance(m, ODEBlock)]
