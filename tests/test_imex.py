@@ -292,7 +292,7 @@ class ConvOp(torch.nn.Module):
 def test_imex_block_is_the_imexnet_layer():
     from odenet.nn import IMEXBlock
 
-    block = IMEXBlock(ConvOp(3), T=0.5)  # imex_euler, one step: (I + hL)^{-1} (y + h f(y))
+    block = IMEXBlock(ConvOp(3), T=0.5, activation="tanh").double()  # imex_euler, one step
     assert block.implicit.weight.dtype == F64 and block.implicit.channels == 3
     y = torch.randn(2, 3, 10, 9, dtype=F64)
     f = block.rhs(torch.tensor(0.0, dtype=F64), y)
@@ -312,16 +312,21 @@ def test_imex_block_is_the_imexnet_layer():
 def test_imex_block_gradients_and_strategies(method):
     from odenet.nn import IMEXBlock
 
-    y = torch.randn(2, 2, 8, 8, dtype=F64, requires_grad=True)
+    y = torch.randn(2, 2, 8, 8, dtype=F64, generator=torch.Generator().manual_seed(0),
+                    requires_grad=True)
     grads = {}
     for gradient in ("backprop", "anode", "adjoint"):
-        block = IMEXBlock(ConvOp(2, seed=1), T=1.0, steps=4, method=method, gradient=gradient)
+        block = IMEXBlock(ConvOp(2, seed=1), T=1.0, steps=4, method=method, gradient=gradient,
+                          activation="tanh").double()
         out = block(y)
         grads[gradient] = torch.autograd.grad(out.square().sum(), [y, *block.parameters()])
     assert all(g.abs().sum() > 0 for g in grads["backprop"])
-    assert len(grads["backprop"]) == 3  # y, the explicit weight, the implicit kernel
+    assert len(grads["backprop"]) == 4  # y, the explicit weight and bias, the implicit kernel
     assert _rel(grads["anode"], grads["backprop"]) < 1e-10
-    assert _rel(grads["adjoint"], grads["backprop"]) < 0.2  # OTD: close, not equal
+    # OTD: close to the discrete gradient (O(h^p): measured 0.13-0.19, 0.010-0.016 and
+    # 0.005-0.007 over seeds for orders 1, 2, 3 at h = 1/4), not equal to it
+    otd = _rel(grads["adjoint"], grads["backprop"])
+    assert 1e-4 < otd < {1: 0.4, 2: 0.05, 3: 0.02}[odenet.METHODS[method].order]
     assert "method=" in repr(IMEXBlock(ConvOp(2), method=method))
 
 
@@ -371,6 +376,27 @@ def test_imex_block_errors():
         IMEXBlock(op, implicit=torch.nn.Identity())
     with pytest.raises(ArgumentError, match="implicit: has 2 channels, but channels=3"):
         IMEXBlock(op, 3, implicit=ConvFFT(torch.ones(2, 1, 3, 3)))
+    with pytest.raises(ArgumentError, match="activation: applies only when rhs is an operator"):
+        IMEXBlock(lambda t, y: -y, channels=2, activation="tanh")
     block = IMEXBlock(lambda t, y: -y, channels=2)
     with pytest.raises(ArgumentError, match="y: expected a tensor of shape \\(..., 2, H, W\\)"):
         block(torch.randn(1, 3, 8, 8))
+
+
+def test_imex_block_with_odenet_operators():
+    from odenet.nn import IMEXBlock, LeanConv2d, ParabolicRHS
+
+    torch.manual_seed(0)
+    block = IMEXBlock(LeanConv2d(3, 3), activation="tanh", norm="instance", bias=False,
+                      method="ars443", steps=2, boundary="reflect").double()
+    assert isinstance(block.rhs, ParabolicRHS) and block.rhs.bias is None
+    assert isinstance(block.rhs.norm, torch.nn.InstanceNorm2d)
+    y = torch.randn(2, 3, 9, 8, dtype=F64, requires_grad=True)
+    out = block(y)
+    params = [y, *block.parameters()]
+    g_anode = torch.autograd.grad(out.square().sum(), params)
+    block.gradient = odenet.gradients.resolve_gradient("backprop")
+    g_bp = torch.autograd.grad(block(y).square().sum(), params)
+    assert _rel(g_anode, g_bp) < 1e-10
+    rhs = ParabolicRHS(LeanConv2d(3, 3)).double()  # an RHS given as is
+    assert IMEXBlock(rhs).rhs is rhs

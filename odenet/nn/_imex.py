@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -18,23 +19,11 @@ from odenet.solvers._tableau import IMEXTableau
 __all__ = ["IMEXBlock"]
 
 
-class _Parabolic(nn.Module):
-    """``f(t, y) = -Kᵀ tanh(K y)`` for an operator ``K`` with ``.adjoint`` (used only while
-    :class:`odenet.nn.ParabolicRHS` is unavailable)."""
+def _parabolic(op: nn.Module, activation, norm, bias) -> nn.Module:
+    from odenet.nn._rhs import ParabolicRHS  # deferred: odenet.nn imports this module
 
-    def __init__(self, op: nn.Module):
-        super().__init__()
-        self.op = op
-
-    def forward(self, t: Tensor, y: Tensor) -> Tensor:
-        return -self.op.adjoint(torch.tanh(self.op(y)))
-
-
-def _parabolic(op: nn.Module) -> nn.Module:
-    import odenet.nn as onn
-
-    rhs_cls = getattr(onn, "ParabolicRHS", None)
-    return rhs_cls(op) if rhs_cls is not None else _Parabolic(op)
+    kwargs = {"activation": activation, "norm": norm, "bias": bias}
+    return ParabolicRHS(op, **{k: v for k, v in kwargs.items() if v is not None})
 
 
 def _laplacian_kernel(channels: int, k: int, scale: float) -> Tensor:
@@ -62,13 +51,17 @@ class IMEXBlock(nn.Module):
 
     Parameters
     ----------
-    rhs : nn.Module
+    rhs : nn.Module or callable
         The explicit part. Either an operator of :mod:`odenet.nn` (a module with ``.adjoint``,
-        e.g. ``LeanConv2d(c, c)``), which is wrapped into the parabolic form
-        ``odenet.nn.ParabolicRHS(op)``, or a right-hand side called as ``rhs(t, y)``.
+        e.g. ``LeanConv2d(c, c)``), wrapped into the parabolic form
+        :class:`~odenet.nn.ParabolicRHS` ``(op, activation, norm, bias)``, or a right-hand side
+        called as ``rhs(t, y)`` (e.g. a ``ParabolicRHS`` built by hand).
     channels : int, optional
-        Channels ``C`` of the state; default ``rhs.in_channels`` (or ``rhs.op.in_channels``)
-        when the module has it. Needed only to build the default implicit operator.
+        Channels ``C`` of the state; default ``in_channels`` of the operator. Needed only to
+        build the default implicit operator.
+    activation, norm, bias : optional
+        Passed to :class:`~odenet.nn.ParabolicRHS` when ``rhs`` is an operator (its defaults
+        when omitted: ``"relu"``, ``None``, ``True``); refused otherwise.
     implicit : ConvFFT, optional
         The implicit operator. Default: a learnable ``ConvFFT`` initialised as ``0.5`` times the
         5-point Laplacian per channel (eigenvalues in ``[0, 16]``: a diffusion).
@@ -82,8 +75,10 @@ class IMEXBlock(nn.Module):
         Number of time steps (step size ``T / steps``).
     method : str or IMEXTableau, default "imex_euler"
         An IMEX scheme: ``"imex_euler"``, ``"ars222"``, ``"ars443"`` or an ``IMEXTableau``.
-    gradient : str or GradientStrategy, default "backprop"
-        Gradient strategy of :func:`odenet.odeint` (``"anode"`` for O(L) + O(Nt) memory).
+    gradient : str or GradientStrategy, default "anode"
+        Gradient strategy of :func:`odenet.odeint` (as :class:`~odenet.nn.ODEBlock`: ANODE
+        stores the block's input only and recomputes its steps in backward; ``"backprop"``
+        keeps every step's activations).
 
     Raises
     ------
@@ -94,37 +89,30 @@ class IMEXBlock(nn.Module):
     Examples
     --------
     >>> import torch
-    >>> from torch import nn
-    >>> from odenet.nn import IMEXBlock
-    >>> class Conv(nn.Module):                        # any operator with .adjoint
-    ...     def __init__(self, c):
-    ...         super().__init__()
-    ...         self.in_channels = c
-    ...         self.weight = nn.Parameter(0.1 * torch.randn(c, c, 3, 3))
-    ...     def forward(self, y):
-    ...         return nn.functional.conv2d(y, self.weight, padding=1)
-    ...     def adjoint(self, z):
-    ...         return nn.functional.conv_transpose2d(z, self.weight, padding=1)
-    >>> block = IMEXBlock(Conv(4), method="ars222", steps=2)
+    >>> from odenet.nn import IMEXBlock, LeanConv2d
+    >>> block = IMEXBlock(LeanConv2d(4, 4), activation="tanh", method="ars222", steps=2)
     >>> y = block(torch.randn(2, 4, 16, 16))
     >>> y.shape
     torch.Size([2, 4, 16, 16])
-    >>> sorted(name for name, _ in block.named_parameters())
-    ['implicit.weight', 'rhs.op.weight']
+    >>> block.implicit                                # learnable L = K_L^T K_L, solved by FFT
+    ConvFFT(channels=4, kernel_size=(3, 3), boundary='periodic')
     """
 
     def __init__(
         self,
-        rhs: nn.Module,
+        rhs: nn.Module | Callable,
         channels: int | None = None,
         *,
+        activation: str | Callable | None = None,
+        norm: str | nn.Module | None = None,
+        bias: bool | None = None,
         implicit: ConvFFT | None = None,
         kernel_size: int = 3,
         boundary: str = "periodic",
         T: float = 1.0,
         steps: int = 1,
         method: str | IMEXTableau = "imex_euler",
-        gradient: str | GradientStrategy = "backprop",
+        gradient: str | GradientStrategy = "anode",
     ):
         super().__init__()
         if not callable(rhs):
@@ -134,8 +122,15 @@ class IMEXBlock(nn.Module):
             )
         if callable(getattr(rhs, "adjoint", None)):
             op = rhs
-            rhs = _parabolic(op)
+            rhs = _parabolic(op, activation, norm, bias)
         else:
+            given = [n for n, v in (("activation", activation), ("norm", norm), ("bias", bias))
+                     if v is not None]
+            if given:
+                raise ArgumentError(
+                    f"{given[0]}: applies only when rhs is an operator (wrapped into "
+                    "ParabolicRHS); rhs is already a right-hand side rhs(t, y)"
+                )
             op = getattr(rhs, "op", None)
         self.rhs = rhs
         if isinstance(method, str):
@@ -178,7 +173,8 @@ class IMEXBlock(nn.Module):
                 raise ArgumentError(
                     f"kernel_size: expected an odd integer >= 3, got {kernel_size!r}"
                 )
-            ref = next(iter(rhs.parameters()), None) if isinstance(rhs, nn.Module) else None
+            src = op if isinstance(op, nn.Module) else rhs
+            ref = next(iter(src.parameters()), None) if isinstance(src, nn.Module) else None
             w = _laplacian_kernel(int(channels), int(kernel_size), 0.5)
             if ref is not None:
                 w = w.to(dtype=ref.dtype, device=ref.device)
