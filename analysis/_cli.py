@@ -345,7 +345,7 @@ def _run(args: argparse.Namespace, command_line: str) -> int:
                 reversibility_steps=[2, 4], order_steps=[8, 16],
                 order_methods=["euler", "rk4", "ars222"], order_problems=["linear", "model"],
                 cost_steps=4, cost_batch=8, cost_repeats=1, fd_directions=1,
-                cost_strategies=["anode", "adjoint"], stability_k=2,
+                cost_strategies=["adjoint"], stability_k=2,
                 gradient_methods=args.methods[:2],
             )
         R.report(args.output, spec, settings=settings, sections=args.sections,

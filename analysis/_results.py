@@ -18,13 +18,15 @@ __all__ = [
 ]
 
 
-def jsonable(value: Any) -> Any:
+def jsonable(value: Any, *, strict: bool = True) -> Any:
     """Convert ``value`` into plain JSON types.
 
     Numpy and torch scalars become Python numbers, arrays become lists, complex
     numbers become ``[real, imag]`` pairs, and non-finite floats become the
     strings ``"inf"``, ``"-inf"`` and ``"nan"`` (``float(s)`` reads them back),
-    so that ``json.dumps(..., allow_nan=False)`` always succeeds.
+    so that ``json.dumps(..., allow_nan=False)`` always succeeds. With
+    ``strict=False`` non-finite floats stay floats (for Python's own JSON
+    round trip, which writes ``Infinity`` and ``NaN``).
 
     Examples
     --------
@@ -41,19 +43,20 @@ def jsonable(value: Any) -> Any:
         return bool(value)
     if isinstance(value, (float, np.floating)):
         v = float(value)
-        if math.isfinite(v):
+        if math.isfinite(v) or not strict:
             return v
         return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
     if isinstance(value, (complex, np.complexfloating)):
-        return [jsonable(float(value.real)), jsonable(float(value.imag))]
+        return [jsonable(float(value.real), strict=strict),
+                jsonable(float(value.imag), strict=strict)]
     if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v, strict=strict) for k, v in value.items()}
     if isinstance(value, np.ndarray):
-        return [jsonable(v) for v in value.tolist()]
+        return [jsonable(v, strict=strict) for v in value.tolist()]
     if hasattr(value, "tolist") and hasattr(value, "dtype"):  # torch tensors
-        return jsonable(np.asarray(value.detach().cpu()))
+        return jsonable(np.asarray(value.detach().cpu()), strict=strict)
     if isinstance(value, Iterable):
-        return [jsonable(v) for v in value]
+        return [jsonable(v, strict=strict) for v in value]
     raise TypeError(f"cannot convert {type(value).__name__} to JSON")
 
 

@@ -28,8 +28,8 @@ __all__ = ["ReversibilityResult", "reversibility"]
 class ReversibilityResult(Result):
     r"""Relative reconstruction error :math:`\|\hat y_0 - y_0\| / \|y_0\|` per method and ``Nt``.
 
-    Returned by :func:`reversibility`. ``error`` is ``inf`` when the backward
-    solve blew up (non-finite state).
+    Returned by :func:`reversibility`. ``error`` is ``inf`` when a solve blew up
+    (non-finite state; ``forward_norm`` is ``inf`` too when it was the forward one).
 
     Examples
     --------
@@ -106,7 +106,7 @@ def reversibility(
     solve. For each method and ``Nt``, the ODE is solved forward over
     ``[t0, t0 + T]`` with ``Nt`` steps, then backward from the computed
     :math:`y(T)` with the same method and steps; the result is the relative
-    error :math:`\|\hat y_0 - y_0\|_2 / \|y_0\|_2` (``inf`` if the backward solve
+    error :math:`\|\hat y_0 - y_0\|_2 / \|y_0\|_2` (``inf`` if a solve
     blows up).
 
     Parameters
@@ -169,15 +169,17 @@ def reversibility(
         name, n = key
         tab = by_name[name]
         h = T / n
+        err = fnorm = float("inf")
         with torch.no_grad():
-            yT = odenet.odeint(f, y0, fwd, method=tab, step_size=h)[-1]
             try:
+                yT = odenet.odeint(f, y0, fwd, method=tab, step_size=h)[-1]
+                fnorm = float(yT.norm())
                 y_back = odenet.odeint(f, yT, bwd, method=tab, step_size=h)[-1]
                 err = float((y_back - y0).norm()) / y_norm
             except NonFiniteStateError:
-                err = float("inf")
+                pass  # the forward or the backward solve blew up
         return {"label": label, "method": name, "steps": n, "h": h, "error": err,
-                "forward_norm": float(yT.norm())}
+                "forward_norm": fnorm}
 
     keys = [(m, n) for m in names for n in steps]
     rows = run_cases(keys, compute, cs, progress=progress, desc="reversibility")

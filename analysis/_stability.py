@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import scipy.linalg
 import torch
-from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigs, eigsh
+from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, LinearOperator, eigs, eigsh
 from torch import Tensor
 
 import odenet
@@ -53,6 +53,10 @@ def _arpack(op, n: int, k: int, which: str, tol: float, seed: int, shift: float 
             partial = np.asarray(err.eigenvalues)
             if partial.size:
                 break
+        except ArpackError:  # e.g. the shifted operator vanishes (J = -shift * I)
+            if shift != 0.0:
+                return _arpack(op, n, k, which, tol, seed, 0.0)
+            return partial, False
     return partial - shift, False
 
 

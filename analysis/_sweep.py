@@ -108,7 +108,7 @@ class CaseStore:
 
     @staticmethod
     def _k(key: Any) -> str:
-        return json.dumps(jsonable(key), sort_keys=True)
+        return json.dumps(jsonable(key, strict=False), sort_keys=True)
 
     def __len__(self) -> int:
         return len(self._done)
@@ -122,13 +122,13 @@ class CaseStore:
 
     def put(self, key: Any, record: Any) -> None:
         """Record a finished case (appended and flushed to disk at once)."""
-        record = jsonable(record)
+        record = jsonable(record, strict=False)  # inf / nan round-trip as floats
         self._done[self._k(key)] = record
         if self.path is None:
             return
         line = json.dumps(
-            {"fingerprint": self.fingerprint, "key": jsonable(key), "record": record},
-            allow_nan=False,
+            {"fingerprint": self.fingerprint, "key": jsonable(key, strict=False),
+             "record": record}
         )
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(line + "\n")
