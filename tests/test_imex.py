@@ -362,9 +362,9 @@ def test_imex_block_errors():
         IMEXBlock(op, method="rk4")
     with pytest.raises(ArgumentError, match="method: unknown method 'ars999'"):
         IMEXBlock(op, method="ars999")
-    with pytest.raises(ArgumentError, match="T: expected a positive"):
+    with pytest.raises(ArgumentError, match="T: expected a finite positive"):
         IMEXBlock(op, T=0.0)
-    with pytest.raises(ArgumentError, match="steps: expected a positive integer"):
+    with pytest.raises(ArgumentError, match="steps: expected an int >= 1"):
         IMEXBlock(op, steps=0)
     with pytest.raises(ArgumentError, match="kernel_size: expected an odd"):
         IMEXBlock(op, kernel_size=4)
@@ -390,6 +390,7 @@ def test_imex_block_with_odenet_operators():
     block = IMEXBlock(LeanConv2d(3, 3), activation="tanh", norm="instance", bias=False,
                       method="ars443", steps=2, boundary="reflect").double()
     assert isinstance(block.rhs, ParabolicRHS) and block.rhs.bias is None
+    assert isinstance(block, odenet.nn.ODEBlock) and block.step_size == 0.5
     assert isinstance(block.rhs.norm, torch.nn.InstanceNorm2d)
     y = torch.randn(2, 3, 9, 8, dtype=F64, requires_grad=True)
     out = block(y)

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import math
 import numbers
 from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
-from odenet._integrate import odeint
 from odenet.errors import ArgumentError, ArgumentTypeError
-from odenet.gradients._base import GradientStrategy, resolve_gradient
+from odenet.gradients._base import GradientStrategy
 from odenet.linear import ConvFFT
+from odenet.nn._block import ODEBlock
+from odenet.nn._rhs import ParabolicRHS
 from odenet.solvers._methods import METHODS
 from odenet.solvers._tableau import IMEXTableau
 
@@ -20,8 +20,6 @@ __all__ = ["IMEXBlock"]
 
 
 def _parabolic(op: nn.Module, activation, norm, bias) -> nn.Module:
-    from odenet.nn._rhs import ParabolicRHS  # deferred: odenet.nn imports this module
-
     kwargs = {"activation": activation, "norm": norm, "bias": bias}
     return ParabolicRHS(op, **{k: v for k, v in kwargs.items() if v is not None})
 
@@ -36,7 +34,7 @@ def _laplacian_kernel(channels: int, k: int, scale: float) -> Tensor:
     return w * scale
 
 
-class IMEXBlock(nn.Module):
+class IMEXBlock(ODEBlock):
     r"""The IMEXnet layer: :math:`y' = f(y) - L y` with an explicit convolution part and an
     implicit, learnable :math:`L = K_L^\top K_L`, integrated by an IMEX scheme.
 
@@ -47,7 +45,9 @@ class IMEXBlock(nn.Module):
     pixel of a channel (a global field of view in one layer) and is stable for any step. With
     ``method="imex_euler"`` and one step this is the paper's layer
     :math:`y \leftarrow (I + hL)^{-1}(y + h f(y))`; ``ars222`` / ``ars443`` give second and
-    third order, and every gradient strategy of :func:`odenet.odeint` applies.
+    third order, and every gradient strategy of :func:`odenet.odeint` applies. It is an
+    :class:`~odenet.nn.ODEBlock` whose right-hand side and implicit operator are built for
+    IMEXnet (``forward(y)`` returns the state at ``T``).
 
     Parameters
     ----------
@@ -114,12 +114,12 @@ class IMEXBlock(nn.Module):
         method: str | IMEXTableau = "imex_euler",
         gradient: str | GradientStrategy = "anode",
     ):
-        super().__init__()
         if not callable(rhs):
             raise ArgumentTypeError(
                 f"rhs: expected an operator with .adjoint or a right-hand side rhs(t, y), got "
                 f"{type(rhs).__name__}"
             )
+        _check_imex_method(method)
         if callable(getattr(rhs, "adjoint", None)):
             op = rhs
             rhs = _parabolic(op, activation, norm, bias)
@@ -132,53 +132,8 @@ class IMEXBlock(nn.Module):
                     "ParabolicRHS); rhs is already a right-hand side rhs(t, y)"
                 )
             op = getattr(rhs, "op", None)
-        self.rhs = rhs
-        if isinstance(method, str):
-            if method not in METHODS:
-                raise ArgumentError(
-                    f"method: unknown method {method!r}; IMEXBlock takes an IMEX scheme: "
-                    + ", ".join(repr(m) for m, t in METHODS.items() if isinstance(t, IMEXTableau))
-                )
-            tab = METHODS[method]
-        else:
-            tab = method
-        if not isinstance(tab, IMEXTableau):
-            raise ArgumentError(
-                f"method: IMEXBlock needs an IMEX scheme (imex_euler, ars222, ars443 or an "
-                f"IMEXTableau), got {getattr(tab, 'name', tab)!r}; use ODEBlock for explicit ones"
-            )
-        self.method = method
-        self.gradient = resolve_gradient(gradient)
-        if isinstance(T, bool) or not isinstance(T, numbers.Real) or not math.isfinite(T) or T <= 0:
-            raise ArgumentError(f"T: expected a positive finite number, got {T!r}")
-        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
-            raise ArgumentError(f"steps: expected a positive integer, got {steps!r}")
-        self.T = float(T)
-        self.steps = int(steps)
         if implicit is None:
-            if channels is None:
-                channels = getattr(rhs, "in_channels", None) or getattr(op, "in_channels", None)
-            if channels is None:
-                raise ArgumentError(
-                    "channels: cannot infer the number of channels from rhs; pass channels=C "
-                    "or an implicit operator"
-                )
-            if isinstance(channels, bool) or not isinstance(channels, numbers.Integral) or (
-                channels < 1
-            ):
-                raise ArgumentError(f"channels: expected a positive integer, got {channels!r}")
-            if isinstance(kernel_size, bool) or not isinstance(kernel_size, numbers.Integral) or (
-                kernel_size < 3 or kernel_size % 2 == 0
-            ):
-                raise ArgumentError(
-                    f"kernel_size: expected an odd integer >= 3, got {kernel_size!r}"
-                )
-            src = op if isinstance(op, nn.Module) else rhs
-            ref = next(iter(src.parameters()), None) if isinstance(src, nn.Module) else None
-            w = _laplacian_kernel(int(channels), int(kernel_size), 0.5)
-            if ref is not None:
-                w = w.to(dtype=ref.dtype, device=ref.device)
-            implicit = ConvFFT(nn.Parameter(w), boundary=boundary)
+            implicit = _default_implicit(rhs, op, channels, kernel_size, boundary)
         else:
             if not (callable(implicit) and callable(getattr(implicit, "solve", None))):
                 raise ArgumentTypeError(
@@ -189,19 +144,13 @@ class IMEXBlock(nn.Module):
                 raise ArgumentError(
                     f"implicit: has {implicit.channels} channels, but channels={channels}"
                 )
-        self.implicit = implicit
+        super().__init__(rhs, T=T, steps=steps, method=method, gradient=gradient,
+                         implicit=implicit)
 
     @property
     def step_size(self) -> float:
         """``T / steps``."""
         return self.T / self.steps
-
-    def extra_repr(self) -> str:
-        name = self.method if isinstance(self.method, str) else self.method.name
-        return (
-            f"T={self.T}, steps={self.steps}, method={name!r}, "
-            f"gradient={self.gradient.name!r}"
-        )
 
     def forward(self, y: Tensor) -> Tensor:
         """Integrate ``y' = f(y) - L y`` over ``[0, T]`` from ``y``; return the final state."""
@@ -213,15 +162,43 @@ class IMEXBlock(nn.Module):
                 f"y: expected a tensor of shape (..., {channels}, H, W) (the implicit operator "
                 f"has {channels} channels), got shape {tuple(y.shape)}"
             )
-        dtype = y.dtype if isinstance(y, Tensor) and y.is_floating_point() else None
-        t = torch.tensor([0.0, self.T], dtype=dtype, device=getattr(y, "device", None))
-        out = odeint(
-            self.rhs,
-            y,
-            t,
-            method=self.method,
-            step_size=self.step_size,
-            gradient=self.gradient,
-            implicit=self.implicit,
+        return super().forward(y)
+
+
+def _check_imex_method(method: object) -> None:
+    if isinstance(method, str):
+        if method not in METHODS:
+            raise ArgumentError(
+                f"method: unknown method {method!r}; IMEXBlock takes an IMEX scheme: "
+                + ", ".join(repr(m) for m, t in METHODS.items() if isinstance(t, IMEXTableau))
+            )
+        method = METHODS[method]
+    if not isinstance(method, IMEXTableau):
+        raise ArgumentError(
+            f"method: IMEXBlock needs an IMEX scheme (imex_euler, ars222, ars443 or an "
+            f"IMEXTableau), got {getattr(method, 'name', method)!r}; use ODEBlock for explicit "
+            "ones"
         )
-        return out[-1]
+
+
+def _default_implicit(rhs, op, channels, kernel_size, boundary) -> ConvFFT:
+    """A learnable ConvFFT: 0.5 x the 5-point Laplacian per channel, dtype/device of the op."""
+    if channels is None:
+        channels = getattr(rhs, "in_channels", None) or getattr(op, "in_channels", None)
+    if channels is None:
+        raise ArgumentError(
+            "channels: cannot infer the number of channels from rhs; pass channels=C "
+            "or an implicit operator"
+        )
+    if isinstance(channels, bool) or not isinstance(channels, numbers.Integral) or channels < 1:
+        raise ArgumentError(f"channels: expected a positive integer, got {channels!r}")
+    if isinstance(kernel_size, bool) or not isinstance(kernel_size, numbers.Integral) or (
+        kernel_size < 3 or kernel_size % 2 == 0
+    ):
+        raise ArgumentError(f"kernel_size: expected an odd integer >= 3, got {kernel_size!r}")
+    src = op if isinstance(op, nn.Module) else rhs
+    ref = next(iter(src.parameters()), None) if isinstance(src, nn.Module) else None
+    w = _laplacian_kernel(int(channels), int(kernel_size), 0.5)
+    if ref is not None:
+        w = w.to(dtype=ref.dtype, device=ref.device)
+    return ConvFFT(nn.Parameter(w), boundary=boundary)
