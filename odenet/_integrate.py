@@ -267,6 +267,12 @@ def odeint(
                 "implicit: expected a linear operator with L(y) and L.solve(r, gamma), got "
                 f"{type(implicit).__name__}"
             )
+        channels = getattr(implicit, "channels", None)
+        if isinstance(channels, int) and (y0.ndim < 3 or y0.shape[-3] != channels):
+            raise ArgumentError(
+                f"y0: the implicit operator acts on {channels} channels (dimension -3 of a "
+                f"(B, C, H, W) state), but y0 has shape {tuple(y0.shape)}"
+            )
         if bool(t[1] < t[0]):
             raise ArgumentError(
                 "t: IMEX methods integrate forward in time only (decreasing t would need "

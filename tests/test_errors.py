@@ -179,3 +179,10 @@ def test_gradient_errors():
 def test_params_errors():
     with pytest.raises(ArgumentTypeError, match=r"params\[1\]: expected a Tensor"):
         odenet.odeint(neg, Y0, T, step_size=0.1, params=[torch.ones(1), "w"])
+
+
+def test_implicit_channel_mismatch_names_y0():
+    L = odenet.linear.ConvFFT(torch.randn(3, 1, 3, 3))
+    msg = r"y0: the implicit operator acts on 3 channels.*\(2, 4, 8, 8\)"
+    with pytest.raises(ArgumentError, match=msg):
+        odenet.odeint(neg, torch.ones(2, 4, 8, 8), T, method="ars222", step_size=0.1, implicit=L)
