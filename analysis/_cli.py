@@ -123,6 +123,8 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--form", choices=FORMS, default=DEFAULT_SPEC["form"],
                    help="right-hand side: -K^T s(Ky+b) (parabolic) or s(Ky+b) (residual); "
                         "default %(default)s")
+    g.add_argument("--norm", choices=("none", "group", "instance"), default="none",
+                   help="normalisation inside the right-hand side (default none)")
     g.add_argument("--channels", type=_pos_int, default=DEFAULT_SPEC["channels"],
                    help="channels of the block (default %(default)s)")
     g.add_argument("--batch", type=_pos_int, default=DEFAULT_SPEC["batch"],
@@ -292,7 +294,8 @@ def _spec(args: argparse.Namespace) -> dict[str, Any]:
     from analysis._models import check_spec
 
     return check_spec(
-        model=args.model, form=args.form, channels=args.channels, batch=args.batch,
+        model=args.model, form=args.form, norm=None if args.norm == "none" else args.norm,
+        channels=args.channels, batch=args.batch,
         method=args.block_method, steps=args.block_steps, T=args.T, dtype=args.dtype,
         device=args.device, seed=args.seed, data=args.data, weight_scale=args.weight_scale,
         train_steps=args.train_steps,

@@ -29,8 +29,7 @@ __all__ = [
     "Case",
     "build_case",
     "check_spec",
-    "make_block",
-    "make_operator",
+    "make_network",
 ]
 
 #: Models of the command: an ODE-ResNet with lean / sparse / deformable / dense
@@ -49,12 +48,14 @@ ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
 }
 
 FORMS = ("parabolic", "residual")
+NORMS = (None, "group", "instance")
 DATA = ("auto", "digits", "synthetic")
 
 #: The default specification (``odenet-analysis report`` with no arguments).
 DEFAULT_SPEC: dict[str, Any] = {
     "model": "lean",
     "form": "parabolic",
+    "norm": None,
     "activation": "tanh",
     "channels": 8,
     "batch": 16,
@@ -101,6 +102,7 @@ def check_spec(spec: Mapping[str, Any] | None = None, **overrides: Any) -> dict[
             )
 
     choice("model", MODELS)
+    choice("norm", NORMS)
     choice("form", FORMS)
     choice("activation", tuple(ACTIVATIONS))
     choice("data", DATA)
@@ -185,68 +187,54 @@ def load_data(kind: str, n: int, seed: int) -> tuple[Tensor, Tensor, str]:
     return _synthetic(n, seed)
 
 
-# -- operators and right-hand sides ------------------------------------------------------------
-def make_operator(kind: str, channels: int) -> nn.Module:
-    """The convolution operator ``K`` of a model (an operator of :mod:`odenet.nn`).
-
-    Examples
-    --------
-    >>> from analysis._models import make_operator
-    >>> type(make_operator("lean", 4)).__name__
-    'LeanConv2d'
-    """
-    import odenet.nn as onn
-
-    if kind == "lean":
-        return onn.LeanConv2d(channels, channels, stencil=5)
-    if kind == "sparse":
-        return onn.SparseConv2d(channels, channels, pattern="psc4")
-    if kind == "deform":
-        return onn.DeformConv2d(channels, channels, kernel_size=3, padding=1, modulated=True)
-    if kind in ("dense", "imex"):
-        return onn.DenseConv2d(channels, channels, kernel_size=3)
-    raise ArgumentError(
-        f"model: unknown model {kind!r}; valid models are " + ", ".join(repr(m) for m in MODELS)
-    )
-
-
+# -- the networks ---------------------------------------------------------------------------------
 def _activation(name: str):
     import odenet.nn as onn
 
     return name if name in onn.ACTIVATIONS else ACTIVATIONS[name]
 
 
-def make_block(spec: Mapping[str, Any]) -> nn.Module:
-    """The ODE block of a specification: ``ODEBlock`` (ODE-ResNet) or ``IMEXBlock`` (IMEXnet).
+def make_network(spec: Mapping[str, Any], num_classes: int) -> tuple[nn.Module, nn.Module,
+                                                                       nn.Module]:
+    """``(stem, block, head)`` of the network of a specification.
+
+    ODE-ResNet models are :class:`odenet.models.ODEResNet` with one stage of
+    ``channels`` channels and one ODE block (its stem, the block, its head);
+    ``imex`` is IMEXnet: a 3x3 opening convolution, an :class:`odenet.nn.IMEXBlock`
+    (dense parabolic explicit part, learnable FFT-implicit depthwise ``L``) and
+    a pooling + linear head.
 
     Examples
     --------
-    >>> from analysis._models import check_spec, make_block
-    >>> make_block(check_spec(model="lean", channels=4)).rhs.op.__class__.__name__
-    'LeanConv2d'
+    >>> from analysis._models import check_spec, make_network
+    >>> stem, block, head = make_network(check_spec(model="sparse", channels=4), 10)
+    >>> type(block.rhs.op).__name__, type(block).__name__
+    ('SparseConv2d', 'ODEBlock')
     """
     import odenet.nn as onn
+    from analysis._region import resolve_method
+    from odenet import IMEXTableau
+    from odenet.models import ODEResNet
 
     s = check_spec(spec)
     C = s["channels"]
-    op = make_operator(s["model"], C)
     act = _activation(s["activation"])
     if s["model"] == "imex":
         method = s["method"] if s["method"] in ("imex_euler", "ars222", "ars443") else "ars222"
-        return onn.IMEXBlock(op, activation=act, T=s["T"], steps=s["steps"], method=method,
-                             gradient="backprop")
-    from analysis._region import resolve_method
-    from odenet import IMEXTableau
-
+        block = onn.IMEXBlock(onn.DenseConv2d(C, C, 3), activation=act, T=s["T"],
+                              steps=s["steps"], method=method, gradient="backprop")
+        stem = nn.Sequential(nn.Conv2d(1, C, 3, padding=1, bias=False), onn.make_activation(act))
+        head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(C, num_classes))
+        return stem, block, head
     if isinstance(resolve_method(s["method"]), IMEXTableau):
         raise ArgumentError(
             f"method: {s['method']!r} is an IMEX method; it needs the 'imex' model (an implicit "
             "part), or choose an explicit method"
         )
-    form = onn.ParabolicRHS if s["form"] == "parabolic" else onn.ResidualRHS
-    rhs = form(op, activation=act)
-    return onn.ODEBlock(rhs, T=s["T"], steps=s["steps"], method=s["method"],
-                        gradient="backprop")
+    net = ODEResNet(1, num_classes, widths=(C,), blocks=1, op=s["model"], form=s["form"],
+                    method=s["method"], steps=s["steps"], T=s["T"], gradient="backprop",
+                    activation=act, norm=s["norm"])
+    return net.stem, net.stages[0][0], net.head
 
 
 @dataclass
@@ -273,10 +261,11 @@ class Case:
 def build_case(spec: Mapping[str, Any] | None = None) -> Case:
     """Build the network of a specification and return its ODE block as a :class:`Case`.
 
-    The network: an opening 3x3 convolution (1 to ``channels``), one ODE block
-    whose right-hand side is built from the chosen operator, and a head
-    (average pooling and a linear layer); weights are drawn from the seed
-    (convolutions scaled by ``weight_scale``) and optionally trained for
+    The network (:func:`make_network`): an opening 3x3 convolution (1 to
+    ``channels``), one ODE block whose right-hand side is built from the chosen
+    operator, and a head (average pooling and a linear layer); weights are drawn
+    from the seed (the block's convolutions scaled by ``weight_scale``) and
+    optionally trained for
     ``train_steps`` Adam steps on the data. The case's ``y0`` is the block input
     for a batch of ``batch`` images, its loss the cross-entropy of the head.
 
@@ -292,16 +281,14 @@ def build_case(spec: Mapping[str, Any] | None = None) -> Case:
     s = check_spec(spec)
     dtype = getattr(torch, s["dtype"])
     device = torch.device(s["device"])
-    torch.manual_seed(s["seed"])
-    C = s["channels"]
-    block = make_block(s)
-    rhs, implicit = block.rhs, block.implicit
-    method = block.method if isinstance(block.method, str) else block.method.name
-    opening = nn.Conv2d(1, C, 3, padding=1)
     n_data = max(s["batch"], 512 if s["train_steps"] else 64)
     x, labels, data_desc = load_data(s["data"], n_data, s["seed"])
-    n_classes = int(labels.max()) + 1
-    head = nn.Linear(C, max(n_classes, 2))
+    n_classes = max(int(labels.max()) + 1, 2)
+    torch.manual_seed(s["seed"])
+    C = s["channels"]
+    opening, block, head = make_network(s, n_classes)
+    rhs, implicit = block.rhs, block.implicit
+    method = block.method if isinstance(block.method, str) else block.method.name
     if s["weight_scale"] != 1.0:
         with torch.no_grad():
             for name, p in rhs.named_parameters():
@@ -314,7 +301,7 @@ def build_case(spec: Mapping[str, Any] | None = None) -> Case:
     h = s["T"] / s["steps"]
 
     def logits(y_end: Tensor) -> Tensor:
-        return head(y_end.mean(dim=(-2, -1)))
+        return head(y_end)
 
     if s["train_steps"]:
         import odenet
@@ -341,9 +328,10 @@ def build_case(spec: Mapping[str, Any] | None = None) -> Case:
     params = [p for p in block.parameters() if p.requires_grad]
     kind = {"lean": "lean", "sparse": "pre-defined sparse (psc4)", "deform": "deformable",
             "dense": "dense 3x3", "imex": "dense 3x3"}[s["model"]]
+    norm = f", {s['norm']} normalisation" if s["norm"] and s["model"] != "imex" else ""
     desc = (
         f"ODE block of {'an IMEXnet' if s['model'] == 'imex' else 'an ODE-ResNet'} with "
-        f"{kind} operators, {'parabolic' if s['model'] == 'imex' else s['form']} form"
+        f"{kind} operators, {'parabolic' if s['model'] == 'imex' else s['form']} form{norm}"
         f"{' and an FFT-implicit depthwise L' if implicit is not None else ''}, "
         f"{s['activation']}, {C} channels; {method}, {s['steps']} steps on [0, {s['T']:g}]; "
         f"data: {data_desc}"

@@ -139,6 +139,9 @@ def test_model_specifications():
         assert (case.implicit is not None) == (model == "imex")
         assert case.params and all(p.requires_grad for p in case.params)
         assert float(case.loss(case.y0[None])) > 0
+    normed = build_case({"model": "sparse", "norm": "group", "form": "residual",
+                         "channels": 2, "batch": 2, "activation": "relu"})
+    assert "group normalisation" in normed.description
     a = build_case({"model": "lean", "channels": 2, "batch": 2, "seed": 3})
     b = build_case({"model": "lean", "channels": 2, "batch": 2, "seed": 3})
     assert all((p == q).all() for p, q in zip(a.params, b.params))  # deterministic in the seed
