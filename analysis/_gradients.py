@@ -131,12 +131,12 @@ def _default_loss(y: Tensor) -> Tensor:
     return 0.5 * y[-1].square().sum()
 
 
-def _flat(ts: Sequence[Tensor | None], like: Sequence[Tensor]) -> Tensor:
+def _flat(ts: Sequence[Tensor | None], like: Sequence[Tensor], device) -> Tensor:
     parts = [
-        (torch.zeros_like(ref) if g is None else g).reshape(-1).double()
+        (torch.zeros_like(ref) if g is None else g).reshape(-1).double().to(device)
         for g, ref in zip(ts, like)
     ]
-    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64)
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64, device=device)
 
 
 def _rel(a: Tensor, ref: Tensor) -> float:
@@ -401,7 +401,7 @@ def gradient_consistency(
     directions = []
     for _ in range(fd_directions):
         v = torch.randn(sum(sizes), generator=gen, dtype=torch.float64)
-        directions.append(v / v.norm())
+        directions.append((v / v.norm()).to(y0.device))
     cs = CaseStore(store, fingerprint("gradient_consistency", f, y0, tt, tabs, names, ref_name,
                                       params, loss, fd_directions, eps, seed, label, implicit))
 
@@ -412,7 +412,7 @@ def gradient_consistency(
         L = loss(out)
         g = torch.autograd.grad(L, [x, *params], allow_unused=True)
         dt = time.perf_counter() - t0
-        return _flat(g[:1], [x]), _flat(g[1:], params), dt
+        return _flat(g[:1], [x], y0.device), _flat(g[1:], params, y0.device), dt
 
     def loss_at(tab, h, v: Tensor, s: float) -> float:
         chunks = torch.split(v, sizes)

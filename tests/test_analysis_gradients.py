@@ -216,3 +216,20 @@ def test_cost_in_fresh_processes():
         analysis.cost(lambda t, y: -y, torch.ones(2), ["anode"], steps=2)
     with pytest.raises(ArgumentError, match="input: required"):
         analysis.cost(f, None, ["anode"])
+
+
+def test_analysis_on_cuda(cuda):
+    from analysis._cost import measure
+
+    f = ConvRHS(channels=2).double().to(cuda)
+    y0 = _y0(channels=2, size=4).to(cuda)
+    res = analysis.gradient_consistency(f, y0, 1.0, "rk4_38", [2, 8], ["anode", "adjoint"],
+                                        fd_directions=1)
+    assert res.error("rk4_38", 2, "anode") <= 1e-12
+    assert res.error("rk4_38", 8, "adjoint") < res.error("rk4_38", 2, "adjoint")
+    st = analysis.stability(f, y0[:1], "rk4", 0.25, k=2, T=0.5)
+    assert st.flow_amplification > 0 and st.arpack_error < 1e-6
+    rev = analysis.reversibility(f, y0, 1.0, "rk4", [2, 8])
+    assert rev.rows[1]["error"] < rev.rows[0]["error"]
+    m = measure(f, y0, "anode", "rk4", 4, repeats=1)
+    assert m["probe"] == "cuda.max_memory_allocated" and m["peak_bytes"] > 0
