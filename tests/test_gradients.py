@@ -248,6 +248,38 @@ def test_adjoint_converges_at_the_method_order(method):
         assert math.log2(e1 / e2) > order - 0.45, (e1, e2)
 
 
+@pytest.mark.parametrize("method", list(odenet.METHODS))
+def test_all_strategies_vs_central_differences(method):
+    """Directional derivatives: DTO strategies to 1e-8, the adjoint to its O(h^p) error."""
+    implicit = Dense(2) if method in IMEX else None
+    t = torch.tensor([0.0, 0.4, 1.0], dtype=F64)
+    g = torch.Generator().manual_seed(4)
+    y0 = torch.randn(3, 2, dtype=F64, generator=g)
+    W = torch.randn(2, 2, dtype=F64, generator=g)
+    dy, dW = torch.randn(3, 2, dtype=F64, generator=g), torch.randn(2, 2, dtype=F64, generator=g)
+    w = torch.randn(3, 3, 2, dtype=F64, generator=g)
+
+    def loss(y0, W, gradient, h):
+        y = odenet.odeint(lambda t, y: torch.tanh(y @ W) * (1 + t), y0, t, method=method,
+                          step_size=h, gradient=gradient, implicit=implicit,
+                          params=[W, *([implicit.B] if implicit is not None else [])])
+        return (y * w).sum()
+
+    order = odenet.METHODS[method].order
+    for h in (0.1, 0.05):
+        eps = 1e-6
+        with torch.no_grad():
+            fd = (loss(y0 + eps * dy, W + eps * dW, "backprop", h)
+                  - loss(y0 - eps * dy, W - eps * dW, "backprop", h)) / (2 * eps)
+        for gradient in ("backprop", "anode", "revolve", "adjoint"):
+            a, b = y0.clone().requires_grad_(), W.clone().requires_grad_()
+            ga, gb = torch.autograd.grad(loss(a, b, gradient, h), (a, b))
+            dd = (ga * dy).sum() + (gb * dW).sum()
+            err = float(abs(dd - fd) / abs(fd))
+            bound = 1e-8 if gradient != "adjoint" else 5 * h**order
+            assert err <= bound, (gradient, h, err)
+
+
 # -- Revolve's schedule ----------------------------------------------------------------------
 def _optimal(l, s, memo={}):
     """Dynamic programming over the first split: the minimal number of advances."""
@@ -341,14 +373,14 @@ def test_revolve_recomputes_as_scheduled(nt, k):
     method=st.sampled_from(["euler", "heun", "ssprk3"]),
 )
 @settings(max_examples=15)
-def test_revolve_equals_backprop_hypothesis(seed, n_out, h, k, batch, method):
+def test_checkpointing_equals_backprop_hypothesis(seed, n_out, h, k, batch, method):
     g = torch.Generator().manual_seed(seed)
     times = torch.sort(torch.rand(n_out, dtype=F64, generator=g)).values
     t = torch.cat([torch.zeros(1, dtype=F64), times.cumsum(0) + 0.05 * torch.arange(1, n_out + 1)])
     W = torch.randn(3, 3, dtype=F64, generator=g, requires_grad=True)
     y0 = torch.randn(batch, 3, dtype=F64, generator=g, requires_grad=True)
     res = []
-    for strategy in ("backprop", odenet.Revolve(checkpoints=k)):
+    for strategy in ("backprop", odenet.Revolve(checkpoints=k), odenet.ANODE()):
         y = odenet.odeint(
             lambda t, y: torch.sin(y @ W),
             y0,
@@ -360,6 +392,7 @@ def test_revolve_equals_backprop_hypothesis(seed, n_out, h, k, batch, method):
         )
         res.append(torch.autograd.grad(_loss(y, _weights(y)), [y0, W]))
     assert _rel(res[1], res[0]) <= 1e-12
+    assert _rel(res[2], res[0]) <= 1e-12
 
 
 # -- behaviours users hit ------------------------------------------------------------------

@@ -6,12 +6,13 @@ f(y) = -Kᵀ relu(K y + b), K = 1x1 convolution + depthwise 3x3 convolution (lea
 Strategies: odenet's backprop, anode, revolve (checkpoints=2) and adjoint, and torchdiffeq's odeint
 (backprop) and odeint_adjoint on the same network (torchdiffeq's "rk4" is the 3/8 rule = rk4_38).
 
-Each strategy runs in its own processes, one for memory and one for time. Memory: on CPU the growth
+Memory is measured for each strategy in its own process: on CPU the growth
 of the peak resident set size (VmHWM, reset through /proc/self/clear_refs) over the resident size
 just before the measured pass, after one warm-up pass; in that process glibc serves every block over
 128 KiB by mmap (MALLOC_MMAP_THRESHOLD_), so freed tensors leave the resident set and the figure is
 live memory, measured alike for every strategy. On CUDA: torch.cuda.max_memory_allocated over
-memory_allocated. Time: median over --repeats passes after a warm-up, with the default allocator.
+memory_allocated. Time: one more process, with the default allocator, runs --repeats rounds in which
+every strategy makes one pass (interleaved, so all see the same machine load); median per strategy.
 Gradients are compared with backprop's (max relative difference over the parameters).
 
 Run: ``python tests/benchmarks/bench_strategies.py [--repeats 3] [--threads 1] [--device cpu]``
@@ -41,7 +42,7 @@ def _rss_kib(field: str) -> int:
     raise RuntimeError(f"{field} not found in /proc/self/status")
 
 
-def worker(name: str, mode: str, repeats: int, threads: int, device: str, out: str) -> None:
+def worker(names: list[str], mode: str, repeats: int, threads: int, device: str, out: str) -> None:
     import torch
     import torch.nn.functional as F
     import torchdiffeq
@@ -77,7 +78,7 @@ def worker(name: str, mode: str, repeats: int, threads: int, device: str, out: s
     t = torch.tensor([0.0, 1.0], device=dev)
     h = 1.0 / STEPS
 
-    def block(f, y):
+    def block(name, f, y):
         if name == "torchdiffeq":
             return torchdiffeq.odeint(f, y, t, method="rk4", options={"step_size": h})[-1]
         if name == "torchdiffeq_adjoint":
@@ -85,10 +86,10 @@ def worker(name: str, mode: str, repeats: int, threads: int, device: str, out: s
         gradient = odenet.Revolve(checkpoints=2) if name == "revolve2" else name
         return odenet.odeint(f, y, t, method="rk4_38", step_size=h, gradient=gradient)[-1]
 
-    def step():
+    def step(name):
         y = x
         for f in blocks:
-            y = block(f, y)
+            y = block(name, f, y)
         loss = y.square().mean()
         return torch.autograd.grad(loss, list(blocks.parameters()))
 
@@ -96,31 +97,33 @@ def worker(name: str, mode: str, repeats: int, threads: int, device: str, out: s
         if dev.type == "cuda":
             torch.cuda.synchronize()
 
-    grads = step()  # warm-up: kernels, thread pools, caches
-    del grads
+    for name in names:  # warm-up: kernels, thread pools, caches
+        step(name)
     sync()
-    if mode == "time":
-        times = []
+    if mode == "time":  # interleaved rounds: every strategy sees the same machine load
+        times: dict[str, list[float]] = {name: [] for name in names}
         for _ in range(repeats):
-            sync()
-            t0 = time.perf_counter()
-            step()
-            sync()
-            times.append(time.perf_counter() - t0)
+            for name in names:
+                sync()
+                t0 = time.perf_counter()
+                step(name)
+                sync()
+                times[name].append(time.perf_counter() - t0)
         with open(out, "w") as fh:
-            json.dump({"time": statistics.median(times)}, fh)
+            json.dump({name: statistics.median(v) for name, v in times.items()}, fh)
         return
+    (name,) = names
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-        grads = step()
+        grads = step(name)
         sync()
         peak = torch.cuda.max_memory_allocated() - base
     else:
         with open("/proc/self/clear_refs", "w") as fh:  # reset VmHWM to the current RSS
             fh.write("5")
         base = _rss_kib("VmRSS")
-        grads = step()
+        grads = step(name)
         peak = (_rss_kib("VmHWM") - base) * 1024
     torch.save([g.detach().cpu() for g in grads], out + ".pt")
     with open(out, "w") as fh:
@@ -138,26 +141,32 @@ def main() -> None:
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker(args.worker, args.mode, args.repeats, args.threads, args.device, args.out)
+        worker(args.worker.split(","), args.mode, args.repeats, args.threads, args.device,
+               args.out)
         return
 
     import torch
 
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072", MALLOC_TRIM_THRESHOLD_="131072")
-    results = {}
+    results: dict[str, dict] = {name: {} for name in args.only}
     grads = {}
+    common = ["--repeats", str(args.repeats), "--threads", str(args.threads),
+              "--device", args.device]
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.only:
-            results[name] = {}
-            for mode in ("mem", "time"):
-                out = os.path.join(tmp, f"{name}-{mode}.json")
-                cmd = [sys.executable, __file__, "--worker", name, "--mode", mode, "--out", out,
-                       "--repeats", str(args.repeats), "--threads", str(args.threads),
-                       "--device", args.device]
-                subprocess.run(cmd, check=True, env=env if mode == "mem" else None)
-                with open(out) as fh:
-                    results[name].update(json.load(fh))
-            grads[name] = torch.load(os.path.join(tmp, f"{name}-mem.json.pt"))
+        for name in args.only:  # memory: one process per strategy
+            out = os.path.join(tmp, f"{name}.json")
+            cmd = [sys.executable, __file__, "--worker", name, "--mode", "mem", "--out", out]
+            subprocess.run(cmd + common, check=True, env=env)
+            with open(out) as fh:
+                results[name].update(json.load(fh))
+            grads[name] = torch.load(out + ".pt")
+        out = os.path.join(tmp, "time.json")  # time: one process, strategies interleaved
+        cmd = [sys.executable, __file__, "--worker", ",".join(args.only), "--mode", "time",
+               "--out", out]
+        subprocess.run(cmd + common, check=True)
+        with open(out) as fh:
+            for name, value in json.load(fh).items():
+                results[name]["time"] = value
 
     ref = results.get("backprop")
     print(f"\nL={BLOCKS} blocks x Nt={STEPS} rk4_38 steps, B{B} C{C} {H}x{W} float32, "
