@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import pickle
@@ -52,6 +53,24 @@ def _reset_peak() -> bool:
         return False
 
 
+def _track_live_memory() -> bool:
+    """Make glibc return freed blocks of 64 KiB and more to the OS at once.
+
+    Sets ``M_MMAP_THRESHOLD`` (which also stops glibc from raising it after
+    frees), so that the resident set size follows the live tensors and a peak
+    above a baseline measures what a run allocates. Returns whether it applied.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(-3, 64 * 1024))  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        return False
+
+
 def _peak_rss_bytes() -> int:
     hwm = _status_kb("VmHWM")
     if hwm is not None:
@@ -81,11 +100,13 @@ def measure(
     """Peak memory and forward+backward time of one strategy, in this process.
 
     The loss is :math:`\\tfrac12\\|y(T)\\|^2`; gradients are taken for ``y0`` and
-    the parameters. Memory is the peak over one warm-up and ``repeats`` timed
-    runs above the memory in use before them: ``torch.cuda.max_memory_allocated``
-    on CUDA, the peak resident set size (``VmHWM``, reset through
-    ``/proc/self/clear_refs``; ``getrusage`` elsewhere) on CPU. Time is the
-    median of the timed runs.
+    the parameters. After one warm-up run (lazy initialisations, caches), the
+    memory is the peak over ``repeats`` timed runs above the memory in use
+    before them: ``torch.cuda.max_memory_allocated`` on CUDA; on CPU the peak
+    resident set size (``VmHWM``, reset through ``/proc/self/clear_refs``;
+    ``getrusage`` elsewhere), with glibc set to return freed tensors to the
+    system at once (``M_MMAP_THRESHOLD`` = 64 KiB, process-wide) so that the
+    resident set follows the live tensors. Time is the median of the timed runs.
 
     Examples
     --------
@@ -114,6 +135,10 @@ def measure(
         grads = torch.autograd.grad(loss, [x, *params], allow_unused=True)
         del grads, out, loss, x
 
+    if not cuda:
+        _track_live_memory()
+    run()  # warm-up: lazy initialisations are not part of the measurement
+    gc.collect()
     if cuda:
         torch.cuda.synchronize(y0.device)
         torch.cuda.reset_peak_memory_stats(y0.device)
@@ -124,15 +149,14 @@ def measure(
         if not exact:
             base = _peak_rss_bytes()
     times = []
-    for i in range(repeats + 1):
+    for _ in range(repeats):
         if cuda:
             torch.cuda.synchronize(y0.device)
         t0 = time.perf_counter()
         run()
         if cuda:
             torch.cuda.synchronize(y0.device)
-        if i > 0:
-            times.append(time.perf_counter() - t0)
+        times.append(time.perf_counter() - t0)
     if cuda:
         peak = torch.cuda.max_memory_allocated(y0.device) - base
         probe = "cuda.max_memory_allocated"
