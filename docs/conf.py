@@ -113,7 +113,7 @@ mathjax3_config = {
 
 # -- gallery ---------------------------------------------------------------------------------------
 #: Examples executed in ``ODENET_GALLERY=fast`` mode (file stems, without ``.py``).
-FAST_EXAMPLES = ("plot_stability_tour", "plot_memory_cost")
+FAST_EXAMPLES = ("plot_anode_reproduction",)
 
 _gallery = os.environ.get("ODENET_GALLERY", "fast").lower()
 if _gallery not in {"full", "fast", "none"}:
