@@ -285,6 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="number of steps (default %(default)s)")
     cp.add_argument("--repeats", type=_pos_int, default=d["cost_repeats"],
                     help="timed runs per strategy (default %(default)s)")
+    cp.add_argument("--blocks", type=_pos_int, default=d["cost_blocks"],
+                    help="ODE blocks of the measured network (default %(default)s)")
     _model_options(cp)
     cp.set_defaults(batch=d["cost_batch"], dtype="float32")
     return parser
@@ -347,7 +349,7 @@ def _run(args: argparse.Namespace, command_line: str) -> int:
                 activations=args.activations[:1], gradient_steps=[2, 4],
                 reversibility_steps=[2, 4], order_steps=[8, 16],
                 order_methods=["euler", "rk4", "ars222"], order_problems=["linear", "model"],
-                cost_steps=4, cost_batch=8, cost_repeats=1, fd_directions=1,
+                cost_steps=4, cost_batch=8, cost_blocks=2, cost_repeats=1, fd_directions=1,
                 cost_strategies=["adjoint"], stability_k=2,
                 gradient_methods=args.methods[:2],
             )
@@ -390,7 +392,8 @@ def _run(args: argparse.Namespace, command_line: str) -> int:
                        R.plot_orders(results) if results else None)
     elif args.command == "cost":
         res = R.run_cost(spec, args.strategies, method=args.method, steps=args.steps,
-                         batch=args.batch, repeats=args.repeats, stores=stores,
+                         batch=args.batch, blocks=args.blocks, repeats=args.repeats,
+                         stores=stores,
                          progress=progress)
         print(res)
         paths = _write(out, "cost", res.to_dict(), res.plot())

@@ -120,29 +120,103 @@ def measure(
     """
     from analysis._common import collect_params
 
-    f, _ = unwrap_func(func)
-    tab = resolve_method(method)
-    params = collect_params(f, implicit, params)
     _, strat = parse_strategy(strategy)
-    t = torch.tensor([0.0, float(T)], dtype=y0.dtype, device=y0.device)
-    h = float(T) / steps
-    cuda = y0.device.type == "cuda"
+    blocks = ode_blocks(func)
+    restore: list = []
+    if blocks and not callable(getattr(func, "rhs", None)):  # a whole network
+        net = func
+        params = [p for p in net.parameters() if p.requires_grad] if params is None else params
+        restore = _use_strategy(blocks, strat)
 
-    def run() -> None:
-        x = y0.detach().clone().requires_grad_(True)
-        out = solve_with(strat, f, x, t, tab, h, implicit, params)
-        loss = 0.5 * out[-1].square().sum()
-        grads = torch.autograd.grad(loss, [x, *params], allow_unused=True)
-        del grads, out, loss, x
+        def run() -> None:
+            x = y0.detach().clone().requires_grad_(True)
+            out = net(x)
+            loss = 0.5 * out.square().sum()
+            grads = torch.autograd.grad(loss, [x, *params], allow_unused=True)
+            del grads, out, loss, x
+    else:
+        f, _ = unwrap_func(func)
+        tab = resolve_method(method)
+        params = collect_params(f, implicit, params)
+        t = torch.tensor([0.0, float(T)], dtype=y0.dtype, device=y0.device)
+        h = float(T) / steps
 
+        def run() -> None:
+            x = y0.detach().clone().requires_grad_(True)
+            out = solve_with(strat, f, x, t, tab, h, implicit, params)
+            loss = 0.5 * out[-1].square().sum()
+            grads = torch.autograd.grad(loss, [x, *params], allow_unused=True)
+            del grads, out, loss, x
+
+    try:
+        return _timed(run, y0.device, repeats)
+    finally:
+        for undo in restore:
+            undo()
+
+
+def ode_blocks(model: object) -> list:
+    """The ODE blocks of a network (modules with ``rhs``, ``T``, ``steps`` and ``gradient``).
+
+    Examples
+    --------
+    >>> import odenet
+    >>> from analysis._cost import ode_blocks
+    >>> net = odenet.models.ODEResNet(1, 2, widths=(4,), blocks=3, steps=2)
+    >>> len(ode_blocks(net))
+    3
+    """
+    if not isinstance(model, torch.nn.Module):
+        return []
+    return [m for m in model.modules()
+            if all(hasattr(m, a) for a in ("rhs", "T", "steps", "gradient", "method"))]
+
+
+def _use_strategy(blocks: Sequence, strat) -> list:
+    """Set ``strat`` on every block (torchdiffeq: swap the block's solve); return the undos."""
+    from odenet.gradients import resolve_gradient
+
+    undo = []
+    for b in blocks:
+        if isinstance(strat, str) and strat.startswith("torchdiffeq"):
+            import torchdiffeq
+
+            name = torchdiffeq_method(resolve_method(b.method))
+            if name is None or getattr(b, "implicit", None) is not None:
+                raise ValueError(
+                    f"torchdiffeq has no fixed-grid equivalent of the block's method "
+                    f"{getattr(b.method, 'name', b.method)!r}"
+                )
+            adjoint = strat == "torchdiffeq-adjoint"
+
+            def forward(y, b=b, name=name, adjoint=adjoint):
+                t = torch.tensor([0.0, b.T], dtype=y.dtype, device=y.device)
+                opts = {"step_size": b.T / b.steps}
+                if adjoint:
+                    ps = tuple(p for p in b.parameters() if p.requires_grad)
+                    return torchdiffeq.odeint_adjoint(b.rhs, y, t, method=name, options=opts,
+                                                      adjoint_params=ps)[-1]
+                return torchdiffeq.odeint(b.rhs, y, t, method=name, options=opts)[-1]
+
+            b.forward = forward
+            undo.append(lambda b=b: b.__dict__.pop("forward", None))
+        else:
+            old = b.gradient
+            b.gradient = resolve_gradient("backprop" if strat == "backprop" else strat)
+            undo.append(lambda b=b, old=old: setattr(b, "gradient", old))
+    return undo
+
+
+def _timed(run, device: torch.device, repeats: int) -> dict[str, Any]:
+    cuda = device.type == "cuda"
     if not cuda:
         _track_live_memory()
     run()  # warm-up: lazy initialisations are not part of the measurement
     gc.collect()
     if cuda:
-        torch.cuda.synchronize(y0.device)
-        torch.cuda.reset_peak_memory_stats(y0.device)
-        base = torch.cuda.memory_allocated(y0.device)
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
     else:
         base = _rss_bytes()
         exact = _reset_peak()
@@ -151,14 +225,14 @@ def measure(
     times = []
     for _ in range(repeats):
         if cuda:
-            torch.cuda.synchronize(y0.device)
+            torch.cuda.synchronize(device)
         t0 = time.perf_counter()
         run()
         if cuda:
-            torch.cuda.synchronize(y0.device)
+            torch.cuda.synchronize(device)
         times.append(time.perf_counter() - t0)
     if cuda:
-        peak = torch.cuda.max_memory_allocated(y0.device) - base
+        peak = torch.cuda.max_memory_allocated(device) - base
         probe = "cuda.max_memory_allocated"
     else:
         peak = _peak_rss_bytes() - base
@@ -171,10 +245,10 @@ def _worker_main() -> None:  # pragma: no cover - runs in the child process
     torch.set_num_threads(payload.pop("threads"))
     spec = payload.pop("spec", None)
     if spec is not None:
-        from analysis._models import build_case
+        from analysis._models import build_network
 
-        case = build_case(spec)
-        payload.update(func=case.func, y0=case.y0, implicit=case.implicit, params=case.params)
+        net, x, _ = build_network(spec)
+        payload.update(func=net, y0=x)
     result = measure(**payload)
     sys.stdout.write(_MARK + json.dumps(result) + "\n")
     sys.stdout.flush()
@@ -220,7 +294,8 @@ class CostResult(Result):
 
     def title(self) -> str:
         where = "fresh process per measurement" if self.isolated else "in process"
-        return (f"cost of the gradient strategies ({self.method}, Nt = {self.steps}, "
+        what = f"a network of {self.blocks} ODE block(s)" if self.network else "one solve"
+        return (f"cost of the gradient strategies on {what} ({self.method}, Nt = {self.steps}, "
                 f"device {self.device}; {where})")
 
     def plot(self, ax=None):
@@ -248,7 +323,9 @@ class CostResult(Result):
             ax.set_xticks(x, names, rotation=30, ha="right", fontsize=8)
             ax.set_ylabel("ratio to backprop")
             ax.set_title(title)
-        fig.suptitle(f"{self.method}, Nt = {self.steps}, state {self.state_shape}", fontsize=9)
+        what = f"{self.blocks} ODE blocks, " if self.network else ""
+        fig.suptitle(f"{what}{self.method}, Nt = {self.steps}, input {self.state_shape}",
+                     fontsize=9)
         return fig
 
 
@@ -274,7 +351,9 @@ def cost(
 
     Each strategy (backprop first, as the reference) solves ``y' = f(t, y)``
     from ``input`` over ``[0, T]`` with ``steps`` steps and is differentiated
-    for ``input`` and the parameters (loss :math:`\\tfrac12\\|y(T)\\|^2`). With
+    for ``input`` and the parameters (loss :math:`\\tfrac12\\|y(T)\\|^2`); for a
+    network, every ODE block uses the strategy (torchdiffeq's solvers replace
+    the blocks' solves) and the loss is half the squared output. With
     ``isolate`` every measurement runs in a fresh Python process (so that one
     strategy's allocations cannot hide another's peak): peak resident set size
     on CPU, ``torch.cuda.max_memory_allocated`` on CUDA. torchdiffeq's ``odeint``
@@ -283,13 +362,15 @@ def cost(
 
     Parameters
     ----------
-    model : callable, ODE block, or dict
+    model : callable, ODE block, network, or dict
         ``func(t, y)`` (an ``nn.Module`` or another picklable callable when
         ``isolate``), an ODE block (its ``rhs``, ``T``, ``steps``, ``method`` and
-        ``implicit`` are the defaults), or a model specification of the
-        ``odenet-analysis`` command (a dict, built in the child process).
+        ``implicit`` are the defaults), a network containing ODE blocks (e.g.
+        :class:`odenet.models.ODEResNet`; the blocks keep their method and
+        steps), or a model specification of the ``odenet-analysis`` command (a
+        dict; its network is built in the child process).
     input : Tensor
-        The initial state (not needed for a specification).
+        The initial state, or the network's input (not needed for a specification).
     strategies : sequence
         ``"backprop"``, ``"anode"``, ``"revolve"`` (``"revolve:k"``), ``"adjoint"``,
         ``"torchdiffeq"``, ``"torchdiffeq-adjoint"``, or strategy instances.
@@ -328,24 +409,44 @@ def cost(
     1.0
     """
     spec = model if isinstance(model, dict) else None
+    network = False
     if spec is not None:
-        from analysis._models import build_case
+        from analysis._models import build_network, check_spec
 
-        case = build_case(spec)
-        f, y0, implicit_, params = case.func, case.y0, case.implicit, case.params
-        block = {"method": case.method, "steps": case.steps, "T": case.T}
-        implicit = implicit if implicit is not None else implicit_
+        spec = check_spec(spec, **{k: v for k, v in (("method", method), ("steps", steps),
+                                                      ("T", T)) if v is not None})
+        net, y0, _ = build_network(spec)
+        f, implicit, network = net, None, True
     else:
-        f, block = unwrap_func(model, "model")
+        network = bool(ode_blocks(model)) and not callable(getattr(model, "rhs", None))
         if input is None:
-            raise ArgumentError("input: required (the initial state of the solve)")
+            raise ArgumentError("input: required (the initial state, or the network's input)")
         y0 = check_tensor(input, "input").detach()
-        params = None
-        if implicit is None:
-            implicit = block.get("implicit")
-    tab = resolve_method(method if method is not None else block.get("method", "rk4_38"))
-    steps = check_steps(steps if steps is not None else block.get("steps", 16), "steps")[0]
-    T = check_positive(T if T is not None else block.get("T", 1.0), "T")
+        if network:
+            f = model
+        else:
+            f, block = unwrap_func(model, "model")
+            if implicit is None:
+                implicit = block.get("implicit")
+    if network:
+        if spec is None and any(v is not None for v in (method, steps, T)):
+            raise ArgumentError(
+                "method, steps, T: a network's blocks carry their own; set them on the blocks"
+            )
+        blocks = ode_blocks(f)
+        first = blocks[0]
+        tab = resolve_method(first.method)
+        steps = int(first.steps)
+        T = float(first.T)
+        n_blocks = len(blocks)
+        tdq_ok = all(torchdiffeq_method(resolve_method(b.method)) is not None
+                     and getattr(b, "implicit", None) is None for b in blocks)
+    else:
+        tab = resolve_method(method if method is not None else block.get("method", "rk4_38"))
+        steps = check_steps(steps if steps is not None else block.get("steps", 16), "steps")[0]
+        T = check_positive(T if T is not None else block.get("T", 1.0), "T")
+        n_blocks = 1
+        tdq_ok = torchdiffeq_method(tab) is not None and implicit is None
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise ArgumentError(f"repeats: expected a positive integer, got {repeats!r}")
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
@@ -354,7 +455,7 @@ def cost(
     names = ["backprop"] + [n for n, _ in parsed if n != "backprop"]
     objs = {"backprop": "backprop", **{n: s for n, s in parsed}}
     skipped = [n for n in names if objs[n] in ("torchdiffeq", "torchdiffeq-adjoint")
-               and torchdiffeq_method(tab) is None]
+               and not tdq_ok]
     names = [n for n in names if n not in skipped]
     if isolate and spec is None:
         try:
@@ -366,7 +467,7 @@ def cost(
                 "module, or pass isolate=False to measure in this process"
             ) from None
     cs = CaseStore(store, fingerprint("cost", spec if spec is not None else f, y0, tab, steps, T,
-                                      names, repeats, isolate, threads))
+                                      names, repeats, isolate, threads, n_blocks))
 
     def compute(name: str) -> dict:
         strat = objs[name]
@@ -383,8 +484,7 @@ def cost(
                     payload.update(func=f, y0=y0, implicit=implicit)
                 m = _run_isolated(payload, timeout)
             else:
-                m = measure(f, y0, sname, tab, steps, T, implicit=implicit, params=params,
-                            repeats=repeats)
+                m = measure(f, y0, sname, tab, steps, T, implicit=implicit, repeats=repeats)
             return {"strategy": name, **m, "status": "ok"}
         except (RuntimeError, subprocess.TimeoutExpired, ValueError, TypeError) as err:
             msg = str(err).splitlines()[0] if str(err) else type(err).__name__
@@ -404,8 +504,10 @@ def cost(
         row["memory_ratio"] = r["peak_bytes"] / base["peak_bytes"] if okm else None
         rows.append(row)
     return CostResult(
-        rows, method=tab.name, steps=steps, T=T, device=str(y0.device),
+        rows, method=tab.name, steps=steps, T=T, blocks=n_blocks, network=network,
+        device=str(y0.device),
         state_shape=list(y0.shape), dtype=str(y0.dtype).replace("torch.", ""),
         isolated=bool(isolate), repeats=repeats,
-        skipped=[f"{n} (torchdiffeq has no fixed-grid {tab.name})" for n in skipped],
+        skipped=[f"{n} (torchdiffeq has no fixed-grid {tab.name}, or the solve is IMEX)"
+                 for n in skipped],
     )

@@ -28,6 +28,7 @@ __all__ = [
     "MODELS",
     "Case",
     "build_case",
+    "build_network",
     "check_spec",
     "make_network",
 ]
@@ -68,6 +69,7 @@ DEFAULT_SPEC: dict[str, Any] = {
     "data": "auto",
     "weight_scale": 1.0,
     "train_steps": 0,
+    "blocks": 1,
 }
 
 
@@ -107,7 +109,7 @@ def check_spec(spec: Mapping[str, Any] | None = None, **overrides: Any) -> dict[
     choice("activation", tuple(ACTIVATIONS))
     choice("data", DATA)
     choice("dtype", ("float32", "float64"))
-    for key in ("channels", "batch", "steps"):
+    for key in ("channels", "batch", "steps", "blocks"):
         v = out[key]
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ArgumentError(f"{key}: expected a positive integer, got {v!r}")
@@ -196,19 +198,19 @@ def _activation(name: str):
 
 def make_network(spec: Mapping[str, Any], num_classes: int) -> tuple[nn.Module, nn.Module,
                                                                        nn.Module]:
-    """``(stem, block, head)`` of the network of a specification.
+    """``(stem, blocks, head)`` of the network of a specification.
 
     ODE-ResNet models are :class:`odenet.models.ODEResNet` with one stage of
-    ``channels`` channels and one ODE block (its stem, the block, its head);
-    ``imex`` is IMEXnet: a 3x3 opening convolution, an :class:`odenet.nn.IMEXBlock`
-    (dense parabolic explicit part, learnable FFT-implicit depthwise ``L``) and
-    a pooling + linear head.
+    ``channels`` channels and ``blocks`` ODE blocks (its stem, the stage, its
+    head); ``imex`` is IMEXnet: a 3x3 opening convolution, ``blocks``
+    :class:`odenet.nn.IMEXBlock` s (dense parabolic explicit part, learnable
+    FFT-implicit depthwise ``L``) and a pooling + linear head.
 
     Examples
     --------
     >>> from analysis._models import check_spec, make_network
-    >>> stem, block, head = make_network(check_spec(model="sparse", channels=4), 10)
-    >>> type(block.rhs.op).__name__, type(block).__name__
+    >>> stem, blocks, head = make_network(check_spec(model="sparse", channels=4), 10)
+    >>> type(blocks[0].rhs.op).__name__, type(blocks[0]).__name__
     ('SparseConv2d', 'ODEBlock')
     """
     import odenet.nn as onn
@@ -221,20 +223,47 @@ def make_network(spec: Mapping[str, Any], num_classes: int) -> tuple[nn.Module, 
     act = _activation(s["activation"])
     if s["model"] == "imex":
         method = s["method"] if s["method"] in ("imex_euler", "ars222", "ars443") else "ars222"
-        block = onn.IMEXBlock(onn.DenseConv2d(C, C, 3), activation=act, T=s["T"],
-                              steps=s["steps"], method=method, gradient="backprop")
+        blocks = nn.Sequential(*[
+            onn.IMEXBlock(onn.DenseConv2d(C, C, 3), activation=act, T=s["T"],
+                          steps=s["steps"], method=method, gradient="backprop")
+            for _ in range(s["blocks"])
+        ])
         stem = nn.Sequential(nn.Conv2d(1, C, 3, padding=1, bias=False), onn.make_activation(act))
         head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(C, num_classes))
-        return stem, block, head
+        return stem, blocks, head
     if isinstance(resolve_method(s["method"]), IMEXTableau):
         raise ArgumentError(
             f"method: {s['method']!r} is an IMEX method; it needs the 'imex' model (an implicit "
             "part), or choose an explicit method"
         )
-    net = ODEResNet(1, num_classes, widths=(C,), blocks=1, op=s["model"], form=s["form"],
+    net = ODEResNet(1, num_classes, widths=(C,), blocks=s["blocks"], op=s["model"],
+                    form=s["form"],
                     method=s["method"], steps=s["steps"], T=s["T"], gradient="backprop",
                     activation=act, norm=s["norm"])
-    return net.stem, net.stages[0][0], net.head
+    return net.stem, net.stages[0], net.head
+
+
+def build_network(spec: Mapping[str, Any] | None = None) -> tuple[nn.Module, Tensor, str]:
+    """``(network, images, description)``: the whole network of a specification and a batch.
+
+    The network is ``stem``, ``blocks`` ODE blocks and the head in sequence
+    (weights from the seed, untrained), on ``batch`` images of the data.
+
+    Examples
+    --------
+    >>> from analysis._models import build_network
+    >>> net, x, _ = build_network({"model": "lean", "channels": 2, "batch": 3, "blocks": 2})
+    >>> tuple(net(x).shape)
+    (3, 10)
+    """
+    s = check_spec(spec)
+    dtype = getattr(torch, s["dtype"])
+    device = torch.device(s["device"])
+    x, labels, data_desc = load_data(s["data"], max(s["batch"], 64), s["seed"])
+    torch.manual_seed(s["seed"])
+    stem, blocks, head = make_network(s, max(int(labels.max()) + 1, 2))
+    net = nn.Sequential(stem, blocks, head).to(dtype=dtype, device=device)
+    return net, x[: s["batch"]].to(dtype=dtype, device=device), data_desc
 
 
 @dataclass
@@ -286,7 +315,8 @@ def build_case(spec: Mapping[str, Any] | None = None) -> Case:
     n_classes = max(int(labels.max()) + 1, 2)
     torch.manual_seed(s["seed"])
     C = s["channels"]
-    opening, block, head = make_network(s, n_classes)
+    opening, blocks, head = make_network({**s, "blocks": 1}, n_classes)
+    block = blocks[0]
     rhs, implicit = block.rhs, block.implicit
     method = block.method if isinstance(block.method, str) else block.method.name
     if s["weight_scale"] != 1.0:

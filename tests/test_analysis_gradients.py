@@ -233,3 +233,24 @@ def test_analysis_on_cuda(cuda):
     assert rev.rows[1]["error"] < rev.rows[0]["error"]
     m = measure(f, y0, "anode", "rk4", 4, repeats=1)
     assert m["probe"] == "cuda.max_memory_allocated" and m["peak_bytes"] > 0
+
+
+def test_cost_of_a_network_sets_the_strategy_on_every_block():
+    import odenet
+
+    torch.manual_seed(0)
+    net = odenet.models.ODEResNet(1, 3, widths=(8,), blocks=4, op="lean", method="rk4_38",
+                                  steps=12, gradient="backprop", norm=None)
+    x = torch.randn(16, 1, 16, 16)
+    res = analysis.cost(net, x, ["anode", "torchdiffeq-adjoint"], repeats=1, isolate=False)
+    rows = {r["strategy"]: r for r in res.rows}
+    assert res.network and res.blocks == 4 and res.method == "rk4_38" and res.steps == 12
+    assert all(r["status"] == "ok" for r in res.rows)
+    # ANODE keeps one block's graph at a time: O(L) + O(Nt) instead of O(L Nt)
+    assert rows["anode"]["memory_ratio"] < 0.6
+    assert rows["torchdiffeq-adjoint"]["memory_ratio"] < 0.6
+    # the blocks are restored afterwards
+    assert all(repr(b.gradient) == "Backprop()" and "forward" not in b.__dict__
+               for b in analysis._cost.ode_blocks(net))
+    with pytest.raises(ArgumentError, match="set them on the blocks"):
+        analysis.cost(net, x, ["anode"], steps=4, isolate=False)
