@@ -233,10 +233,10 @@ def test_lean_gradcheck_gradgradcheck(stencil):
     x = case.x.requires_grad_()
     w, s = (p.requires_grad_() for p in case.params)
     b = case.bias.requires_grad_()
-    assert gradcheck(lean_conv2d, (x, w, s, b))
+    assert gradcheck(lean_conv2d, (x, w, s, b), check_forward_ad=True)
     assert gradgradcheck(lean_conv2d, (x, w, s, b))
     z = case.z.requires_grad_()
-    assert gradcheck(lean_conv2d_adjoint, (z, w, s))
+    assert gradcheck(lean_conv2d_adjoint, (z, w, s), check_forward_ad=True)
     assert gradgradcheck(lean_conv2d_adjoint, (z, w, s))
 
 
@@ -384,7 +384,7 @@ def test_deform_gradcheck_gradgradcheck(modulated):
     def f(x, off, w, b, m=None):
         return deform_conv2d(x, off, w, b, padding=1, mask=m)
 
-    assert gradcheck(f, inputs)
+    assert gradcheck(f, inputs, check_forward_ad=True)
     if modulated:
         assert gradgradcheck(f, inputs)
     else:  # second derivatives in the input and offsets only (cheaper)

@@ -100,22 +100,8 @@ def _sampling(offset, mask, geo):
     torchvision), times the modulation mask. Also returns what the offset and mask
     gradients need.
     """
-    b, h, w, kh, kw, og, ho, wo, sh, sw, ph, pw, dh, dw = (
-        geo.b,
-        geo.h,
-        geo.w,
-        geo.kh,
-        geo.kw,
-        geo.og,
-        geo.ho,
-        geo.wo,
-        geo.sh,
-        geo.sw,
-        geo.ph,
-        geo.pw,
-        geo.dh,
-        geo.dw,
-    )
+    b, h, w, kh, kw, og, ho, wo = geo.b, geo.h, geo.w, geo.kh, geo.kw, geo.og, geo.ho, geo.wo
+    sh, sw, ph, pw, dh, dw = geo.sh, geo.sw, geo.ph, geo.pw, geo.dh, geo.dw
     k = kh * kw
     dev, dt = offset.device, offset.dtype
     off = offset.view(b, og, k, 2, ho, wo).permute(0, 4, 5, 2, 1, 3)  # (B, Ho, Wo, K, og, 2)
@@ -158,23 +144,11 @@ def _sampling(offset, mask, geo):
 
 def _columns(input, offset, mask, geo):
     """Bilinear samples ``(B·Ho·Wo, K·Cin)`` times the mask: the differentiable reference."""
-    b, cin, h, w, kh, kw, og, ho, wo = (
-        geo.b,
-        geo.cin,
-        geo.h,
-        geo.w,
-        geo.kh,
-        geo.kw,
-        geo.og,
-        geo.ho,
-        geo.wo,
-    )
-    cg = cin // og
-    rows = input.permute(0, 2, 3, 1).reshape(b * h * w * og, cg)
+    rows = _rows(input, geo)
     idx, wgt, _ = _sampling(offset, mask, geo)
-    vals = rows.index_select(0, idx.reshape(-1)).view(-1, 4, cg)
+    vals = rows.index_select(0, idx.reshape(-1)).view(-1, 4, rows.shape[1])
     cols = (vals * wgt.unsqueeze(-1)).sum(1)
-    return cols.view(b * ho * wo, kh * kw * cin)
+    return cols.view(geo.b * geo.ho * geo.wo, geo.k * geo.cin)
 
 
 def _weight_matrix(weight, geo):
@@ -232,55 +206,38 @@ def _csr(idx, wgt, n_rows):
 
 class _DeformConv(Function):
     """Fast first derivatives (sparse gather/scatter + one matrix product each way);
-    second derivatives through :func:`_reference`."""
+    second and forward-mode derivatives through :func:`_reference`."""
 
     @staticmethod
-    def forward(ctx, input, offset, mask, weight, bias, geo):
-        b, cin, h, w, kh, kw, og, ho, wo = (
-            geo.b,
-            geo.cin,
-            geo.h,
-            geo.w,
-            geo.kh,
-            geo.kw,
-            geo.og,
-            geo.ho,
-            geo.wo,
-        )
-        cg = cin // og
-        rows = input.permute(0, 2, 3, 1).reshape(b * h * w * og, cg)
+    def forward(input, offset, mask, weight, bias, geo):
+        rows = _rows(input, geo)
         idx, wgt, _ = _sampling(offset, mask, geo)
-        cols = (_csr(idx, wgt, rows.shape[0]) @ rows).view(b * ho * wo, kh * kw * cin)
-        ctx.save_for_backward(input, offset, mask, weight, bias, rows, idx, wgt, cols)
-        ctx.geo = geo
-        return _output(cols, weight, bias, geo)
+        cols = (_csr(idx, wgt, rows.shape[0]) @ rows).view(geo.b * geo.ho * geo.wo, -1)
+        return _output(cols, weight, bias, geo), idx, wgt, cols
 
     @staticmethod
-    def backward(ctx, g):
+    def setup_context(ctx, inputs, outputs):
+        input, offset, mask, weight, bias, geo = inputs
+        _, idx, wgt, cols = outputs
+        ctx.mark_non_differentiable(idx, wgt, cols)
+        ctx.save_for_backward(input, offset, mask, weight, bias, idx, wgt, cols)
+        ctx.save_for_forward(input, offset, mask, weight, bias)
+        ctx.geo = geo
+
+    @staticmethod
+    def backward(ctx, g, *_):
         if torch.is_grad_enabled():
             return _reference_grads(ctx, g)
-        _, offset, mask, weight, bias, rows, idx, wgt, cols = ctx.saved_tensors
+        input, offset, mask, weight, bias, idx, wgt, cols = ctx.saved_tensors
         geo = ctx.geo
         need = ctx.needs_input_grad
-        b, cin, h, w, cout, kh, kw, wg, og, ho, wo = (
-            geo.b,
-            geo.cin,
-            geo.h,
-            geo.w,
-            geo.cout,
-            geo.kh,
-            geo.kw,
-            geo.wg,
-            geo.og,
-            geo.ho,
-            geo.wo,
-        )
-        k = kh * kw
-        cg = cin // og
+        b, cin, h, w, cout, wg, og, ho, wo = (
+            geo.b, geo.cin, geo.h, geo.w, geo.cout, geo.wg, geo.og, geo.ho, geo.wo
+        )  # fmt: skip
+        k, cg = geo.k, cin // og
         # (wg, B·P, cout/wg)
-        g2 = (
-            g.reshape(b, wg, cout // wg, ho, wo).permute(1, 0, 3, 4, 2).reshape(wg, b * ho * wo, -1)
-        )
+        g2 = g.reshape(b, wg, cout // wg, ho, wo).permute(1, 0, 3, 4, 2)
+        g2 = g2.reshape(wg, b * ho * wo, -1)
         g_in = g_off = g_mask = g_w = g_b = None
         if need[3]:
             gw = torch.bmm(_group_columns(cols, geo).transpose(1, 2), g2)  # (wg, K·cin_g, cout_g)
@@ -291,10 +248,10 @@ class _DeformConv(Function):
             wmat = _weight_matrix(weight, geo)
             gcols = _ungroup_columns(torch.bmm(g2, wmat.transpose(1, 2)), geo).reshape(-1, cg)
             if need[0]:
-                g_rows = _scatter_rows(gcols, idx, wgt, rows.shape[0])
+                g_rows = _scatter_rows(gcols, idx, wgt, b * h * w * og)
                 g_in = g_rows.view(b, h, w, cin).permute(0, 3, 1, 2).contiguous()
             if need[1] or need[2]:
-                dots = _corner_dots(gcols, rows, idx)  # d<g, out>/d wgt
+                dots = _corner_dots(gcols, _rows(input, geo), idx)  # d<g, out>/d wgt
                 _, _, (hy, hx, ly, lx, valid, m) = _sampling(offset, mask, geo)
                 gv = dots.view(b, ho, wo, k, og, 4) * valid  # d<g, out>/d(bilinear·valid·m)
                 if m is not None:
@@ -305,10 +262,34 @@ class _DeformConv(Function):
                 if need[1]:
                     gy = (gv[..., 2] - gv[..., 0]) * hx + (gv[..., 3] - gv[..., 1]) * lx
                     gx = (gv[..., 1] - gv[..., 0]) * hy + (gv[..., 3] - gv[..., 2]) * ly
-                    g_off = (
-                        torch.stack((gy, gx), -1).permute(0, 4, 3, 5, 1, 2).reshape(offset.shape)
-                    )
+                    g_off = torch.stack((gy, gx), -1).permute(0, 4, 3, 5, 1, 2)
+                    g_off = g_off.reshape(offset.shape)
         return g_in, g_off, g_mask, g_w, g_b, None
+
+    @staticmethod
+    def jvp(ctx, *tangents):
+        # J t by two reverse passes of the reference (J t = d/dg <Jᵀ g, t>), which works both
+        # under torch.autograd.forward_ad and inside torch.func transforms
+        primals = list(ctx.saved_tensors)
+        use = [i for i in range(5) if primals[i] is not None and tangents[i] is not None]
+
+        def f(*args):
+            full = list(primals)
+            for i, a in zip(use, args):
+                full[i] = a
+            return _reference(*full, ctx.geo)
+
+        out, vjp_fn = torch.func.vjp(f, *(primals[i] for i in use))
+
+        def dot(g):
+            return sum((v * tangents[i]).sum() for v, i in zip(vjp_fn(g), use))
+
+        return torch.func.grad(dot)(torch.zeros_like(out)), None, None, None
+
+
+def _rows(input, geo):
+    """The input as rows ``(B·H·W·og, C_in / og)`` (channels last)."""
+    return input.permute(0, 2, 3, 1).reshape(geo.b * geo.h * geo.w * geo.og, geo.cin // geo.og)
 
 
 def _scatter_rows(gcols, idx, wgt, n_rows):
@@ -327,21 +308,19 @@ def _corner_dots(gcols, rows, idx):
 
 def _reference_grads(ctx, g):
     """Differentiable first derivatives (used when a graph of the gradient is requested)."""
-    input, offset, mask, weight, bias = ctx.saved_tensors[:5]
-    args = [input, offset, mask, weight, bias]
+    args = list(ctx.saved_tensors[:5])
     wanted = [i for i, a in enumerate(args) if a is not None and ctx.needs_input_grad[i]]
-    with torch.enable_grad():
-        leaves = list(args)
-        for i in wanted:
-            if not leaves[i].requires_grad:  # e.g. a constant saved tensor
-                leaves[i] = leaves[i].detach().requires_grad_(True)
-        out = _reference(*leaves, ctx.geo)
-        grads = torch.autograd.grad(
-            out, [leaves[i] for i in wanted], g, create_graph=True, allow_unused=True
-        )
+
+    def f(*leaves):
+        full = list(args)
+        for i, a in zip(wanted, leaves):
+            full[i] = a
+        return _reference(*full, ctx.geo)
+
+    _, vjp_fn = torch.func.vjp(f, *(args[i] for i in wanted))
     result: list = [None] * 6
-    for i, gr in zip(wanted, grads):
-        result[i] = gr if gr is not None else torch.zeros_like(args[i])
+    for i, gr in zip(wanted, vjp_fn(g)):
+        result[i] = gr
     return tuple(result)
 
 
@@ -429,7 +408,7 @@ def deform_conv2d(
         check_param("bias", bias, (weight.shape[0],), input)
     if input.dtype not in (torch.float32, torch.float64):
         return _reference(input, offset, mask, weight, bias, geo)
-    return _DeformConv.apply(input, offset, mask, weight, bias, geo)
+    return _DeformConv.apply(input, offset, mask, weight, bias, geo)[0]
 
 
 def deform_conv2d_adjoint(
@@ -491,16 +470,15 @@ def deform_conv2d_adjoint(
     if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
         raise ArgumentError(f"groups: expected a positive int, got {groups!r}")
     cin = weight.shape[1] * groups
-    u = input.new_zeros(b, cin, h, w).requires_grad_(True)
+    u = input.new_zeros(b, cin, h, w)
     geo = _geometry(u, offset, weight, stride, padding, dilation, mask)
-    cout, ho, wo = geo.cout, geo.ho, geo.wo
-    if tuple(input.shape) != (b, cout, ho, wo):
+    if tuple(input.shape) != (b, geo.cout, geo.ho, geo.wo):
         raise ArgumentError(
-            f"input: expected shape ({b}, {cout}, {ho}, {wo}) (the output shape of the "
-            f"deformable convolution), got {tuple(input.shape)}"
+            f"input: expected shape ({b}, {geo.cout}, {geo.ho}, {geo.wo}) (the output shape of "
+            f"the deformable convolution), got {tuple(input.shape)}"
         )
-    create = torch.is_grad_enabled()
-    with torch.enable_grad():
-        out = deform_conv2d(u, offset, weight, None, stride, padding, dilation, mask)
-        (grad,) = torch.autograd.grad(out, u, input, create_graph=create)
-    return grad
+    # the transpose of a linear map is its vector-Jacobian product (at any point)
+    _, vjp_fn = torch.func.vjp(
+        lambda u: deform_conv2d(u, offset, weight, None, stride, padding, dilation, mask), u
+    )
+    return vjp_fn(input)[0]

@@ -181,20 +181,42 @@ def _backward_fused(g, x, w, s, transpose, needs):
     return gx, gw, gs, gb
 
 
+def _tangent(x, w, s, dx, dw, ds, transpose: bool):
+    """Forward-mode derivative of the bilinear map ``(x, W, S) ↦ K x`` (or ``Kᵀ x``),
+    itself differentiable (through the same functions)."""
+
+    def k(u, w, s):
+        return _LeanAdjoint.apply(u, w, s) if transpose else _Lean.apply(u, w, s, None)
+
+    out = None
+    if dx is not None:
+        out = k(dx, w, s)
+    if dw is not None or ds is not None:
+        dw = torch.zeros_like(w) if dw is None else dw
+        ds = torch.zeros_like(s) if ds is None else ds
+        term = k(x, dw, ds)
+        out = term if out is None else out + term
+    return out
+
+
 class _Lean(Function):
     """``W x + S x (+ b)``; backward through :class:`_LeanAdjoint`."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, w: Tensor, s: Tensor, b: Tensor | None) -> Tensor:
-        x = x.contiguous()
-        ctx.save_for_backward(x, w, s)
-        ctx.has_bias = b is not None
+    def forward(x: Tensor, w: Tensor, s: Tensor, b: Tensor | None) -> Tensor:
         return _apply(x, w, s, b, transpose=False)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        x, w, s, b = inputs
+        ctx.save_for_backward(x, w, s)
+        ctx.save_for_forward(x, w, s)
+        ctx.has_bias = b is not None
 
     @staticmethod
     def backward(ctx, g: Tensor):
         x, w, s = ctx.saved_tensors
-        g = g.contiguous()
+        x, g = x.contiguous(), g.contiguous()
         need = ctx.needs_input_grad
         needs = (need[0], need[1], need[2], ctx.has_bias and need[3])
         if not torch.is_grad_enabled():
@@ -206,20 +228,33 @@ class _Lean(Function):
         gb = g.sum((0, 2, 3)) if needs[3] else None
         return gx, gw, gs, gb
 
+    @staticmethod
+    def jvp(ctx, dx, dw, ds, db):
+        x, w, s = ctx.saved_tensors
+        out = _tangent(x, w, s, dx, dw, ds, transpose=False)
+        if db is not None:
+            db = db.view(1, -1, 1, 1)
+            out = db.expand(x.shape).clone() if out is None else out + db
+        return out if out is not None else torch.zeros_like(x)
+
 
 class _LeanAdjoint(Function):
     """``Wᵀ z + Sᵀ z``; backward through :class:`_Lean`."""
 
     @staticmethod
-    def forward(ctx, z: Tensor, w: Tensor, s: Tensor) -> Tensor:
-        z = z.contiguous()
-        ctx.save_for_backward(z, w, s)
+    def forward(z: Tensor, w: Tensor, s: Tensor) -> Tensor:
         return _apply(z, w, s, None, transpose=True)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        z, w, s = inputs
+        ctx.save_for_backward(z, w, s)
+        ctx.save_for_forward(z, w, s)
 
     @staticmethod
     def backward(ctx, g: Tensor):
         z, w, s = ctx.saved_tensors
-        g = g.contiguous()
+        z, g = z.contiguous(), g.contiguous()
         needs = (*ctx.needs_input_grad[:3], False)
         if not torch.is_grad_enabled():
             return _backward_fused(g, z, w, s, True, needs)[:3]
@@ -228,6 +263,12 @@ class _LeanAdjoint(Function):
         # <g, Sᵀ z> = <S g, z>
         gs = _tap_grads(z, g, s.shape[1]) if needs[2] else None
         return gz, gw, gs
+
+    @staticmethod
+    def jvp(ctx, dz, dw, ds):
+        z, w, s = ctx.saved_tensors
+        out = _tangent(z, w, s, dz, dw, ds, transpose=True)
+        return out if out is not None else torch.zeros_like(z)
 
 
 def _batched(x: Tensor) -> Tensor:
