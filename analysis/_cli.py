@@ -198,9 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
                         epilog=_EXAMPLES, formatter_class=fmt)
     rp.add_argument("--activations", type=acts, default=list(d["activations"]),
                     help=f"activations compared (default {csv(d['activations'])})")
-    rp.add_argument("--methods", type=_names(methods, "method"),
-                    default=list(d["gradient_methods"]),
-                    help=f"methods of the gradient sweep (default {csv(d['gradient_methods'])})")
+    rp.add_argument("--methods", type=_names(methods, "method"), default=None,
+                    help=f"methods of the gradient sweep (default {csv(d['gradient_methods'])}; "
+                         f"imex model: {csv(d['imex_gradient_methods'])})")
     rp.add_argument("--steps", type=_ints, default=list(d["gradient_steps"]),
                     help="step counts of the gradient and reversibility sweeps "
                          f"(default {csv(d['gradient_steps'])})")
@@ -220,9 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
                         epilog=_EXAMPLES, formatter_class=fmt)
     gp.add_argument("--activations", "--activation", type=acts, default=["tanh"],
                     help="activations (comma-separated; default tanh)")
-    gp.add_argument("--methods", type=_names(methods, "method"),
-                    default=list(d["gradient_methods"]),
-                    help=f"methods (default {csv(d['gradient_methods'])})")
+    gp.add_argument("--methods", type=_names(methods, "method"), default=None,
+                    help=f"methods (default {csv(d['gradient_methods'])}; imex model: "
+                         f"{csv(d['imex_gradient_methods'])})")
     gp.add_argument("--steps", type=_ints, default=list(d["gradient_steps"]),
                     help=f"step counts Nt (default {csv(d['gradient_steps'])})")
     gp.add_argument("--strategies", type=strategies, default=list(d["strategies"]),
@@ -304,6 +304,13 @@ def _spec(args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
+def _default_gradient_methods(spec: dict[str, Any]) -> list[str]:
+    from analysis._report import REPORT_DEFAULTS
+
+    key = "imex_gradient_methods" if spec["model"] == "imex" else "gradient_methods"
+    return list(REPORT_DEFAULTS[key])
+
+
 def _set_threads(n: int) -> None:
     import torch
 
@@ -339,10 +346,11 @@ def _run(args: argparse.Namespace, command_line: str) -> int:
     spec = _spec(args)
     if args.command == "report":
         settings: dict[str, Any] = {
-            "activations": args.activations, "gradient_methods": args.methods,
-            "gradient_steps": args.steps, "reversibility_steps": args.steps,
-            "strategies": args.strategies,
+            "activations": args.activations, "gradient_steps": args.steps,
+            "reversibility_steps": args.steps, "strategies": args.strategies,
         }
+        if args.methods is not None:
+            settings["gradient_methods"] = args.methods
         if args.quick:
             spec = {**spec, "channels": min(spec["channels"], 4), "batch": min(spec["batch"], 4)}
             settings.update(
@@ -351,7 +359,7 @@ def _run(args: argparse.Namespace, command_line: str) -> int:
                 order_methods=["euler", "rk4", "ars222"], order_problems=["linear", "model"],
                 cost_steps=4, cost_batch=8, cost_blocks=2, cost_repeats=1, fd_directions=1,
                 cost_strategies=["adjoint"], stability_k=2,
-                gradient_methods=args.methods[:2],
+                gradient_methods=(args.methods or _default_gradient_methods(spec))[:2],
             )
         R.report(args.output, spec, settings=settings, sections=args.sections,
                  progress=progress, fresh=args.fresh, command=command_line)
@@ -364,7 +372,9 @@ def _run(args: argparse.Namespace, command_line: str) -> int:
     stores.mkdir(exist_ok=True)
     t0 = time.perf_counter()
     if args.command == "gradients":
-        res = R.run_gradients(spec, args.activations, args.methods, args.steps, args.strategies,
+        res = R.run_gradients(spec, args.activations,
+                              args.methods or _default_gradient_methods(spec), args.steps,
+                              args.strategies,
                               fd_directions=args.fd_directions, stores=stores, progress=progress)
         print(res)
         paths = _write(out, "gradients", res.to_dict(), res.plot())

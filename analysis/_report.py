@@ -48,6 +48,7 @@ __all__ = [
 REPORT_DEFAULTS: dict[str, Any] = {
     "activations": ("tanh", "relu"),
     "gradient_methods": ("euler", "midpoint", "rk4_38"),
+    "imex_gradient_methods": ("imex_euler", "ars222", "ars443"),
     "gradient_steps": (2, 4, 8, 16, 32, 64),
     "strategies": ("anode", "revolve", "adjoint", "torchdiffeq-adjoint"),
     "fd_directions": 2,
@@ -125,6 +126,13 @@ def run_gradients(
     """
     results = []
     for act, case in _cases(spec, activations):
+        if case.implicit is not None:
+            explicit = [m for m in methods if not isinstance(resolve_method(m), IMEXTableau)]
+            if explicit:
+                raise ArgumentError(
+                    f"methods: the IMEX model needs IMEX methods (imex_euler, ars222, ars443), "
+                    f"got {explicit[0]!r}"
+                )
         results.append(
             gradient_consistency(
                 case.func, case.y0, case.T, methods, steps, strategies, loss=case.loss,
@@ -546,6 +554,9 @@ def report(
             )
         cfg[k] = v
     spec = check_spec(spec)
+    gradient_methods = cfg["gradient_methods"]
+    if spec["model"] == "imex" and "gradient_methods" not in (settings or {}):
+        gradient_methods = cfg["imex_gradient_methods"]
     out = check_output(output)
     stores = out / "sweeps"
     if fresh and stores.exists():
@@ -572,7 +583,7 @@ def report(
     if "gradients" in sections:
         i += 1
         step(i, "gradients", "gradient consistency (strategies vs backprop and finite differences)",
-             lambda: run_gradients(spec, cfg["activations"], cfg["gradient_methods"],
+             lambda: run_gradients(spec, cfg["activations"], gradient_methods,
                                    cfg["gradient_steps"], cfg["strategies"],
                                    fd_directions=cfg["fd_directions"], stores=stores,
                                    progress=progress))

@@ -68,7 +68,8 @@ def _implicit_spectrum(implicit, y: Tensor, seed: int, tol: float) -> tuple[floa
     g = torch.Generator(device="cpu").manual_seed(seed)
     x = torch.randn(y.shape, generator=g, dtype=torch.float64).to(y)
     z = torch.randn(y.shape, generator=g, dtype=torch.float64).to(y)
-    lx, lz = implicit(x), implicit(z)
+    with torch.no_grad():
+        lx, lz = implicit(x), implicit(z)
     a, b = float((lx * z).sum()), float((x * lz).sum())
     scale = float(lx.norm() * z.norm()) + 1e-300
     eps = 1e3 * torch.finfo(y.dtype).eps

@@ -149,3 +149,15 @@ def test_model_specifications():
         check_spec(depth=3)
     with pytest.raises(ArgumentError, match="channels: expected a positive integer"):
         check_spec(channels=0)
+
+
+def test_imex_report_uses_imex_methods(tmp_path, capsys):
+    out = tmp_path / "imex"
+    rc = main(["report", "--quick", "--model", "imex", "--sections", "gradients,stability",
+               "--output", str(out), *TINY])
+    assert rc == 0
+    data = json.loads((out / "results.json").read_text())
+    assert {r["method"] for r in data["gradients"]["rows"]} <= {"imex_euler", "ars222"}
+    assert data["stability"]["implicit_range"] is not None
+    rc = main(["gradients", "--model", "imex", "--methods", "rk4", "--output", str(out), *TINY])
+    assert rc == 2 and "needs IMEX methods" in capsys.readouterr().err
