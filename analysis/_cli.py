@@ -139,6 +139,9 @@ def _model_options(p: argparse.ArgumentParser) -> None:
                    help="multiply the block's convolution weights (default %(default)s)")
     g.add_argument("--train-steps", type=_nonneg_int, default=DEFAULT_SPEC["train_steps"],
                    help="Adam steps on the data before the analysis (default %(default)s)")
+    g.add_argument("--weights", default=None, metavar="FILE",
+                   help="a state dict of the network (torch.save(net.state_dict(), FILE); "
+                        "read with weights_only=True)")
     g.add_argument("--data", choices=DATA, default=DEFAULT_SPEC["data"],
                    help="digits (scikit-learn), synthetic bars, or auto (default)")
     g.add_argument("--dtype", choices=("float32", "float64"), default=DEFAULT_SPEC["dtype"],
@@ -300,7 +303,7 @@ def _spec(args: argparse.Namespace) -> dict[str, Any]:
         channels=args.channels, batch=args.batch,
         method=args.block_method, steps=args.block_steps, T=args.T, dtype=args.dtype,
         device=args.device, seed=args.seed, data=args.data, weight_scale=args.weight_scale,
-        train_steps=args.train_steps,
+        train_steps=args.train_steps, weights=args.weights,
     )
 
 

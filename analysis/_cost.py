@@ -466,8 +466,10 @@ def cost(
                 f"({type(err).__name__}: {err}); define it as an nn.Module in an importable "
                 "module, or pass isolate=False to measure in this process"
             ) from None
+    weights = b"" if spec is None or spec.get("weights") is None else open(
+        spec["weights"], "rb").read()
     cs = CaseStore(store, fingerprint("cost", spec if spec is not None else f, y0, tab, steps, T,
-                                      names, repeats, isolate, threads, n_blocks))
+                                      names, repeats, isolate, threads, n_blocks, weights))
 
     def compute(name: str) -> dict:
         strat = objs[name]

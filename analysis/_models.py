@@ -70,6 +70,7 @@ DEFAULT_SPEC: dict[str, Any] = {
     "weight_scale": 1.0,
     "train_steps": 0,
     "blocks": 1,
+    "weights": None,
 }
 
 
@@ -118,6 +119,13 @@ def check_spec(spec: Mapping[str, Any] | None = None, **overrides: Any) -> dict[
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
             raise ArgumentError(f"{key}: expected a finite positive number, got {v!r}")
         out[key] = float(v)
+    if out["weights"] is not None:
+        import os
+
+        w = os.fspath(out["weights"])
+        if not os.path.isfile(w):
+            raise ArgumentError(f"weights: no such file {w!r}")
+        out["weights"] = w
     if isinstance(out["seed"], bool) or not isinstance(out["seed"], int):
         raise ArgumentError(f"seed: expected an integer, got {out['seed']!r}")
     if isinstance(out["train_steps"], bool) or not isinstance(out["train_steps"], int) or (
@@ -196,9 +204,10 @@ def _activation(name: str):
     return name if name in onn.ACTIVATIONS else ACTIVATIONS[name]
 
 
-def make_network(spec: Mapping[str, Any], num_classes: int) -> tuple[nn.Module, nn.Module,
-                                                                       nn.Module]:
-    """``(stem, blocks, head)`` of the network of a specification.
+def make_network(
+    spec: Mapping[str, Any], num_classes: int
+) -> tuple[nn.Module, nn.Module, nn.Module, nn.Module]:
+    """``(network, stem, blocks, head)`` of the network of a specification.
 
     ODE-ResNet models are :class:`odenet.models.ODEResNet` with one stage of
     ``channels`` channels and ``blocks`` ODE blocks (its stem, the stage, its
@@ -209,7 +218,7 @@ def make_network(spec: Mapping[str, Any], num_classes: int) -> tuple[nn.Module, 
     Examples
     --------
     >>> from analysis._models import check_spec, make_network
-    >>> stem, blocks, head = make_network(check_spec(model="sparse", channels=4), 10)
+    >>> net, stem, blocks, head = make_network(check_spec(model="sparse", channels=4), 10)
     >>> type(blocks[0].rhs.op).__name__, type(blocks[0]).__name__
     ('SparseConv2d', 'ODEBlock')
     """
@@ -230,7 +239,9 @@ def make_network(spec: Mapping[str, Any], num_classes: int) -> tuple[nn.Module, 
         ])
         stem = nn.Sequential(nn.Conv2d(1, C, 3, padding=1, bias=False), onn.make_activation(act))
         head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(C, num_classes))
-        return stem, blocks, head
+        net = nn.Sequential(stem, blocks, head)
+        _load_weights(net, s["weights"])
+        return net, stem, blocks, head
     if isinstance(resolve_method(s["method"]), IMEXTableau):
         raise ArgumentError(
             f"method: {s['method']!r} is an IMEX method; it needs the 'imex' model (an implicit "
@@ -240,14 +251,36 @@ def make_network(spec: Mapping[str, Any], num_classes: int) -> tuple[nn.Module, 
                     form=s["form"],
                     method=s["method"], steps=s["steps"], T=s["T"], gradient="backprop",
                     activation=act, norm=s["norm"])
-    return net.stem, net.stages[0], net.head
+    _load_weights(net, s["weights"])
+    return net, net.stem, net.stages[0], net.head
+
+
+def _load_weights(net: nn.Module, path: str | None) -> None:
+    """Load a state dict saved with ``torch.save(net.state_dict(), path)`` (no unpickling)."""
+    if path is None:
+        return
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # any unreadable file
+        raise ArgumentError(f"weights: cannot read {path!r} as a state dict ({err})") from None
+    if not isinstance(state, Mapping):
+        raise ArgumentError(f"weights: {path!r} holds a {type(state).__name__}, not a state dict")
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        first = " ".join(line.strip() for line in str(err).splitlines()[:2])
+        raise ArgumentError(
+            f"weights: {path!r} does not fit the network of this specification ({first}); "
+            "match --model, --channels, --blocks, --form and --norm to the saved network"
+        ) from None
 
 
 def build_network(spec: Mapping[str, Any] | None = None) -> tuple[nn.Module, Tensor, str]:
     """``(network, images, description)``: the whole network of a specification and a batch.
 
-    The network is ``stem``, ``blocks`` ODE blocks and the head in sequence
-    (weights from the seed, untrained), on ``batch`` images of the data.
+    The network is the stem, ``blocks`` ODE blocks and the head in sequence
+    (an :class:`odenet.models.ODEResNet`, or IMEXnet; weights from the seed or
+    the ``weights`` file, untrained), on ``batch`` images of the data.
 
     Examples
     --------
@@ -261,8 +294,7 @@ def build_network(spec: Mapping[str, Any] | None = None) -> tuple[nn.Module, Ten
     device = torch.device(s["device"])
     x, labels, data_desc = load_data(s["data"], max(s["batch"], 64), s["seed"])
     torch.manual_seed(s["seed"])
-    stem, blocks, head = make_network(s, max(int(labels.max()) + 1, 2))
-    net = nn.Sequential(stem, blocks, head).to(dtype=dtype, device=device)
+    net = make_network(s, max(int(labels.max()) + 1, 2))[0].to(dtype=dtype, device=device)
     return net, x[: s["batch"]].to(dtype=dtype, device=device), data_desc
 
 
@@ -315,7 +347,7 @@ def build_case(spec: Mapping[str, Any] | None = None) -> Case:
     n_classes = max(int(labels.max()) + 1, 2)
     torch.manual_seed(s["seed"])
     C = s["channels"]
-    opening, blocks, head = make_network({**s, "blocks": 1}, n_classes)
+    _, opening, blocks, head = make_network(s, n_classes)
     block = blocks[0]
     rhs, implicit = block.rhs, block.implicit
     method = block.method if isinstance(block.method, str) else block.method.name

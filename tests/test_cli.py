@@ -161,3 +161,30 @@ def test_imex_report_uses_imex_methods(tmp_path, capsys):
     assert data["stability"]["implicit_range"] is not None
     rc = main(["gradients", "--model", "imex", "--methods", "rk4", "--output", str(out), *TINY])
     assert rc == 2 and "needs IMEX methods" in capsys.readouterr().err
+
+
+def test_weights_file_is_loaded_without_unpickling(tmp_path, capsys):
+    import torch
+
+    from analysis._models import build_network
+
+    net, _, _ = build_network({"model": "lean", "channels": 2, "batch": 2, "seed": 7})
+    path = tmp_path / "net.pt"
+    torch.save(net.state_dict(), path)
+    case = build_case({"model": "lean", "channels": 2, "batch": 2, "seed": 1,
+                       "weights": str(path)})
+    trained = dict(net.named_parameters())
+    for name, p in case.block.named_parameters():
+        assert torch.equal(p, trained[f"stages.0.0.{name}"].to(p))
+    assert main(["order", "--methods", "euler", "--problems", "model", "--steps", "4,8",
+                 "--channels", "2", "--weights", str(path), "--output", str(tmp_path / "o"),
+                 "--no-progress"]) == 0
+    capsys.readouterr()
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a tensor file")
+    assert main(["stability", "--weights", str(bad), "--output", str(tmp_path / "o"),
+                 *TINY]) == 2
+    assert "weights: cannot read" in capsys.readouterr().err
+    assert main(["stability", "--channels", "3", "--weights", str(path),
+                 "--output", str(tmp_path / "o"), "--no-progress"]) == 2
+    assert "does not fit the network" in capsys.readouterr().err
