@@ -381,7 +381,10 @@ def _section(title: str, intro: str, figures: Sequence[str], tables: Sequence[st
     parts += [f'<img src="{html.escape(f)}" alt="{html.escape(f)}">' for f in figures]
     parts += [f"<p class='meta'>{html.escape(n)}</p>" for n in notes]
     if tables:
-        parts.append("<details open><summary>table</summary>" + "".join(tables) + "</details>")
+        rows = sum(t.count("<tr>") - 1 for t in tables)
+        attr = " open" if rows <= 30 else ""
+        parts.append(f"<details{attr}><summary>table ({rows} rows)</summary>"
+                     + "".join(tables) + "</details>")
     return "\n".join(parts)
 
 
