@@ -41,6 +41,7 @@ def make_ops(c: int = 8) -> dict[str, ConvOperator]:
         "lean5": LeanConv2d(c, c, stencil=5, bias=True),
         "lean9": LeanConv2d(c, c, stencil=9),
         "sparse": SparseConv2d(c, c, bias=True),
+        "sparse_taps": SparseConv2d(c, c, engine="taps"),
         "deform": _randomise_deform(DeformConv2d(c, c)),
         "deform_v1": _randomise_deform(DeformConv2d(c, c, modulated=False)),
     }
@@ -61,7 +62,7 @@ def test_operator_adjoint_dot_product(name):
     assert torch.isclose((kx * z).sum(), (x * kt).sum(), rtol=1e-12)
 
 
-@pytest.mark.parametrize("name", ["dense", "lean4", "lean5", "lean9", "sparse"])
+@pytest.mark.parametrize("name", ["dense", "lean4", "lean5", "lean9", "sparse", "sparse_taps"])
 def test_dense_kernel_is_the_operator(name):
     op = make_ops()[name].double()
     x = torch.randn(2, 8, 5, 7, dtype=D)
@@ -133,6 +134,8 @@ def test_operator_errors():
         DeformConv2d(4, 4, offset_groups=3)
     with pytest.raises(ArgumentError, match="period: expected an int >= 1"):
         SparseConv2d(4, 4, period=0)
+    with pytest.raises(ArgumentError, match="engine: expected one of"):
+        SparseConv2d(4, 4, engine="gpu")
     with pytest.raises(ArgumentError, match=r"x: expected 4 channels"):
         DenseConv2d(4, 4)(torch.randn(1, 3, 5, 5))
     with pytest.raises(ArgumentError, match="input: expected a 4-D tensor"):
@@ -164,7 +167,8 @@ def test_rhs_formulas(name):
 
 
 @settings(max_examples=10)
-@given(seed=st.integers(0, 2**16), name=st.sampled_from(["dense", "lean5", "sparse"]),
+@given(seed=st.integers(0, 2**16),
+       name=st.sampled_from(["dense", "lean5", "sparse_taps", "deform"]),
        activation=st.sampled_from(["relu", "tanh", "leaky_relu", "identity"]))
 def test_parabolic_jacobian_is_negative_semidefinite(seed, name, activation):
     """vᵀ J v = −(K v)ᵀ diag(σ') (K v) <= 0 for monotone σ and no normalisation."""

@@ -140,8 +140,9 @@ class LeanCase:
 class SparseCase:
     name = "sparse"
 
-    def __init__(self, seed, b=2, cin=4, cout=6, h=5, w=4, period=4):
+    def __init__(self, seed, b=2, cin=4, cout=6, h=5, w=4, period=4, engine="masked"):
         g = _gen(seed)
+        self.engine = engine
         self.mask = psc_mask(cin, cout, period=period)
         self.x = _randn(b, cin, h, w, g=g)
         self.z = _randn(b, cout, h, w, g=g)
@@ -149,10 +150,10 @@ class SparseCase:
         self.bias = _randn(cout, g=g)
 
     def forward(self, x, w, bias=None):
-        return sparse_conv2d(x, w, self.mask, bias)
+        return sparse_conv2d(x, w, self.mask, bias, engine=self.engine)
 
     def adjoint(self, z, w):
-        return sparse_conv2d_adjoint(z, w, self.mask)
+        return sparse_conv2d_adjoint(z, w, self.mask, engine=self.engine)
 
     def reference(self, x, w, bias=None):
         return sparse_reference(x, w, self.mask, bias)
@@ -297,15 +298,37 @@ def test_sparse_forward_and_adjoint(seed, b, cin, cout, h, w, period):
     _dot_test(case)
 
 
-def test_sparse_gradcheck_gradgradcheck():
-    case = SparseCase(1, b=2, cin=4, cout=3, h=4, w=3, period=4)
+@given(seed=st.integers(0, 2**16), b=st.integers(1, 3), cin=st.sampled_from([4, 8, 12, 16]),
+       cout=st.sampled_from([4, 8, 16, 24]), h=st.integers(1, 7), w=st.integers(1, 7),
+       period=st.sampled_from([4, 8, 16]), chunk=st.sampled_from([1, 4096, 1 << 19]))
+def test_sparse_taps_engine(seed, b, cin, cout, h, w, period, chunk, monkeypatch):
+    """The taps engine (work proportional to the support) is exact, in one or many chunks,
+    and its first derivatives equal the masked dense kernel's."""
+    from odenet.nn.functional import _sparse_engine
+
+    monkeypatch.setattr(_sparse_engine, "_CHUNK_BYTES", chunk)
+    case = SparseCase(seed, b, cin, cout, h, w, period, engine="taps")
+    _forward_test(case)
+    _dot_test(case)
+    leaves = [case.x.requires_grad_(), case.params[0].requires_grad_(),
+              case.bias.requires_grad_()]
+    g = torch.randn(b, cout, h, w, dtype=D)
+    got = torch.autograd.grad(case.forward(*leaves[:2], bias=leaves[2]), leaves, g)
+    ref = torch.autograd.grad(case.reference(*leaves[:2], bias=leaves[2]), leaves, g)
+    for a, r in zip(got, ref):
+        assert torch.allclose(a, r, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("engine", ["masked", "taps"])
+def test_sparse_gradcheck_gradgradcheck(engine):
+    case = SparseCase(1, b=2, cin=8, cout=4, h=4, w=3, period=8, engine=engine)
     x, (w,), b = case.x.requires_grad_(), [p.requires_grad_() for p in case.params], case.bias
     b.requires_grad_()
-    f = lambda x, w, b: sparse_conv2d(x, w, case.mask, b)  # noqa: E731
-    assert gradcheck(f, (x, w, b)) and gradgradcheck(f, (x, w, b))
-    fa = lambda z, w: sparse_conv2d_adjoint(z, w, case.mask)  # noqa: E731
+    f = lambda x, w, b: case.forward(x, w, bias=b)  # noqa: E731
+    assert gradcheck(f, (x, w, b), check_forward_ad=True) and gradgradcheck(f, (x, w, b))
     z = case.z.requires_grad_()
-    assert gradcheck(fa, (z, w)) and gradgradcheck(fa, (z, w))
+    assert gradcheck(case.adjoint, (z, w), check_forward_ad=True)
+    assert gradgradcheck(case.adjoint, (z, w))
 
 
 def test_sparse_errors():
@@ -323,6 +346,11 @@ def test_sparse_errors():
         psc_mask(4, 4, pattern="psc2")
     with pytest.raises(ArgumentError, match="period: expected a positive int"):
         psc_mask(4, 4, period=0)
+    with pytest.raises(ArgumentError, match="engine: expected one of"):
+        sparse_conv2d(torch.randn(1, 4, 5, 5), w, mask, engine="fast")
+    with pytest.raises(ArgumentError, match="engine: 'taps' needs"):
+        sparse_conv2d(torch.randn(1, 6, 5, 5), torch.randn(int(psc_mask(6, 6).sum())),
+                      psc_mask(6, 6), engine="taps")
 
 
 # --------------------------------------------------------------------------- deformable
@@ -460,7 +488,7 @@ def test_deform_matches_torchvision(modulated):
 
 def test_ops_on_cuda_match_cpu(cuda):
     lean = LeanCase(0, b=2, c=8, h=9, w=7, stencil=5)
-    sparse = SparseCase(0, cin=8, cout=16, period=8)
+    sparse = SparseCase(0, cin=8, cout=16, period=8, engine="taps")
     deform = DeformCase(0)
     for case in (lean, sparse, deform):
         ref = case.forward(case.x, *case.params, bias=case.bias)

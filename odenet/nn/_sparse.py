@@ -5,9 +5,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from odenet.errors import ArgumentError
 from odenet.nn._base import ConvOperator, kaiming_uniform_
 from odenet.nn._checks import check_bool, check_positive_int
-from odenet.nn.functional._sparse import psc_mask, sparse_conv2d, sparse_conv2d_adjoint
+from odenet.nn.functional._sparse import (
+    ENGINES,
+    psc_mask,
+    sparse_conv2d,
+    sparse_conv2d_adjoint,
+)
 
 __all__ = ["SparseConv2d"]
 
@@ -33,6 +39,10 @@ class SparseConv2d(ConvOperator):
         Period of the rule over channel indices.
     bias : bool, default False
         Add a learnable bias (not part of :meth:`adjoint`).
+    engine : {"auto", "taps", "masked"}, default "auto"
+        How to compute (see :func:`odenet.nn.functional.sparse_conv2d`): ``"taps"``
+        does work proportional to the support, ``"masked"`` runs the vendor's dense
+        convolution on the zero-filled kernel.
 
     Attributes
     ----------
@@ -58,12 +68,17 @@ class SparseConv2d(ConvOperator):
         pattern: str = "psc4",
         period: int = 8,
         bias: bool = False,
+        *,
+        engine: str = "auto",
     ) -> None:
         super().__init__()
         check_positive_int("in_channels", in_channels)
         check_positive_int("out_channels", out_channels)
         check_positive_int("period", period)
         check_bool("bias", bias)
+        if engine not in ENGINES:
+            raise ArgumentError(f"engine: expected one of {ENGINES}, got {engine!r}")
+        self.engine = engine
         mask = psc_mask(in_channels, out_channels, pattern, period)
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, 3
         self.pattern, self.period = pattern, period
@@ -74,7 +89,7 @@ class SparseConv2d(ConvOperator):
 
     def forward(self, x: Tensor) -> Tensor:
         """``K x (+ bias)``."""
-        return sparse_conv2d(x, self.weight, self.mask, self.bias)
+        return sparse_conv2d(x, self.weight, self.mask, self.bias, self.engine)
 
     def adjoint(self, z: Tensor) -> Tensor:
         """``Kᵀ z`` (bias excluded).
@@ -87,7 +102,7 @@ class SparseConv2d(ConvOperator):
         >>> torch.allclose((op(x) * z).sum(), (x * op.adjoint(z)).sum())
         True
         """
-        return sparse_conv2d_adjoint(z, self.weight, self.mask)
+        return sparse_conv2d_adjoint(z, self.weight, self.mask, self.engine)
 
     def dense_kernel(self) -> Tensor:
         """The kernel ``(out, in, 3, 3)``, zero off the support.

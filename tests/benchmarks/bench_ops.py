@@ -7,7 +7,9 @@ alike; the table reports medians and their ratios to the dense 3×3
 ``torch.nn.functional.conv2d`` of the same shape. Float32, CPU unless ``--device``.
 
 * lean (1×1 + 5-point stencil) and pSConv psc4 at B 16, 32×32, C in {32, 64, 128};
-  targets: lean <= 0.35× dense at C >= 64, psc4 <= 0.6× dense.
+  targets: lean <= 0.35× dense at C >= 64, psc4 <= 0.6× dense. psc4 is timed with
+  both engines: ``taps`` (work proportional to the support, 5.25/9 of the dense
+  multiply-adds) and ``masked`` (the vendor's dense kernel on the zero-filled weights).
 * deformable v2 (offsets and mask given) at B 8, C 64, 64×64, against dense and,
   when ``torchvision`` is importable, against ``torchvision.ops.deform_conv2d``
   (target: >= 4× faster than torchvision's CPU kernel). torchvision is never a
@@ -67,11 +69,17 @@ def bench_cheap(channels, batch, size, repeats, device):
             {
                 "dense": _timed(lambda: F.conv2d(x, w9, padding=1), [x, w9], grad),
                 "lean": _timed(lambda: lean_conv2d(x, w1, s5), [x, w1, s5], grad),
-                "psc4": _timed(lambda: sparse_conv2d(x, ws, mask), [x, ws], grad),
+                "psc4 taps": _timed(
+                    lambda: sparse_conv2d(x, ws, mask, engine="taps"), [x, ws], grad
+                ),
+                "psc4 masked": _timed(
+                    lambda: sparse_conv2d(x, ws, mask, engine="masked"), [x, ws], grad
+                ),
             },
             repeats,
         )
-        rows.append((c, res, {"lean": (c * c + 5 * c) / (9 * c * c), "psc4": 37 / 72}))
+        flops = {"lean": (c * c + 5 * c) / (9 * c * c), "psc4 taps": 5.25 / 9, "psc4 masked": 1.0}
+        rows.append((c, res, flops))
     return rows
 
 
@@ -115,11 +123,12 @@ def main(argv=None) -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {dev}")
     print("\nforward + backward, float32, B 16, 32x32; time ratio to dense 3x3 conv2d "
           "(FLOP ratio in brackets)")
-    print(f"{'C':>5} {'dense ms':>9} {'lean':>14} {'psc4':>14}")
+    names = ("lean", "psc4 taps", "psc4 masked")
+    print(f"{'C':>5} {'dense ms':>9} " + " ".join(f"{n:>14}" for n in names))
     for c, res, flops in bench_cheap((32, 64, 128), 16, 32, args.repeats, dev):
         d = res["dense"]
-        cells = [f"{res[k] / d:6.3f} [{flops[k]:.2f}]" for k in ("lean", "psc4")]
-        print(f"{c:>5} {d * 1e3:9.2f} {cells[0]:>14} {cells[1]:>14}")
+        cells = [f"{res[k] / d:6.3f} [{flops[k]:.2f}]" for k in names]
+        print(f"{c:>5} {d * 1e3:9.2f} " + " ".join(f"{x:>14}" for x in cells))
     if not args.skip_deform:
         res = bench_deform(8, 64, 64, args.deform_repeats, dev)
         print("\ndeformable v2 (offsets + mask), forward + backward, float32, B 8, C 64, 64x64")

@@ -7,6 +7,7 @@ Every operator comes with its exact transpose (``*_adjoint``), so that
 from odenet.nn.functional._deform import deform_conv2d, deform_conv2d_adjoint
 from odenet.nn.functional._lean import STENCILS, lean_conv2d, lean_conv2d_adjoint, stencil_kernel
 from odenet.nn.functional._sparse import (
+    ENGINES,
     PATTERNS,
     psc_mask,
     sparse_conv2d,
@@ -14,6 +15,7 @@ from odenet.nn.functional._sparse import (
 )
 
 __all__ = [
+    "ENGINES",
     "PATTERNS",
     "STENCILS",
     "deform_conv2d",
