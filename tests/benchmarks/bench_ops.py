@@ -14,6 +14,10 @@ alike; the table reports medians and their ratios to the dense 3×3
   when ``torchvision`` is importable, against ``torchvision.ops.deform_conv2d``
   (target: >= 4× faster than torchvision's CPU kernel). torchvision is never a
   dependency; run this script with an interpreter that has it to get that column.
+
+On a machine whose cores are shared with other work, use ``--threads 1``: with more
+threads than idle cores every parallel region waits for a descheduled thread, which
+distorts operators made of many small kernels far more than one large convolution.
 """
 
 from __future__ import annotations
