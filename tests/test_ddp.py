@@ -91,7 +91,13 @@ def _free_port() -> int:
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
 def test_ddp_anode_matches_single_process(tmp_path):
     path = str(tmp_path / "ddp.pt")
-    mp.spawn(_worker, args=(2, _free_port(), path), nprocs=2, join=True)
+    for attempt in range(3):  # the free port may be taken by another process before rank 0 binds
+        try:
+            mp.spawn(_worker, args=(2, _free_port(), path), nprocs=2, join=True)
+            break
+        except mp.ProcessRaisedException as err:
+            if "address already in use" not in str(err).lower() or attempt == 2:
+                raise
     ddp_state = torch.load(path)
 
     model = ConvODE()
