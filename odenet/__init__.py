@@ -14,7 +14,7 @@ Examples
 torch.Size([2, 3])
 """
 
-from odenet import errors, linear, models, nn
+from odenet import errors, gradients, linear, models, nn, solvers
 from odenet._integrate import odeint
 from odenet.gradients import ANODE, Adjoint, Backprop, GradientStrategy, Revolve
 from odenet.solvers import METHODS, ButcherTableau, IMEXTableau
@@ -31,8 +31,10 @@ __all__ = [
     "IMEXTableau",
     "Revolve",
     "errors",
+    "gradients",
     "linear",
     "models",
     "nn",
     "odeint",
+    "solvers",
 ]
