@@ -114,7 +114,7 @@ class DeformConv2d(ConvOperator):
         --------
         >>> import torch, odenet
         >>> offset, mask = odenet.nn.DeformConv2d(2, 2).sampling(torch.randn(1, 2, 5, 5))
-        >>> offset.shape, mask.shape, float(mask.mean())
+        >>> offset.shape, mask.shape, float(mask.detach().mean())
         (torch.Size([1, 18, 5, 5]), torch.Size([1, 9, 5, 5]), 1.0)
         """
         check_image("x", x, channels=self.in_channels)
