@@ -8,9 +8,9 @@ import torch
 from torch import Tensor
 
 from odenet.errors import NonFiniteStateError
-from odenet.gradients._base import GradientStrategy
 from odenet.gradients._common import (
     Call,
+    CallStrategy,
     as_state,
     comps,
     grad_guard,
@@ -19,14 +19,14 @@ from odenet.gradients._common import (
     sweep,
     zeros_if_none,
 )
-from odenet.solvers._problem import Problem, State
+from odenet.solvers._problem import Problem
 from odenet.solvers._stepper import make_step
 from odenet.solvers._tableau import IMEXTableau
 
 __all__ = ["Adjoint"]
 
 
-class Adjoint(GradientStrategy):
+class Adjoint(CallStrategy):
     r"""The continuous adjoint of Chen et al. (2018): optimize-then-discretize gradients.
 
     The forward pass runs without graph and keeps only the outputs. The backward
@@ -86,14 +86,8 @@ class Adjoint(GradientStrategy):
 
     name = "adjoint"
 
-    def solve(self, problem: Problem, y0: State) -> State:
-        if not torch.is_grad_enabled():
-            return problem.stack(problem.solve(y0))
-        call = Call(problem, y0, self.name)
-        if not call.needs_grad:
-            return problem.stack(sweep(call))
-        out = _AdjointFunction.apply(call, *comps(y0), *problem.params)
-        return as_state(out, problem.tuple_state)
+    def apply(self, call: Call) -> tuple[Tensor, ...]:
+        return _AdjointFunction.apply(call, *comps(call.y0), *call.problem.params)
 
 
 class _AdjointFunction(torch.autograd.Function):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from odenet.gradients._base import GradientStrategy
 from odenet.gradients._common import (
     Call,
+    CallStrategy,
     Replay,
     as_state,
     comps,
@@ -16,12 +16,12 @@ from odenet.gradients._common import (
     sweep,
     zeros_if_none,
 )
-from odenet.solvers._problem import Problem, State
+from odenet.solvers._problem import State
 
 __all__ = ["ANODE"]
 
 
-class ANODE(GradientStrategy):
+class ANODE(CallStrategy):
     r"""Checkpoint each call's input, recompute in backward: exact gradients at O(L) + O(Nt) memory.
 
     The strategy of Gholami, Keutzer & Biros (ANODE, IJCAI 2019). The forward
@@ -73,14 +73,8 @@ class ANODE(GradientStrategy):
 
     name = "anode"
 
-    def solve(self, problem: Problem, y0: State) -> State:
-        if not torch.is_grad_enabled():
-            return problem.stack(problem.solve(y0))
-        call = Call(problem, y0, self.name)
-        if not call.needs_grad:
-            return problem.stack(sweep(call))
-        out = _ANODEFunction.apply(call, *comps(y0), *problem.params)
-        return as_state(out, problem.tuple_state)
+    def apply(self, call: Call) -> tuple[Tensor, ...]:
+        return _ANODEFunction.apply(call, *comps(call.y0), *call.problem.params)
 
 
 class _ANODEFunction(torch.autograd.Function):

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from odenet.errors import GradientError
+from odenet.gradients._base import GradientStrategy
 from odenet.solvers._problem import Problem, State, _all_finite
 
 __all__ = [
@@ -276,3 +277,25 @@ def stacked_comps(problem: Problem, outs: Sequence[State]) -> tuple[Tensor, ...]
 
 def zeros_if_none(g: Tensor | None, like: Tensor) -> Tensor:
     return torch.zeros_like(like) if g is None else g
+
+
+class CallStrategy(GradientStrategy):
+    """A strategy whose gradient comes from a custom autograd Function over one :class:`Call`.
+
+    Under :func:`torch.no_grad` (or when nothing requires grad) the problem is simply solved:
+    nothing is stored and nothing recomputed. Otherwise the first step is checked by
+    :class:`Call` and :meth:`apply` runs the strategy's Function; subclasses implement
+    :meth:`apply` only.
+    """
+
+    def solve(self, problem: Problem, y0: State) -> State:
+        if not torch.is_grad_enabled():
+            return problem.stack(problem.solve(y0))
+        call = Call(problem, y0, self.name)
+        if not call.needs_grad:
+            return problem.stack(sweep(call))
+        return as_state(self.apply(call), problem.tuple_state)
+
+    def apply(self, call: Call) -> tuple[Tensor, ...]:
+        """Run the strategy's autograd Function; return the stacked output components."""
+        raise NotImplementedError

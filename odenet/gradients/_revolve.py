@@ -9,9 +9,9 @@ import torch
 from torch import Tensor
 
 from odenet.errors import ArgumentError, ArgumentTypeError
-from odenet.gradients._base import GradientStrategy
 from odenet.gradients._common import (
     Call,
+    CallStrategy,
     Replay,
     as_state,
     comps,
@@ -21,7 +21,7 @@ from odenet.gradients._common import (
     sweep,
     zeros_if_none,
 )
-from odenet.solvers._problem import Problem, State
+from odenet.solvers._problem import State
 
 __all__ = ["Revolve", "binomial_advances", "binomial_schedule"]
 
@@ -145,7 +145,7 @@ def binomial_schedule(num_steps: int, snapshots: int) -> Iterator[tuple]:
     yield from _actions(0, l, s)
 
 
-class Revolve(GradientStrategy):
+class Revolve(CallStrategy):
     r"""Binomial checkpointing: exact gradients with ``checkpoints`` stored states per call.
 
     The Griewank–Walther revolve schedule (ACM TOMS 26, 2000) over the ``Nt``
@@ -233,16 +233,10 @@ class Revolve(GradientStrategy):
         """
         return binomial_advances(num_steps, self.snapshots(num_steps)) - (num_steps - 1)
 
-    def solve(self, problem: Problem, y0: State) -> State:
-        if not torch.is_grad_enabled():
-            return problem.stack(problem.solve(y0))
-        call = Call(problem, y0, self.name)
-        if not call.needs_grad:
-            return problem.stack(sweep(call))
-        nt = problem.num_steps
+    def apply(self, call: Call) -> tuple[Tensor, ...]:
+        nt = call.problem.num_steps
         actions = list(binomial_schedule(nt, self.snapshots(nt)))
-        out = _RevolveFunction.apply(call, actions, *comps(y0), *problem.params)
-        return as_state(out, problem.tuple_state)
+        return _RevolveFunction.apply(call, actions, *comps(call.y0), *call.problem.params)
 
 
 def _prefix(actions: list[tuple]) -> tuple[list[int], int]:
