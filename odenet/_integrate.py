@@ -218,7 +218,9 @@ def odeint(
         Tensors to differentiate with respect to besides ``y0``. Default: the
         parameters of ``func`` (and of ``implicit``) when they are ``nn.Module``\ s.
         Strategies other than backprop need it for tensors ``func`` reaches only
-        through a closure.
+        through a closure; they check the first step's graph for such tensors and
+        raise :class:`~odenet.errors.GradientError` (a tensor that ``func`` starts
+        using only at later times cannot be seen by that check).
 
     Returns
     -------
