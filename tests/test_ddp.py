@@ -66,6 +66,8 @@ def _worker(rank: int, world: int, port: int, path: str) -> None:
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)
     backend = _backend()
+    if backend == "gloo" and os.path.exists("/sys/class/net/lo"):
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # stay on loopback
     dist.init_process_group(backend, rank=rank, world_size=world)
     try:
         device = torch.device(f"cuda:{rank}" if backend == "nccl" else "cpu")
