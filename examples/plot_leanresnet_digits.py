@@ -42,8 +42,10 @@ for op in OPS:
 # The operator alone, at the papers' width
 # ----------------------------------------
 # For :math:`c \to c` channels a dense 3×3 convolution has :math:`9c^2` weights, a lean one
-# :math:`c^2 + 5c` (5-point stencil), a pSConv one about :math:`4/9` of the dense count. For
-# :math:`c = 64`, LeanResNet's table gives 36,864 against 4,416.
+# :math:`c^2 + 5c` (5-point stencil). pSConv's pattern repeats over the channel indices with
+# period 8: seven kernels in eight keep 4 of 9 taps, the eighth stays dense, so a pSConv operator
+# keeps :math:`(7 \cdot 4 + 9)/(8 \cdot 9) = 0.514` of the dense weights. For :math:`c = 64`,
+# LeanResNet's table gives 36,864 against 4,416.
 for op in OPS:
     K = odenet.models.make_operator(op, 64)
     n = sum(p.numel() for p in K.parameters())
@@ -53,25 +55,30 @@ for op in OPS:
 # %%
 # A short training run on the digits
 # ----------------------------------
-# 1,437 training and 360 test images, Adam, 4 epochs, batches of 64.
+# 1,437 training and 360 test images, Adam with a one-cycle learning-rate schedule (peak
+# :math:`10^{-2}`), 12 epochs, batches of 32; the same seed and data order for every network.
 digits = load_digits()
 x = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
 y = torch.tensor(digits.target)
 perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
 train, test = perm[:1437], perm[1437:]
-EPOCHS = 4
+EPOCHS, BATCH = 12, 32
 accuracy = {}
 for op, net in nets.items():
     torch.manual_seed(0)
-    optimizer = torch.optim.Adam(net.parameters(), lr=5e-3)
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=1e-2, total_steps=EPOCHS * -(-len(train) // BATCH)
+    )
     curve = []
     for epoch in range(EPOCHS):
         net.train()
-        for idx in train[torch.randperm(len(train))].split(64):
+        for idx in train[torch.randperm(len(train))].split(BATCH):
             loss = torch.nn.functional.cross_entropy(net(x[idx]), y[idx])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            schedule.step()
         net.eval()
         with torch.no_grad():
             curve.append((net(x[test]).argmax(1) == y[test]).float().mean().item())
@@ -106,6 +113,13 @@ print(f"total time {time.perf_counter() - start:.1f} s")
 # LeanResNet reports 3–10× fewer weights and FLOPs than dense ResNets at comparable accuracy on
 # CIFAR-10/100 and STL-10; pSConv up to 4.24× fewer parameters (ResNet-18 on CIFAR-10: 92.45 %
 # at 0.25 GFLOPs against 92.8 % at 0.56 dense). The counts above reproduce the operator-level
-# savings exactly (36,864 vs 4,416 weights at :math:`c = 64`); at network level the dense opening,
-# transitions and classifier dilute them. On the digits, after a few epochs, the lean and sparse
-# networks reach accuracies close to the dense one with a fraction of its parameters.
+# savings exactly (36,864 vs 4,416 weights at :math:`c = 64`, 8.3× fewer; pSConv 0.514 of dense,
+# 1.95× fewer, at period 8). At network level the dense opening, transition and classifier
+# dilute them: the lean network keeps about a fifth of the dense network's parameters and a
+# seventh of its multiply-adds, the pSConv network a little over half of both. On the digits,
+# after 12 epochs (about 40 s for the three networks on two CPU cores), the dense network
+# reaches about 99.7 % test accuracy, the pSConv network about 98.6 % and the lean one about
+# 96.7 %: the lean network pays roughly three points of accuracy for 4.6× fewer parameters, the
+# best accuracy per parameter by far, while pSConv stays within about one point of dense. This
+# is a small, easy data set and a single seed; it shows the trade-off, not the papers' CIFAR
+# numbers.
