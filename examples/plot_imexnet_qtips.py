@@ -6,9 +6,9 @@ Haber, Lensink, Treister & Ruthotto (2019) split each layer of a network into an
 nonlinear step and an implicit linear step :math:`(I + hL)^{-1}`, solved by FFT
 (:doc:`/guide/imex`, :doc:`/theory/imex`). Their synthetic "Q-tips" segmentation task needs a wide
 field of view: a rod's class is set by markers at *both* of its ends, and every rod pixel carries
-the class. This example generates the data as described in the paper, then compares two networks
-with the **same ODE and the same parameters** — :math:`y' = f(y) - Ly` with a learned parabolic
-:math:`f` and a learned depthwise :math:`L = K_L^\top K_L` — integrated by forward Euler
+the class. This example generates the data as described in the paper, then compares networks
+with the **same architecture and the same parameters** — :math:`y' = f(y) - Ly` with a learned
+parabolic :math:`f` and a learned depthwise :math:`L = K_L^\top K_L` — integrated by forward Euler
 (explicit, a ResNet) or by IMEX Euler (:class:`odenet.nn.IMEXBlock`): their receptive fields,
 their accuracy after a short training run, and their stability at large steps. It also measures
 how far one implicit step reaches as the step grows — the reason IMEXnet can take large steps.
