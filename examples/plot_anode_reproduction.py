@@ -27,6 +27,7 @@ activations, and checks that ANODE's gradient is the exact DTO gradient. See
 import time
 
 import matplotlib.pyplot as plt
+import matplotlib.ticker
 import numpy as np
 import torch
 from sklearn.datasets import load_sample_image
@@ -115,6 +116,8 @@ ref = np.array(STEPS, dtype=float) ** -4.0
 for ax in axes:
     ax.loglog(STEPS, 1e2 * ref, "k--", lw=0.8, label="slope −4")
     ax.set_xlabel("steps per block $N_t$")
+    ax.set_xticks(STEPS, [str(n) for n in STEPS])
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.legend()
     ax.grid(True, which="both", alpha=0.3)
 axes[0].set_ylabel("relative error")
