@@ -3,10 +3,9 @@
 A specification (a plain dict, see :data:`DEFAULT_SPEC`) names a model and its
 settings; :func:`build_case` turns it into a :class:`Case`: the right-hand side
 of the network's ODE block, the block input computed from real data (a batch
-of scikit-learn's digits when scikit-learn is installed, generated bar images
-otherwise) through the opening layer, the block's method/steps/``T``, the
-implicit operator of IMEX models, and the classification loss of the head on
-the block output. Building is deterministic in the seed, so a measurement
+of scikit-learn's bundled digits by default, or generated bar images) through
+the opening layer, the block's method/steps/``T``, the implicit operator of IMEX
+models, and the classification loss of the head on the block output. Building is deterministic in the seed, so a measurement
 process can rebuild the same case from the specification alone.
 """
 
