@@ -5,8 +5,9 @@ settings; :func:`build_case` turns it into a :class:`Case`: the right-hand side
 of the network's ODE block, the block input computed from real data (a batch
 of scikit-learn's bundled digits by default, or generated bar images) through
 the opening layer, the block's method/steps/``T``, the implicit operator of IMEX
-models, and the classification loss of the head on the block output. Building is deterministic in the seed, so a measurement
-process can rebuild the same case from the specification alone.
+models, and the classification loss of the head on the block output. Building
+is deterministic in the seed, so a measurement process can rebuild the same case
+from the specification alone.
 """
 
 from __future__ import annotations
