@@ -49,6 +49,7 @@ extensions = [
     "sphinx.ext.autosummary",
     "sphinx.ext.intersphinx",
     "sphinx.ext.mathjax",
+    "sphinx-mathjax-offline",  # MathJax copied into _static: the pages render math offline
     "sphinx.ext.viewcode",
     "numpydoc",
     "sphinx_gallery.gen_gallery",
@@ -100,7 +101,7 @@ else:
 intersphinx_timeout = 5
 
 # -- math ----------------------------------------------------------------------------------------
-if os.environ.get("ODENET_MATHJAX"):
+if os.environ.get("ODENET_MATHJAX"):  # another MathJax (e.g. a CDN address) instead of the copy
     mathjax_path = os.environ["ODENET_MATHJAX"]
 mathjax3_config = {
     "tex": {
