@@ -143,7 +143,8 @@ def _model_options(p: argparse.ArgumentParser) -> None:
                    help="a state dict of the network (torch.save(net.state_dict(), FILE); "
                         "read with weights_only=True)")
     g.add_argument("--data", choices=DATA, default=DEFAULT_SPEC["data"],
-                   help="digits (scikit-learn), synthetic bars, or auto (default)")
+                   help="scikit-learn's bundled digits (auto, the default, means digits) or "
+                        "generated bar images")
     g.add_argument("--dtype", choices=("float32", "float64"), default=DEFAULT_SPEC["dtype"],
                    help="dtype of the analysis (default %(default)s; cost uses float32)")
     g.add_argument("--device", default=DEFAULT_SPEC["device"],
@@ -318,12 +319,10 @@ def _set_threads(n: int) -> None:
     import torch
 
     torch.set_num_threads(n)
-    try:  # BLAS threads (numpy/scipy): oversubscription slows small dense problems badly
-        from threadpoolctl import threadpool_limits
+    # BLAS threads (numpy/scipy): oversubscription slows small dense problems badly
+    from threadpoolctl import threadpool_limits
 
-        threadpool_limits(n)
-    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
-        pass
+    threadpool_limits(n)
 
 
 def _write(out: Path, name: str, result, fig=None) -> list[Path]:

@@ -177,7 +177,8 @@ def _synthetic(n: int, seed: int) -> tuple[Tensor, Tensor, str]:
 
 
 def load_data(kind: str, n: int, seed: int) -> tuple[Tensor, Tensor, str]:
-    """``(images, labels, description)``: digits when available (``auto``), else bars.
+    """``(images, labels, description)`` of ``n`` samples: generated bars for ``"synthetic"``,
+    scikit-learn's digits for ``"digits"`` and ``"auto"``.
 
     Examples
     --------
@@ -186,15 +187,7 @@ def load_data(kind: str, n: int, seed: int) -> tuple[Tensor, Tensor, str]:
     >>> tuple(x.shape), tuple(y.shape)
     ((4, 1, 8, 8), (4,))
     """
-    if kind in ("auto", "digits"):
-        try:
-            return _digits(n, seed)
-        except ImportError:
-            if kind == "digits":
-                raise ArgumentError(
-                    "data: 'digits' needs scikit-learn (pip install scikit-learn)"
-                ) from None
-    return _synthetic(n, seed)
+    return _synthetic(n, seed) if kind == "synthetic" else _digits(n, seed)
 
 
 # -- the networks ---------------------------------------------------------------------------------
