@@ -2,26 +2,32 @@
 
 from __future__ import annotations
 
+import inspect
+import itertools
 import math
+import warnings
 from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from odenet.errors import ArgumentError, ArgumentTypeError, UnknownMethodError, UnknownOptionError
 from odenet.gradients._base import GradientStrategy, resolve_gradient
+from odenet.solvers._grid import MAX_NUM_STEPS, time_resolution
 from odenet.solvers._methods import METHODS
 from odenet.solvers._problem import Problem, State
 from odenet.solvers._tableau import ButcherTableau, IMEXTableau
 
 __all__ = ["odeint"]
 
-_OPTIONS = ("step_size", "check_finite")
+_OPTIONS = ("step_size", "check_finite", "perturb", "grid_constructor", "max_num_steps")
 _REFUSED_OPTIONS = {
-    "interp": "odenet never interpolates: fixed steps land exactly on every output time",
-    "grid_constructor": "the grid is built from step_size and the output times t",
-    "perturb": "steps land exactly on the output times, so no perturbation is needed",
+    "interp": "odenet never interpolates: fixed steps land exactly on every output time "
+    "(the torchdiffeq compat module accepts it, with a warning)",
 }
+# torchdiffeq's callbacks, looked up as attributes of func.
+_UNSUPPORTED_CALLBACKS = ("callback_accept_step", "callback_reject_step")
 
 
 def _resolve_method(method: object) -> ButcherTableau | IMEXTableau:
@@ -49,7 +55,15 @@ def _resolve_method(method: object) -> ButcherTableau | IMEXTableau:
     )
 
 
-def _resolve_step_size(options: Mapping | None, step_size: object) -> tuple[float, bool]:
+def _bool_option(opts: Mapping, key: str, default: bool) -> bool:
+    v = opts.get(key, default)
+    if not isinstance(v, bool):
+        raise ArgumentTypeError(f"options[{key!r}]: expected True or False, got {type(v).__name__}")
+    return v
+
+
+def _resolve_options(options: Mapping | None, step_size: object) -> dict[str, Any]:
+    """Validate ``options`` and ``step_size``; return the normalised settings."""
     opts = {} if options is None else options
     if not isinstance(opts, Mapping):
         raise ArgumentTypeError(f"options: expected a dict, got {type(opts).__name__}")
@@ -66,28 +80,86 @@ def _resolve_step_size(options: Mapping | None, step_size: object) -> tuple[floa
             "step_size: given both as step_size= and in options; pass it in one place"
         )
     h = opts.get("step_size", step_size)
-    if h is None:
-        raise ArgumentError(
-            "step_size: required for fixed-step methods; pass step_size=h or "
-            "options={'step_size': h}"
-        )
-    if isinstance(h, Tensor):
-        if h.numel() != 1:
-            raise ArgumentError(f"step_size: expected a scalar, got a tensor of shape {h.shape}")
-        h = h.item()
-    if isinstance(h, bool) or not isinstance(h, (int, float)):
-        raise ArgumentTypeError(f"step_size: expected a real number, got {type(h).__name__}")
-    h = float(h)
-    if not math.isfinite(h):
-        raise ArgumentError(f"step_size: expected a finite number, got {h}")
-    if h <= 0:
-        raise ArgumentError(f"step_size: expected a positive number, got {h}")
-    check = opts.get("check_finite", True)
-    if not isinstance(check, bool):
+    grid_constructor = opts.get("grid_constructor")
+    if grid_constructor is not None:
+        if h is not None:
+            raise ArgumentError(
+                "options['grid_constructor']: step_size and grid_constructor are mutually "
+                "exclusive; pass one of them"
+            )
+        if not callable(grid_constructor):
+            raise ArgumentTypeError(
+                "options['grid_constructor']: expected a callable grid_constructor(func, y0, t) "
+                f"returning a 1-D tensor of times, got {type(grid_constructor).__name__}"
+            )
+    if h is not None:
+        if isinstance(h, Tensor):
+            if h.numel() != 1:
+                raise ArgumentError(
+                    f"step_size: expected a scalar, got a tensor of shape {tuple(h.shape)}"
+                )
+            h = h.item()
+        if isinstance(h, bool) or not isinstance(h, (int, float)):
+            raise ArgumentTypeError(f"step_size: expected a real number, got {type(h).__name__}")
+        h = float(h)
+        if not math.isfinite(h):
+            raise ArgumentError(f"step_size: expected a finite number, got {h}")
+        if h <= 0:
+            raise ArgumentError(f"step_size: expected a positive number, got {h}")
+    max_steps = opts.get("max_num_steps", MAX_NUM_STEPS)
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int):
         raise ArgumentTypeError(
-            f"options['check_finite']: expected True or False, got {type(check).__name__}"
+            f"options['max_num_steps']: expected a positive int, got {type(max_steps).__name__}"
         )
-    return h, check
+    if max_steps < 1:
+        raise ArgumentError(f"options['max_num_steps']: expected a positive int, got {max_steps}")
+    return {
+        "step_size": h,
+        "check_finite": _bool_option(opts, "check_finite", True),
+        "perturb": _bool_option(opts, "perturb", False),
+        "grid_constructor": grid_constructor,
+        "max_num_steps": max_steps,
+        "max_num_steps_given": "max_num_steps" in opts,
+    }
+
+
+def check_signature(name: str, func: object) -> None:
+    """Raise unless ``func`` can be called as ``func(t, y)`` (two positional arguments).
+
+    Callables whose signature Python cannot inspect (some builtins) pass.
+
+    Examples
+    --------
+    >>> from odenet._integrate import check_signature
+    >>> check_signature("func", lambda t, y: -y)
+    >>> check_signature("func", lambda y: -y)
+    Traceback (most recent call last):
+    ...
+    odenet.errors.ArgumentTypeError: func: expected a callable func(t, y) taking the time ...
+    """
+    if not callable(func):
+        raise ArgumentTypeError(
+            f"{name}: expected a callable {name}(t, y), got {type(func).__name__}"
+        )
+    target = func.forward if isinstance(func, nn.Module) else func
+    try:
+        sig = inspect.signature(target)
+    except (TypeError, ValueError):
+        return
+    try:
+        sig.bind(None, None)
+    except TypeError:
+        what = f"{type(func).__name__}.forward" if isinstance(func, nn.Module) else "its signature"
+        raise ArgumentTypeError(
+            f"{name}: expected a callable {name}(t, y) taking the time and the state, but "
+            f"{what} is {sig}"
+            + (
+                "; wrap an operator y -> K(y) as a right-hand side, e.g. "
+                "odenet.nn.ResidualRHS(op), or lambda t, y: op(y)"
+                if isinstance(func, nn.Module)
+                else ""
+            )
+        ) from None
 
 
 def _check_y0(y0: object) -> tuple[State, bool]:
@@ -130,18 +202,66 @@ def _check_t(t: object, device: torch.device) -> Tensor:
         )
     if t.device != device:
         raise ArgumentError(f"t: on device {t.device}, but y0 is on {device}; move t with .to()")
-    if t.numel() < 2:
-        raise ArgumentError(f"t: expected at least 2 times (start and end), got {t.numel()}")
-    if t.requires_grad:
-        raise ArgumentError(
-            "t: gradients with respect to the output times are not supported; pass t.detach()"
-        )
+    if t.numel() < 1:
+        raise ArgumentError("t: expected at least one time (the initial time), got an empty tensor")
     if not bool(torch.isfinite(t).all()):
         raise ArgumentError("t: contains non-finite values (nan or inf)")
     d = t[1:] - t[:-1]
     if not (bool((d > 0).all()) or bool((d < 0).all())):
         raise ArgumentError("t: expected strictly increasing or strictly decreasing times")
     return t
+
+
+def _grid_points(constructor: Callable, func: Callable, y0: State, t: Tensor) -> list[float]:
+    """Call torchdiffeq's ``grid_constructor(func, y0, t)`` and validate the grid it returns."""
+    with torch.no_grad():
+        g = constructor(func, y0, t.detach())
+    where = "options['grid_constructor']"
+    if not isinstance(g, Tensor) or g.ndim != 1 or g.numel() < 2:
+        raise ArgumentTypeError(
+            f"{where}: expected it to return a 1-D tensor of at least 2 times, got "
+            + (f"shape {tuple(g.shape)}" if isinstance(g, Tensor) else type(g).__name__)
+        )
+    pts = g.double().tolist()
+    if not all(math.isfinite(x) for x in pts):
+        raise ArgumentError(f"{where}: the grid contains non-finite values")
+    t0, t1 = float(t[0]), float(t[-1])
+    eps = 8 * time_resolution(t.dtype)
+    if abs(pts[0] - t0) > eps * max(abs(pts[0]), abs(t0)) or abs(pts[-1] - t1) > eps * max(
+        abs(pts[-1]), abs(t1)
+    ):
+        raise ArgumentError(
+            f"{where}: the grid must start at t[0] = {t0:.6g} and end at t[-1] = {t1:.6g}, "
+            f"got {pts[0]:.6g} ... {pts[-1]:.6g}"
+        )
+    pts[0], pts[-1] = t0, t1
+    sign = 1.0 if t1 > t0 else -1.0
+    if any((b - a) * sign <= 0 for a, b in itertools.pairwise(pts)):
+        raise ArgumentError(
+            f"{where}: the grid must be strictly {'increasing' if sign > 0 else 'decreasing'} "
+            "like t"
+        )
+    return pts
+
+
+def _callbacks(func: object, strategy: GradientStrategy) -> Callable | None:
+    """torchdiffeq's callbacks on ``func``: the step callback, warnings for the others."""
+    found = [n for n in _UNSUPPORTED_CALLBACKS if callable(getattr(func, n, None))]
+    if found:
+        warnings.warn(
+            f"func: fixed-step methods do not support the callbacks {', '.join(found)} "
+            "(there are no accepted or rejected steps); they are never called",
+            stacklevel=3,
+        )
+    if callable(getattr(func, "callback_step_adjoint", None)) and strategy.name != "adjoint":
+        warnings.warn(
+            "func.callback_step_adjoint is called only by gradient='adjoint' (the reverse-time "
+            f"solve); with gradient={strategy.name or type(strategy).__name__!r} it is never "
+            "called",
+            stacklevel=3,
+        )
+    cb = getattr(func, "callback_step", None)
+    return cb if callable(cb) else None
 
 
 def _collect_params(func: object, implicit: object, params: Iterable | None) -> tuple[Tensor, ...]:
@@ -178,7 +298,8 @@ def odeint(
     gradient: str | GradientStrategy = "backprop",
     implicit=None,
     params: Iterable[Tensor] | None = None,
-) -> Tensor | tuple[Tensor, ...]:
+    event_fn: Callable | None = None,
+) -> Tensor | tuple[Tensor, ...] | tuple[Tensor, Tensor | tuple[Tensor, ...]]:
     r"""Solve :math:`y' = f(t, y)` (or :math:`y' = f(t, y) - L y`) with fixed-step Runge–Kutta.
 
     A drop-in for ``torchdiffeq.odeint`` with fixed steps: the same call
@@ -250,12 +371,11 @@ def odeint(
     True
     """
     tableau = _resolve_method(method)
-    h, check_finite = _resolve_step_size(options, step_size)
+    opts = _resolve_options(options, step_size)
     y0, tuple_state = _check_y0(y0)
-    device = (y0 if not tuple_state else y0[0]).device
-    t = _check_t(t, device)
-    if not callable(func):
-        raise ArgumentTypeError(f"func: expected a callable func(t, y), got {type(func).__name__}")
+    first = y0 if not tuple_state else y0[0]
+    t = _check_t(t, first.device)
+    check_signature("func", func)
     if isinstance(tableau, IMEXTableau):
         if implicit is None:
             raise ArgumentError(
@@ -275,10 +395,15 @@ def odeint(
                 f"y0: the implicit operator acts on {channels} channels (dimension -3 of a "
                 f"(B, C, H, W) state), but y0 has shape {tuple(y0.shape)}"
             )
-        if bool(t[1] < t[0]):
+        if len(t) > 1 and bool(t[1] < t[0]):
             raise ArgumentError(
                 "t: IMEX methods integrate forward in time only (decreasing t would need "
                 "(I - |h| gamma L)^-1, which amplifies and may be singular)"
+            )
+        if t.requires_grad:
+            raise ArgumentError(
+                "t: gradients with respect to the output times are not supported by the IMEX "
+                "methods (the implicit solve depends on the step size); pass t.detach()"
             )
     elif implicit is not None:
         raise ArgumentError(
@@ -286,14 +411,51 @@ def odeint(
             "use an IMEX method (imex_euler, ars222, ars443) or drop implicit="
         )
     strategy = resolve_gradient(gradient)
+    params = _collect_params(func, implicit, params)
+    time_dtype = first.real.dtype
+    callback_step = _callbacks(func, strategy)
+    if event_fn is not None:
+        from odenet._events import solve_to_event
+
+        if opts["grid_constructor"] is not None or opts["step_size"] is None:
+            raise ArgumentError(
+                "step_size: event handling (event_fn) steps with a fixed step_size until the "
+                "event; pass step_size=h (grid_constructor is not supported with event_fn)"
+            )
+        if len(t) != 2:
+            raise ArgumentError(
+                f"t: with event_fn, t holds the initial time and a second time giving the "
+                f"direction of integration (len(t) == 2, as in torchdiffeq), got len(t) = {len(t)}"
+            )
+        return solve_to_event(
+            func, y0, t, tableau, strategy, event_fn,
+            tuple_state=tuple_state, implicit=implicit, params=params, opts=opts,
+            time_dtype=time_dtype, callback_step=callback_step,
+        )
+    if len(t) == 1:  # no integration: torchdiffeq returns y0 as the only output
+        return tuple(torch.stack([c]) for c in y0) if tuple_state else torch.stack([y0])
+    grid_points = None
+    if opts["grid_constructor"] is not None:
+        if t.requires_grad:
+            raise ArgumentError(
+                "t: gradients with respect to the output times are not supported with "
+                "options['grid_constructor'] (the grid's dependence on t is unknown); pass "
+                "t.detach() or use step_size"
+            )
+        grid_points = _grid_points(opts["grid_constructor"], func, y0, t)
     problem = Problem(
         func,
         tableau,
         t,
-        h,
+        opts["step_size"],
         tuple_state=tuple_state,
         implicit=implicit,
-        check_finite=check_finite,
-        params=_collect_params(func, implicit, params),
+        check_finite=opts["check_finite"],
+        params=params,
+        time_dtype=time_dtype,
+        perturb=opts["perturb"],
+        grid_points=grid_points,
+        max_num_steps=opts["max_num_steps"],
+        callback_step=callback_step,
     )
     return strategy.solve(problem, y0)

@@ -23,6 +23,7 @@ from __future__ import annotations
 __all__ = [
     "ArgumentError",
     "ArgumentTypeError",
+    "EventError",
     "FunctionOutputError",
     "GradientError",
     "NonFiniteStateError",
@@ -137,6 +138,17 @@ class NonFiniteStateError(OdenetError, FloatingPointError):
         super().__init__(message)
         self.step = step
         self.time = time
+
+
+class EventError(OdenetError, RuntimeError):
+    """An event search (``event_fn``) found no event within ``max_num_steps`` steps.
+
+    Examples
+    --------
+    >>> from odenet.errors import EventError
+    >>> issubclass(EventError, RuntimeError)
+    True
+    """
 
 
 class GradientError(OdenetError, RuntimeError):

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from odenet.errors import NonFiniteStateError
+from odenet.errors import GradientError, NonFiniteStateError
 from odenet.gradients._common import (
     Call,
     CallStrategy,
@@ -15,8 +15,10 @@ from odenet.gradients._common import (
     comps,
     grad_guard,
     refuse_double_backward,
+    scatter,
     stacked_comps,
     sweep,
+    vjp,
     zeros_if_none,
 )
 from odenet.solvers._problem import Problem
@@ -87,13 +89,22 @@ class Adjoint(CallStrategy):
     name = "adjoint"
 
     def apply(self, call: Call) -> tuple[Tensor, ...]:
-        return _AdjointFunction.apply(call, *comps(call.y0), *call.problem.params)
+        p = call.problem
+        return _AdjointFunction.apply(call, p.t, *comps(call.y0), *p.params)
 
 
 class _AdjointFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, call: Call, *inputs: Tensor):
+    def forward(ctx, call: Call, t: Tensor, *inputs: Tensor):
         stacked = stacked_comps(call.problem, sweep(call))
+        if call.drew_random_numbers():
+            raise GradientError(
+                "gradient='adjoint': func draws random numbers (e.g. dropout in training "
+                "mode); the continuous adjoint re-evaluates func at other states and times, so "
+                "its gradient would not be that of the forward pass. Put the random modules in "
+                "eval mode (module.eval()), or use gradient='anode' or 'revolve', which replay "
+                "the random draws exactly"
+            )
         ctx.call = call
         ctx.save_for_backward(*inputs[call.m :], *stacked)
         return stacked
@@ -106,74 +117,81 @@ class _AdjointFunction(torch.autograd.Function):
         m = call.m
         saved = ctx.saved_tensors
         params, stacked = saved[: len(saved) - m], saved[len(saved) - m :]
-        need = ctx.needs_input_grad[1:]
+        need = ctx.needs_input_grad[2:]
+        need_t = ctx.needs_input_grad[1]
         pidx = [i for i in range(len(params)) if need[m + i]]
         ps = [params[i] for i in pidx]
         a = [grads[c][-1] for c in range(m)]
         ath = [torch.zeros_like(q) for q in ps]
+        gt = None
         with grad_guard(call.device, call.buffers), torch.no_grad():
             if isinstance(p.tableau, IMEXTableau):
-                a, ath = _imex_adjoint(p, ps, stacked[0], grads[0], a[0], ath)
+                a, ath = _imex_adjoint(call, ps, stacked[0], grads[0], a[0], ath)
                 a = [a]
             else:
-                a, ath = _explicit_adjoint(p, ps, stacked, grads, a, ath)
-        grad_params: list[Tensor | None] = [None] * len(params)
-        for i, g in zip(pidx, ath):
-            grad_params[i] = g
+                a, ath, gt = _explicit_adjoint(call, ps, stacked, grads, a, ath, need_t)
         gy = [a[c] if need[c] else None for c in range(m)]
-        return (None, *gy, *grad_params)
+        return (None, gt, *gy, *scatter(len(params), pidx, ath))
 
 
-def _stage_times(p: Problem, start: float, h: float) -> tuple[Tensor, ...]:
-    """Stage times ``start + c_i h`` computed in float64, cast to ``t``'s dtype/device."""
-    c = torch.tensor(p.tableau.c.tolist(), dtype=torch.float64)
-    return tuple((start + h * c).to(dtype=p.t.dtype, device=p.t.device).unbind())
-
-
-def _vjp(func: Callable, t: Tensor, y: Sequence[Tensor], tuple_state: bool, cot, ps):
-    """``f(t, y)`` and the products ``cotᵀ ∂f/∂y``, ``cotᵀ ∂f/∂θ`` (zeros where unused)."""
+def _vjp(call: Call, t: Tensor, y: Sequence[Tensor], cot, ps, want_t: bool = False):
+    """``f(t, y)`` and the products ``cotᵀ ∂f/∂y``, ``cotᵀ ∂f/∂θ`` (zeros where unused), and
+    ``cotᵀ ∂f/∂t`` when ``want_t``."""
+    p = call.problem
     with torch.enable_grad():
         yd = tuple(c.detach().requires_grad_() for c in y)
-        fy = comps(func(t, as_state(yd, tuple_state)))
-        pairs = [(o, g) for o, g in zip(fy, cot) if o.requires_grad]
-        inputs = (*yd, *ps)
-        if pairs:
-            g = torch.autograd.grad(
-                [o for o, _ in pairs],
-                inputs,
-                [g for _, g in pairs],
-                allow_unused=True,
-                retain_graph=True,
-            )
-        else:
-            g = (None,) * len(inputs)
+        td = t.detach().requires_grad_(want_t)
+        fy = comps(p.func(td, as_state(yd, p.tuple_state)))
+        call.check_closure(fy, (*yd, td), f"in the reverse solve (t = {float(t):.6g})")
+        g = vjp(fy, cot, (*yd, *ps, *([td] if want_t else [])))
     gy = [zeros_if_none(gi, yi) for gi, yi in zip(g, yd)]
-    gp = [zeros_if_none(gi, q) for gi, q in zip(g[len(yd) :], ps)]
+    gp = [zeros_if_none(gi, q) for gi, q in zip(g[len(yd) : len(yd) + len(ps)], ps)]
+    if want_t:
+        gp.append(zeros_if_none(g[-1], td))
     return [o.detach() for o in fy], gy, gp
 
 
-def _explicit_adjoint(p: Problem, ps, stacked, grads, a, ath):
-    """torchdiffeq's augmented reverse solve with our scheme and grid, interval by interval."""
+def _explicit_adjoint(call: Call, ps, stacked, grads, a, ath, need_t: bool):
+    """torchdiffeq's augmented reverse solve with our scheme and grid, interval by interval.
+
+    With ``need_t`` the augmented state carries torchdiffeq's time adjoint: at each output
+    time ``t_k`` the gradient is ``grad_k · f(t_k, y_k)``, and ``t_0`` gets the time
+    adjoint integrated back to it.
+    """
+    p = call.problem
     m = len(stacked)
-    func, tuple_state = p.func, p.tuple_state
+    cb = getattr(p.func, "callback_step_adjoint", None)
 
     def aug(t: Tensor, z: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-        fy, gy, gp = _vjp(func, t, z[:m], tuple_state, [-c for c in z[m : 2 * m]], ps)
+        fy, gy, gp = _vjp(call, t, z[:m], [-c for c in z[m : 2 * m]], ps, want_t=need_t)
         return (*fy, *gy, *gp)
 
+    extra = [torch.zeros((), dtype=p.time_dtype, device=call.device)] if need_t else []
+    gt = torch.zeros(p.num_outputs, dtype=p.t.dtype, device=call.device) if need_t else None
     cache: dict[float, Callable] = {}
     for k in range(p.num_outputs - 1, 0, -1):
-        z = (*(s[k] for s in stacked), *a, *ath)
+        if need_t:
+            tk = p.t[k].detach().to(p.time_dtype)
+            fk = comps(p.func(tk, as_state(tuple(s[k] for s in stacked), p.tuple_state)))
+            dl = sum((f * g).sum() for f, g in zip(fk, (grads[c][k] for c in range(m))))
+            gt[k] = dl
+            extra = [extra[0] - dl]
+        z = (*(s[k] for s in stacked), *a, *ath, *extra)
         for n in range(p.out_index[k] - 1, p.out_index[k - 1] - 1, -1):
+            if cb is not None:
+                p.call_back(cb, n, z, sign=-1.0)
             h = -p.step_sizes[n]
             if h not in cache:
                 cache[h] = make_step(p.tableau, h, tuple_state=True)
-            z = cache[h](aug, _stage_times(p, p.grid[n + 1], h), z)
+            z = cache[h](aug, p.stage_times_at(p.grid[n + 1], h), z)
         if p.check_finite:
             _check_finite(p, k, z)
         a = [z[m + c] + grads[c][k - 1] for c in range(m)]
-        ath = list(z[2 * m :])
-    return a, ath
+        ath = list(z[2 * m : 2 * m + len(ps)])
+        extra = list(z[2 * m + len(ps) :])
+    if need_t:
+        gt[0] = extra[0]
+    return a, ath, gt
 
 
 def _check_finite(p: Problem, k: int, z: Sequence[Tensor]) -> None:
@@ -232,8 +250,10 @@ def _transposed(L, like: Tensor) -> tuple[Callable, Callable]:
     return lt, solve_t
 
 
-def _imex_adjoint(p: Problem, ps, ys, gys, a: Tensor, ath: list[Tensor]):
+def _imex_adjoint(call: Call, ps, ys, gys, a: Tensor, ath: list[Tensor]):
     """Reverse IMEX solve of the adjoint on forward-recomputed states (see :class:`Adjoint`)."""
+    p = call.problem
+    cb = getattr(p.func, "callback_step_adjoint", None)
     tab: IMEXTableau = p.tableau
     E, I = tab.explicit.a, tab.implicit.a
     bE, bI = tab.explicit.b, tab.implicit.b
@@ -254,7 +274,7 @@ def _imex_adjoint(p: Problem, ps, ys, gys, a: Tensor, ath: list[Tensor]):
         key = (p.step_sizes[n], ci)
         if key not in partial:
             partial[key] = make_step(tab, h, implicit=L)
-        return partial[key](p.func, _stage_times(p, p.grid[n], h), y_n)
+        return partial[key](p.func, p.stage_times_at(p.grid[n], h), y_n)
 
     for k in range(p.num_outputs - 1, 0, -1):
         n0, n1 = p.out_index[k - 1], p.out_index[k]
@@ -264,7 +284,9 @@ def _imex_adjoint(p: Problem, ps, ys, gys, a: Tensor, ath: list[Tensor]):
         for n in range(n1 - 1, n0 - 1, -1):
             h = p.step_sizes[n]
             y_n, y_next = traj[n - n0], traj[n + 1 - n0]
-            taus = _stage_times(p, p.grid[n + 1], -h)
+            if cb is not None:
+                p.call_back(cb, n, (y_next, a, *ath), sign=-1.0)
+            taus = p.stage_times_at(p.grid[n + 1], -h)
             Ys: dict[float, Tensor] = {}
             G: list[Tensor | None] = [None] * s
             LA: list[Tensor | None] = [None] * s
@@ -291,7 +313,7 @@ def _imex_adjoint(p: Problem, ps, ys, gys, a: Tensor, ath: list[Tensor]):
                         Ys[ci] = state_at(n, y_n, y_next, ci)
                     Y = Ys[ci]
                 if need_g[i] or (bE[i] != 0 and ps):
-                    _, gy, gp = _vjp(p.func, taus[i], (Y,), False, (A,), ps)
+                    _, gy, gp = _vjp(call, taus[i], (Y,), (A,), ps)
                     G[i] = gy[0]
                     for q, g in enumerate(gp):
                         dth[q].add_(g, alpha=h * float(bE[i]))

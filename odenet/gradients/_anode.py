@@ -9,11 +9,14 @@ from odenet.gradients._common import (
     Call,
     CallStrategy,
     Replay,
+    accumulate,
     as_state,
     comps,
     grad_guard,
+    scatter,
     stacked_comps,
     sweep,
+    vjp,
     zeros_if_none,
 )
 from odenet.solvers._problem import State
@@ -74,12 +77,13 @@ class ANODE(CallStrategy):
     name = "anode"
 
     def apply(self, call: Call) -> tuple[Tensor, ...]:
-        return _ANODEFunction.apply(call, *comps(call.y0), *call.problem.params)
+        p = call.problem
+        return _ANODEFunction.apply(call, p.t, *comps(call.y0), *p.params)
 
 
 class _ANODEFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, call: Call, *inputs: Tensor):
+    def forward(ctx, call: Call, t: Tensor, *inputs: Tensor):
         p = call.problem
         starts = set(p.out_index[1:-1])  # interval starts after the first
         replays: dict[int, Replay] = {0: call.start}
@@ -91,7 +95,7 @@ class _ANODEFunction(torch.autograd.Function):
         stacked = stacked_comps(p, outs)
         ctx.call = call
         ctx.replays = replays
-        ctx.save_for_backward(*inputs, *stacked)
+        ctx.save_for_backward(t, *inputs, *stacked)
         return stacked
 
     @staticmethod
@@ -99,93 +103,72 @@ class _ANODEFunction(torch.autograd.Function):
         call: Call = ctx.call
         m = call.m
         saved = ctx.saved_tensors
-        y0 = saved[:m]
-        params = saved[m : len(saved) - m]
+        t, y0 = saved[0], saved[1 : 1 + m]
+        params = saved[1 + m : len(saved) - m]
         stacked = saved[len(saved) - m :]
-        need = ctx.needs_input_grad[1:]
+        need = ctx.needs_input_grad[2:]
+        need_t = ctx.needs_input_grad[1]
         need_y0 = any(need[:m])
         pidx = [i for i in range(len(params)) if need[m + i]]
+        ps = [params[i] for i in pidx]
         with grad_guard(call.device, call.buffers):
             if torch.is_grad_enabled():
-                gy, gp = _backward_create_graph(ctx, call, y0, params, pidx, grads, need_y0)
+                gy, gp, gt = _backward_create_graph(ctx, call, t, y0, ps, grads, need_y0, need_t)
             else:
-                gy, gp = _backward_intervals(ctx, call, params, pidx, stacked, grads, need_y0)
-        grad_params: list[Tensor | None] = [None] * len(params)
-        for i, g in zip(pidx, gp):
-            grad_params[i] = g
+                gy, gp, gt = _backward_intervals(ctx, call, ps, stacked, grads, need_y0, need_t)
         gy_out = [None] * m if gy is None else [g if need[c] else None for c, g in enumerate(gy)]
-        return (None, *gy_out, *grad_params)
+        return (None, gt, *gy_out, *scatter(len(params), pidx, gp))
 
 
-def _backward_intervals(ctx, call, params, pidx, stacked, grads, need_y0):
+def _backward_intervals(ctx, call, ps, stacked, grads, need_y0, need_t):
     """First-order backward: recompute one output interval at a time, last to first."""
     p = call.problem
     m = call.m
-    ps = [params[i] for i in pidx]
+    t_leaf = p.t.detach().requires_grad_() if need_t else None
+    delta = p.time_delta(t_leaf) if need_t else None
     a = [grads[c][-1] for c in range(m)]
     gp: list[Tensor | None] = [None] * len(ps)
+    gt: list[Tensor | None] = [None]
     for k in range(p.num_outputs - 1, 0, -1):
         n0, n1 = p.out_index[k - 1], p.out_index[k]
         need_y = k > 1 or need_y0
-        if not need_y and not ps:
+        if not need_y and not ps and not need_t:
             break
         y_in = tuple(s[k - 1].detach().requires_grad_(need_y) for s in stacked)
         ctx.replays[n0].restore()
         with torch.enable_grad():
-            y_end = comps(p.advance(as_state(y_in, p.tuple_state), n0, n1))
-        pairs = [(o, g) for o, g in zip(y_end, a) if o.requires_grad]
-        inputs = (*(y_in if need_y else ()), *ps)
-        if pairs:
-            g = torch.autograd.grad(
-                [o for o, _ in pairs],
-                inputs,
-                [g for _, g in pairs],
-                allow_unused=True,
-                retain_graph=True,
-            )
-        else:
-            g = (None,) * len(inputs)
-        del y_end, pairs
+            y_end = comps(p.advance(as_state(y_in, p.tuple_state), n0, n1, delta=delta))
+        call.check_closure(y_end, (*y_in, *([t_leaf] if need_t else [])),
+                           f"recomputing the steps from t = {p.grid[n0]:.6g}")
+        inputs = (*(y_in if need_y else ()), *ps, *([t_leaf] if need_t else []))
+        g = vjp(y_end, a, inputs)
+        del y_end
         if need_y:
             a = [zeros_if_none(gc, yc) + grads[c][k - 1] for c, (gc, yc) in enumerate(zip(g, y_in))]
             g = g[m:]
-        for i, gi in enumerate(g):
-            if gi is not None:
-                gp[i] = gi if gp[i] is None else gp[i] + gi
+        accumulate(gp, g[: len(ps)])
+        if need_t:
+            accumulate(gt, g[len(ps) :])
     gy = a if need_y0 else None
-    return gy, gp
+    return gy, gp, (zeros_if_none(gt[0], t_leaf) if need_t else None)
 
 
-def _backward_create_graph(ctx, call, y0, params, pidx, grads, need_y0):
+def _backward_create_graph(ctx, call, t, y0, ps, grads, need_y0, need_t):
     """Backward with ``create_graph``: recompute the whole call from ``y0`` with graph."""
     p = call.problem
     m = call.m
-    ps = [params[i] for i in pidx]
+    delta = p.time_delta(t) if need_t else None
     ctx.replays[0].restore()
     outs = [y0]
     y = as_state(y0, p.tuple_state)
     for k in range(1, p.num_outputs):
-        y = p.advance(y, p.out_index[k - 1], p.out_index[k])
+        y = p.advance(y, p.out_index[k - 1], p.out_index[k], delta=delta)
         outs.append(comps(y))
-    pairs = [
-        (outs[k][c], grads[c][k])
-        for k in range(1, p.num_outputs)
-        for c in range(m)
-        if outs[k][c].requires_grad
-    ]
+    flat = [outs[k][c] for k in range(1, p.num_outputs) for c in range(m)]
+    cots = [grads[c][k] for k in range(1, p.num_outputs) for c in range(m)]
     yin = [c for c in y0 if c.requires_grad] if need_y0 else []
-    inputs = (*yin, *ps)
-    if pairs and inputs:
-        g = torch.autograd.grad(
-            [o for o, _ in pairs],
-            inputs,
-            [g for _, g in pairs],
-            allow_unused=True,
-            retain_graph=True,
-            create_graph=True,
-        )
-    else:
-        g = (None,) * len(inputs)
+    inputs = (*yin, *ps, *([t] if need_t else []))
+    g = vjp(flat, cots, inputs, create_graph=True)
     gy = None
     if need_y0:
         it = iter(g[: len(yin)])
@@ -193,4 +176,6 @@ def _backward_create_graph(ctx, call, y0, params, pidx, grads, need_y0):
         for c in range(m):
             gc = next(it) if y0[c].requires_grad else None
             gy.append(zeros_if_none(gc, y0[c]) + grads[c][0])
-    return gy, list(g[len(yin) :])
+    gp = list(g[len(yin) : len(yin) + len(ps)])
+    gt = zeros_if_none(g[-1], t) if need_t else None
+    return gy, gp, gt

@@ -24,16 +24,21 @@ from torch import Tensor, nn
 
 from odenet.errors import GradientError
 from odenet.gradients._base import GradientStrategy
-from odenet.solvers._problem import Problem, State, _all_finite
+from odenet.solvers._problem import Problem, State
 
 __all__ = [
     "Call",
+    "CallStrategy",
     "Replay",
+    "accumulate",
     "as_state",
+    "closure_error",
     "comps",
     "grad_guard",
     "refuse_double_backward",
+    "scatter",
     "sweep",
+    "vjp",
 ]
 
 
@@ -191,6 +196,55 @@ def _closure_leaves(outputs: Sequence[Tensor], allowed: Sequence[Tensor]) -> lis
     return bad
 
 
+def closure_error(name: str, bad: Sequence[Tensor], when: str) -> GradientError:
+    """The error for tensors that require grad but reach ``func`` only through a closure."""
+    shown = ", ".join(_describe(b) for b in bad[:3]) + (" ..." if len(bad) > 3 else "")
+    return GradientError(
+        f"gradient={name!r}: func (or implicit) uses {len(bad)} tensor(s) that require grad but "
+        f"are not among the parameters ({shown}), found {when}; their gradient would silently "
+        "be zero. Pass them with params=[...] (e.g. params=list(module.parameters()) for a "
+        "module used inside a lambda), make func an nn.Module that owns them, or use "
+        "gradient='backprop'"
+    )
+
+
+def vjp(
+    outputs: Sequence[Tensor],
+    cotangents: Sequence[Tensor],
+    inputs: Sequence[Tensor],
+    *,
+    create_graph: bool = False,
+) -> tuple[Tensor | None, ...]:
+    """``Σ cotᵀ ∂out/∂input`` for every input (``None`` where unused), skipping outputs
+    without graph."""
+    pairs = [(o, g) for o, g in zip(outputs, cotangents) if o.requires_grad]
+    if not pairs or not inputs:
+        return (None,) * len(inputs)
+    return torch.autograd.grad(
+        [o for o, _ in pairs],
+        list(inputs),
+        [g for _, g in pairs],
+        allow_unused=True,
+        retain_graph=True,
+        create_graph=create_graph,
+    )
+
+
+def accumulate(total: list[Tensor | None], grads: Sequence[Tensor | None]) -> None:
+    """``total[i] += grads[i]`` where ``grads[i]`` is not ``None`` (in place on the list)."""
+    for i, g in enumerate(grads):
+        if g is not None:
+            total[i] = g if total[i] is None else total[i] + g
+
+
+def scatter(n: int, index: Sequence[int], values: Sequence[Tensor | None]) -> list:
+    """A list of ``n`` Nones with ``values`` placed at ``index`` (gradients of the inputs)."""
+    out: list[Tensor | None] = [None] * n
+    for i, v in zip(index, values):
+        out[i] = v
+    return out
+
+
 class Call:
     """One call of a strategy: the problem, the modules' buffers, the first step.
 
@@ -213,31 +267,42 @@ class Call:
         self.buffers = _buffers_of(_modules_of(problem.func, problem.implicit))
         self.start = self.replay()
         self.y1 = self._first_step()
-        self.needs_grad = any(c.requires_grad for c in comps(y0)) or any(
-            p.requires_grad for p in problem.params
+        self.needs_grad = (
+            any(c.requires_grad for c in comps(y0))
+            or any(p.requires_grad for p in problem.params)
+            or problem.t_requires_grad
         )
 
     def replay(self) -> Replay:
         """Capture the RNG state and the buffers now."""
         return Replay(self.device, self.buffers)
 
+    def drew_random_numbers(self) -> bool:
+        """Whether the random-number generators moved since the call began (e.g. dropout)."""
+        if not torch.equal(torch.get_rng_state(), self.start._cpu):
+            return True
+        mod = _device_module(self.device)
+        return mod is not None and not torch.equal(mod.get_rng_state(self.device), self.start._dev)
+
+    def check_closure(self, outputs: Sequence[Tensor], allowed: Sequence[Tensor], when: str):
+        """Raise when ``outputs``' graph reaches tensors requiring grad outside ``allowed``."""
+        outs = [o for o in outputs if o.requires_grad]
+        if not outs:
+            return
+        p = self.problem
+        bad = _closure_leaves(outs, (*allowed, *p.params, p.t))
+        if bad:
+            raise closure_error(self.name, bad, when)
+
     def _first_step(self) -> State:
         p = self.problem
         y0 = self.y0
+        if p.callback_step is not None:
+            p.call_back(p.callback_step, 0, y0)
         with torch.enable_grad():
             y1 = p.step(0, y0, func=p._checked_func(y0))
         out = comps(y1)
-        if any(c.requires_grad for c in out):
-            bad = _closure_leaves(out, (*comps(y0), *p.params))
-            if bad:
-                shown = ", ".join(_describe(b) for b in bad[:3]) + (" ..." if len(bad) > 3 else "")
-                raise GradientError(
-                    f"gradient={self.name!r}: func (or implicit) uses {len(bad)} tensor(s) that "
-                    f"require grad but are not among the parameters ({shown}); their gradient "
-                    "would silently be zero. Pass them with params=[...] (e.g. "
-                    "params=list(module.parameters()) for a module used inside a lambda), make "
-                    "func an nn.Module that owns them, or use gradient='backprop'"
-                )
+        self.check_closure(out, comps(y0), "on the first step")
         return tuple(c.detach() for c in out) if p.tuple_state else out[0].detach()
 
 
@@ -252,22 +317,9 @@ def sweep(
     (``1 <= n < Nt``) before step ``n`` runs. Outputs are checked for finiteness
     when the problem asks for it.
     """
-    p = call.problem
-    outs: list[State] = [call.y0]
-    y, call.y1 = call.y1, None  # consumed: a stored call keeps no extra state
-    n = 1
+    first, call.y1 = call.y1, None  # consumed: a stored call keeps no extra state
     with torch.no_grad():
-        for k in range(1, p.num_outputs):
-            end = p.out_index[k]
-            while n < end:
-                if on_mark is not None and n in marks:
-                    on_mark(n, y)
-                y = p.step(n, y)
-                n += 1
-            if p.check_finite and not _all_finite(y):
-                p.raise_nonfinite(k, outs[k - 1])
-            outs.append(y)
-    return outs
+        return call.problem.solve(call.y0, first=first, marks=marks, on_mark=on_mark)
 
 
 def stacked_comps(problem: Problem, outs: Sequence[State]) -> tuple[Tensor, ...]:

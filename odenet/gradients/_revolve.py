@@ -13,12 +13,15 @@ from odenet.gradients._common import (
     Call,
     CallStrategy,
     Replay,
+    accumulate,
     as_state,
     comps,
     grad_guard,
     refuse_double_backward,
+    scatter,
     stacked_comps,
     sweep,
+    vjp,
     zeros_if_none,
 )
 from odenet.solvers._problem import State
@@ -234,9 +237,10 @@ class Revolve(CallStrategy):
         return binomial_advances(num_steps, self.snapshots(num_steps)) - (num_steps - 1)
 
     def apply(self, call: Call) -> tuple[Tensor, ...]:
-        nt = call.problem.num_steps
+        p = call.problem
+        nt = p.num_steps
         actions = list(binomial_schedule(nt, self.snapshots(nt)))
-        return _RevolveFunction.apply(call, actions, *comps(call.y0), *call.problem.params)
+        return _RevolveFunction.apply(call, actions, p.t, *comps(call.y0), *p.params)
 
 
 def _prefix(actions: list[tuple]) -> tuple[list[int], int]:
@@ -252,7 +256,7 @@ def _prefix(actions: list[tuple]) -> tuple[list[int], int]:
 
 class _RevolveFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, call: Call, actions: list[tuple], *inputs: Tensor):
+    def forward(ctx, call: Call, actions: list[tuple], t: Tensor, *inputs: Tensor):
         p = call.problem
         nt = p.num_steps
         stores, first = _prefix(actions)
@@ -283,10 +287,14 @@ class _RevolveFunction(torch.autograd.Function):
         m = call.m
         saved = ctx.saved_tensors
         y0, params = saved[:m], saved[m:]
-        need = ctx.needs_input_grad[2:]
+        need = ctx.needs_input_grad[3:]
+        need_t = ctx.needs_input_grad[2]
         pidx = [i for i in range(len(params)) if need[m + i]]
         ps = [params[i] for i in pidx]
         need_y0 = any(need[:m])
+        t_leaf = p.t.detach().requires_grad_() if need_t else None
+        tin = [t_leaf] if need_t else []
+        delta = p.time_delta(t_leaf) if need_t else None
         out_at = {n: k for k, n in enumerate(p.out_index)}
         snaps = dict(ctx.snaps)
         state0 = as_state(y0, p.tuple_state)
@@ -297,6 +305,7 @@ class _RevolveFunction(torch.autograd.Function):
         pos = p.num_steps - 1
         a = [grads[c][-1] for c in range(m)]
         gp: list[Tensor | None] = [None] * len(ps)
+        gt: list[Tensor | None] = [None]
         with grad_guard(call.device, call.buffers):
             replay.restore()
             for act in ctx.actions:
@@ -320,20 +329,10 @@ class _RevolveFunction(torch.autograd.Function):
                     need_y = n > 0 or need_y0
                     y_in = tuple(c.detach().requires_grad_(need_y) for c in comps(cur))
                     with torch.enable_grad():
-                        y_out = comps(p.step(n, as_state(y_in, p.tuple_state)))
-                    pairs = [(o, g) for o, g in zip(y_out, a) if o.requires_grad]
-                    inputs = (*(y_in if need_y else ()), *ps)
-                    if pairs and inputs:
-                        g = torch.autograd.grad(
-                            [o for o, _ in pairs],
-                            inputs,
-                            [g for _, g in pairs],
-                            allow_unused=True,
-                            retain_graph=True,
-                        )
-                    else:
-                        g = (None,) * len(inputs)
-                    del y_out, pairs
+                        y_out = comps(p.step(n, as_state(y_in, p.tuple_state), delta=delta))
+                    call.check_closure(y_out, (*y_in, *tin), f"at step {n} (t = {p.grid[n]:.6g})")
+                    g = vjp(y_out, a, (*(y_in if need_y else ()), *ps, *tin))
+                    del y_out
                     cur = None
                     if need_y:
                         a = [zeros_if_none(gc, yc) for gc, yc in zip(g, y_in)]
@@ -341,11 +340,8 @@ class _RevolveFunction(torch.autograd.Function):
                         if k is not None:
                             a = [ac + grads[c][k] for c, ac in enumerate(a)]
                         g = g[m:]
-                    for i, gi in enumerate(g):
-                        if gi is not None:
-                            gp[i] = gi if gp[i] is None else gp[i] + gi
-        grad_params: list[Tensor | None] = [None] * len(params)
-        for i, g in zip(pidx, gp):
-            grad_params[i] = g
+                    accumulate(gp, g[: len(ps)])
+                    accumulate(gt, g[len(ps) :])
         gy = [a[c] if need[c] else None for c in range(m)] if need_y0 else [None] * m
-        return (None, None, *gy, *grad_params)
+        gtt = zeros_if_none(gt[0], t_leaf) if need_t else None
+        return (None, None, gtt, *gy, *scatter(len(params), pidx, gp))

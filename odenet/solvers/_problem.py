@@ -1,22 +1,24 @@
 """A validated fixed-step solve: right-hand side, scheme, time grid and the loop.
 
 :class:`Problem` is what :func:`odenet.odeint` hands to a gradient strategy. It
-knows the global step sequence (every output interval is cut into steps of the
-requested size, the last one shortened so that a step lands exactly on each
-output time) and runs any range of it. Strategies decide what to store and how
-to differentiate; they never rebuild the grid or the step functions.
+knows the global step sequence (a :class:`~odenet.solvers.Grid`: every output
+interval is cut into steps of the requested size, the last one shortened so that
+a step lands exactly on each output time) and runs any range of it. Strategies
+decide what to store and how to differentiate; they never rebuild the grid or the
+step functions.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Sequence
 
 import torch
 from torch import Tensor
 
 from odenet.errors import FunctionOutputError, NonFiniteStateError
+from odenet.solvers._grid import MAX_NUM_STEPS, Grid, build_grid, time_resolution
 from odenet.solvers._stepper import StepFn, make_step
 from odenet.solvers._tableau import ButcherTableau, IMEXTableau
 
@@ -24,45 +26,11 @@ __all__ = ["Problem", "State", "build_grid"]
 
 State = Tensor | tuple[Tensor, ...]
 
-# An interval of length r steps is cut into ceil(r - _GRID_EPS * max(r, 1)) steps, so that
-# round-off in t / h never creates an extra, vanishingly short final step.
-_GRID_EPS = 1e-9
-
-
-def build_grid(times: Sequence[float], step_size: float) -> tuple[list[float], list[int]]:
-    """Cut every output interval into steps of ``step_size``, the last one shortened.
-
-    Parameters
-    ----------
-    times : sequence of float
-        Strictly monotone output times.
-    step_size : float
-        Positive step size; its sign is taken from the direction of ``times``.
-
-    Returns
-    -------
-    grid : list of float
-        All step end points, ``grid[0] == times[0]`` and every output time is in it exactly.
-    out_index : list of int
-        ``grid[out_index[k]] == times[k]``.
-
-    Examples
-    --------
-    >>> from odenet.solvers import build_grid
-    >>> build_grid([0.0, 0.25, 1.0], 0.3)
-    ([0.0, 0.25, 0.55, 0.85, 1.0], [0, 1, 4])
-    """
-    grid = [float(times[0])]
-    out_index = [0]
-    for a, b in itertools.pairwise(times):
-        a, b = float(a), float(b)
-        r = abs(b - a) / step_size
-        n = max(1, math.ceil(r - _GRID_EPS * max(r, 1.0)))
-        h = math.copysign(step_size, b - a)
-        grid.extend(a + j * h for j in range(1, n))
-        grid.append(b)
-        out_index.append(len(grid) - 1)
-    return grid, out_index
+# Stage times are made for this many consecutive steps at once (one small tensor op and
+# one host-to-device copy per chunk); a few chunks are cached.
+_CHUNK = 256
+_CHUNKS_KEPT = 4
+_STEP_FNS_KEPT = 64
 
 
 def _describe(x: Tensor) -> str:
@@ -111,8 +79,16 @@ class Problem:
 
     Contract: ``func(t, y)`` takes and returns the internal state (a Tensor, or a
     tuple of Tensors when :attr:`tuple_state`); :attr:`grid` holds the ``Nt + 1``
-    step end points; step ``n`` goes from ``grid[n]`` to ``grid[n + 1]``; output
-    ``k`` is the state after :attr:`out_index` ``[k]`` steps.
+    step end points (generated lazily: memory does not grow with ``Nt``); step
+    ``n`` goes from ``grid[n]`` to ``grid[n + 1]``; output ``k`` is the state after
+    :attr:`out_index` ``[k]`` steps. ``func`` is called with 0-d time tensors of
+    :attr:`time_dtype` (the state's real dtype, as torchdiffeq does).
+
+    When ``t`` requires grad, the step times are differentiable functions of ``t``
+    (an output time moves the steps of the interval it starts and the length of the
+    last step of the interval it ends), so autograd through :meth:`solve`,
+    :meth:`step` or :meth:`advance` with a ``delta`` from :meth:`time_delta`
+    delivers exact discrete gradients with respect to ``t``.
 
     Parameters
     ----------
@@ -122,8 +98,8 @@ class Problem:
         The scheme.
     t : Tensor
         Output times (1-D, strictly monotone, validated by :func:`odenet.odeint`).
-    step_size : float
-        Positive step size.
+    step_size : float or None
+        Positive step size; ``None`` takes one step per output interval.
     tuple_state : bool
         Whether the state is a tuple of tensors.
     implicit : linear operator, optional
@@ -133,6 +109,19 @@ class Problem:
         naming the first non-finite step.
     params : tuple of Tensor
         The parameters gradients are taken for (besides ``y0``).
+    time_dtype : torch.dtype, optional
+        The dtype of the times ``func`` receives (default: ``t``'s).
+    perturb : bool
+        torchdiffeq's ``perturb``: a stage at the start of a step sees the next
+        representable time after it, a stage at the end the previous one, so
+        that ``func`` with a jump at a grid point sees the side the step is on.
+    grid_points : sequence of float, optional
+        An explicit grid instead of ``step_size`` (see :class:`~odenet.solvers.Grid`).
+    max_num_steps : int
+        Refuse a grid of more steps (an early, clear error).
+    callback_step : callable, optional
+        ``callback_step(t0, y0, dt)``, called before every step of the forward
+        solve (not on recomputations), torchdiffeq's callback.
 
     Examples
     --------
@@ -149,46 +138,59 @@ class Problem:
         func: Callable,
         tableau: ButcherTableau | IMEXTableau,
         t: Tensor,
-        step_size: float,
+        step_size: float | None,
         *,
         tuple_state: bool = False,
         implicit=None,
         check_finite: bool = True,
         params: tuple[Tensor, ...] = (),
+        time_dtype: torch.dtype | None = None,
+        perturb: bool = False,
+        grid_points: Sequence[float] | None = None,
+        max_num_steps: int = MAX_NUM_STEPS,
+        callback_step: Callable | None = None,
     ):
         self.func = func
         self.tableau = tableau
         self.t = t
-        self.step_size = float(step_size)
+        self.step_size = None if step_size is None else float(step_size)
         self.tuple_state = tuple_state
         self.implicit = implicit
         self.check_finite = check_finite
         self.params = tuple(params)
-        self.grid, self.out_index = build_grid(t.tolist(), self.step_size)
-        hs = [b - a for a, b in zip(self.grid[:-1], self.grid[1:])]
-        self.step_sizes = hs
-        cache: dict[float, StepFn] = {}
-        for h in hs:
-            if h not in cache:
-                cache[h] = make_step(tableau, h, tuple_state=tuple_state, implicit=implicit)
-        self._steps = [cache[h] for h in hs]
-        # Stage times t_n + c_i h_n, computed in float64, cast once to t's dtype/device.
-        c = torch.tensor(tableau.c.tolist(), dtype=torch.float64)
-        t0 = torch.tensor(self.grid[:-1], dtype=torch.float64)
-        ht = torch.tensor(hs, dtype=torch.float64)
-        st = (t0[:, None] + ht[:, None] * c[None, :]).to(dtype=t.dtype, device=t.device)
-        self._stage_times = [tuple(row.unbind()) for row in st.unbind()] if hs else []
+        self.time_dtype = t.dtype if time_dtype is None else time_dtype
+        self.perturb = bool(perturb)
+        self.callback_step = callback_step
+        self.grid = Grid(
+            t.tolist(),
+            self.step_size,
+            eps=time_resolution(t.dtype),
+            points=grid_points,
+            max_num_steps=max_num_steps,
+        )
+        self.out_index = self.grid.out_index
+        self.step_sizes = self.grid.sizes
+        self.direction = 1.0 if len(t) < 2 or bool(t[-1] > t[0]) else -1.0
+        self._c = torch.tensor(tableau.c.tolist(), dtype=torch.float64)
+        self._c_list = [float(c) for c in tableau.c]
+        self._fns: OrderedDict[float, StepFn] = OrderedDict()
+        self._chunks: OrderedDict[int, list[tuple[Tensor, ...]]] = OrderedDict()
 
     # -- structure ------------------------------------------------------------------------------
     @property
     def num_steps(self) -> int:
         """Total number of steps ``Nt`` over all output intervals."""
-        return len(self._steps)
+        return self.grid.num_steps
 
     @property
     def num_outputs(self) -> int:
         """Number of output times."""
         return len(self.out_index)
+
+    @property
+    def t_requires_grad(self) -> bool:
+        """Whether gradients with respect to the output times ``t`` are wanted."""
+        return self.t.requires_grad
 
     def with_func(self, func: Callable, *, tuple_state: bool | None = None) -> Problem:
         """A copy of this problem (same grid and scheme) with another right-hand side.
@@ -208,17 +210,101 @@ class Problem:
         new.func = func
         if tuple_state is not None and tuple_state != self.tuple_state:
             new.tuple_state = tuple_state
-            cache: dict[float, StepFn] = {}
-            for h in self.step_sizes:
-                if h not in cache:
-                    cache[h] = make_step(
-                        self.tableau, h, tuple_state=tuple_state, implicit=self.implicit
-                    )
-            new._steps = [cache[h] for h in self.step_sizes]
+            new._fns = OrderedDict()
         return new
 
+    def step_fn(self, h: float) -> StepFn:
+        """The step function of this problem's scheme for the signed step size ``h`` (cached)."""
+        fn = self._fns.get(h)
+        if fn is None:
+            fn = make_step(self.tableau, h, tuple_state=self.tuple_state, implicit=self.implicit)
+            self._fns[h] = fn
+            if len(self._fns) > _STEP_FNS_KEPT:
+                self._fns.popitem(last=False)
+        return fn
+
+    def stage_times_at(self, start: float, h: float) -> tuple[Tensor, ...]:
+        """Stage times ``start + c_i h`` (computed in float64, cast to :attr:`time_dtype`).
+
+        With :attr:`perturb`, a stage at ``c_i = 0`` sees the next representable time in the
+        direction of ``h`` and one at ``c_i = 1`` the previous one.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from odenet import METHODS
+        >>> from odenet.solvers import Problem
+        >>> p = Problem(lambda t, y: -y, METHODS["midpoint"], torch.tensor([0.0, 1.0]), 0.5)
+        >>> p.stage_times_at(0.5, 0.5)
+        (tensor(0.5000), tensor(0.7500))
+        """
+        st = (start + h * self._c).to(dtype=self.time_dtype, device=self.t.device)
+        if self.perturb:
+            st = self._perturb(st, math.copysign(1.0, h))
+        return tuple(st.unbind())
+
+    def _perturb(self, st: Tensor, sign: float) -> Tensor:
+        inf = torch.tensor(math.inf * sign, dtype=st.dtype, device=st.device)
+        for i, c in enumerate(self._c_list):
+            if c == 0.0:
+                st[..., i] = torch.nextafter(st[..., i], inf)
+            elif c == 1.0:
+                st[..., i] = torch.nextafter(st[..., i], -inf)
+        return st
+
+    def stage_times(self, n: int) -> tuple[Tensor, ...]:
+        """Stage times of step ``n`` (0-d tensors of :attr:`time_dtype` on ``t``'s device)."""
+        q, r = divmod(n, _CHUNK)
+        rows = self._chunks.get(q)
+        if rows is None:
+            lo, hi = q * _CHUNK, min((q + 1) * _CHUNK, self.num_steps)
+            g = self.grid
+            starts = torch.tensor([g[i] for i in range(lo, hi)], dtype=torch.float64)
+            hs = torch.tensor([g.size(i) for i in range(lo, hi)], dtype=torch.float64)
+            st = (starts[:, None] + hs[:, None] * self._c[None, :]).to(
+                dtype=self.time_dtype, device=self.t.device
+            )
+            if self.perturb:
+                st = self._perturb(st, self.direction)
+            rows = [tuple(row.unbind()) for row in st.unbind()]
+            self._chunks[q] = rows
+            if len(self._chunks) > _CHUNKS_KEPT:
+                self._chunks.popitem(last=False)
+        return rows[r]
+
+    # -- differentiable times -------------------------------------------------------------------
+    def time_delta(self, t: Tensor | None = None) -> Tensor | None:
+        """``t - t.detach()`` in :attr:`time_dtype`: zero in value, the identity in gradient.
+
+        Passed as ``delta`` to :meth:`step` / :meth:`advance` it makes the step times
+        differentiable functions of ``t`` (of ``t`` itself, or of a stand-in leaf with
+        the same values). ``None`` when ``t`` does not require grad.
+        """
+        t = self.t if t is None else t
+        if not t.requires_grad:
+            return None
+        with torch.enable_grad():
+            return (t - t.detach()).to(self.time_dtype)
+
+    def _timed(self, n: int, f: Callable, delta: Tensor) -> tuple[Callable, tuple[Tensor, ...]]:
+        """``f`` and the stage times of step ``n`` carrying their dependence on ``t``."""
+        k, _, last = self.grid.interval(n)
+        dk = delta[k]
+        ts = self.stage_times(n)
+        if not last:  # the step moves with t[k]; its length does not depend on t
+            return f, tuple(tau + dk for tau in ts)
+        dh = delta[k + 1] - dk
+        ts = tuple(tau + (dk + c * dh) for tau, c in zip(ts, self._c_list))
+        # a step of length h + dh: y + (h + dh) sum b_i k_i = y + h sum b_i (1 + dh/h) k_i
+        scale = 1.0 + dh / self.grid.size(n)
+        if self.tuple_state:
+            return (lambda t, y: tuple(o * scale for o in f(t, y))), ts
+        return (lambda t, y: f(t, y) * scale), ts
+
     # -- running --------------------------------------------------------------------------------
-    def step(self, n: int, y: State, func: Callable | None = None) -> State:
+    def step(
+        self, n: int, y: State, func: Callable | None = None, delta: Tensor | None = None
+    ) -> State:
         """Advance ``y`` by step ``n`` (from ``grid[n]`` to ``grid[n + 1]``).
 
         Examples
@@ -230,9 +316,14 @@ class Problem:
         >>> p.step(0, torch.ones(1))
         tensor([0.5000])
         """
-        return self._steps[n](func or self.func, self._stage_times[n], y)
+        f = func or self.func
+        if delta is not None:
+            f, ts = self._timed(n, f, delta)
+        else:
+            ts = self.stage_times(n)
+        return self.step_fn(self.grid.size(n))(f, ts, y)
 
-    def advance(self, y: State, start: int, stop: int) -> State:
+    def advance(self, y: State, start: int, stop: int, delta: Tensor | None = None) -> State:
         """Run steps ``start, ..., stop - 1`` from ``y`` and return the final state.
 
         Examples
@@ -244,18 +335,30 @@ class Problem:
         >>> p.advance(torch.ones(1), 0, 2)
         tensor([0.2500])
         """
-        f = self.func
-        steps, times = self._steps, self._stage_times
         for n in range(start, stop):
-            y = steps[n](f, times[n], y)
+            y = self.step(n, y, delta=delta)
         return y
 
-    def solve(self, y0: State, *, validate: bool = True) -> list[State]:
+    def solve(
+        self,
+        y0: State,
+        *,
+        validate: bool = True,
+        first: State | None = None,
+        marks: Collection[int] = (),
+        on_mark: Callable[[int, State], None] | None = None,
+    ) -> list[State]:
         """Run the whole grid from ``y0``; return the states at every output time.
 
         The first step's evaluations check ``func``'s output (type, shape, dtype,
         device) when ``validate``; with :attr:`check_finite` every output state is
-        checked and the first non-finite step located.
+        checked and the first non-finite step located. When ``t`` requires grad and
+        grad mode is on, the step times carry their dependence on ``t``.
+
+        ``first`` is the state after step 0 when the caller already took it;
+        ``on_mark(n, y)`` is called with the state at every position ``n`` in
+        ``marks`` before step ``n`` runs. :attr:`callback_step` is called before
+        every step.
 
         Examples
         --------
@@ -267,22 +370,32 @@ class Problem:
         [1.0, 0.625, 0.3906]
         """
         outs = [y0]
+        delta = self.time_delta() if torch.is_grad_enabled() else None
+        cb = self.callback_step
         y = y0
         n = 0
-        f = self.func
-        steps, times = self._steps, self._stage_times
+        if first is not None:
+            y, n = first, 1
         for k in range(1, len(self.out_index)):
             end = self.out_index[k]
-            if n == 0 and validate:
-                y = steps[0](self._checked_func(y0), times[0], y)
-                n = 1
             while n < end:
-                y = steps[n](f, times[n], y)
+                if on_mark is not None and n in marks:
+                    on_mark(n, y)
+                if cb is not None:
+                    self.call_back(cb, n, y)
+                f = self._checked_func(y0) if n == 0 and validate else None
+                y = self.step(n, y, func=f, delta=delta)
                 n += 1
             if self.check_finite and not _all_finite(y):
                 self.raise_nonfinite(k, outs[k - 1])
             outs.append(y)
         return outs
+
+    def call_back(self, cb: Callable, n: int, y: State, sign: float = 1.0) -> None:
+        """Call ``cb(t0, y, dt)`` for step ``n`` (``sign = -1``: traversed backward)."""
+        t0, t1 = (self.grid[n], self.grid[n + 1]) if sign > 0 else (self.grid[n + 1], self.grid[n])
+        kw = {"dtype": self.time_dtype, "device": self.t.device}
+        cb(torch.tensor(t0, **kw), y, torch.tensor(t1 - t0, **kw))
 
     def stack(self, outs: Sequence[State]) -> State:
         """Stack per-time states into the result layout ``(len(t), *y0.shape)`` (tuple-wise).
