@@ -91,7 +91,7 @@ def solve_to_event(
     h = scout.direction * opts["step_size"]
     max_steps = opts["max_num_steps"] if opts["max_num_steps_given"] else EVENT_MAX_STEPS
     kw = {"dtype": time_dtype, "device": t.device}
-    t0 = float(t[0])
+    t0 = float(t[0].detach())
     eps = max(time_resolution(t.dtype), time_resolution(time_dtype))
     device = comps(y0)[0].device
     start = Replay(device, _buffers_of(_modules_of(func, implicit)))
