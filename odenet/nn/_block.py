@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from odenet._integrate import _resolve_method, odeint
+from odenet._integrate import _resolve_method, check_signature, odeint
 from odenet.errors import ArgumentError, ArgumentTypeError
 from odenet.gradients._base import GradientStrategy, resolve_gradient
 from odenet.nn._checks import check_positive_int
@@ -60,8 +60,7 @@ class ODEBlock(nn.Module):
         implicit=None,
     ) -> None:
         super().__init__()
-        if not callable(rhs):
-            raise ArgumentTypeError(f"rhs: expected a callable rhs(t, y), got {type(rhs).__name__}")
+        check_signature("rhs", rhs)
         if isinstance(T, bool) or not isinstance(T, (int, float)):
             raise ArgumentTypeError(f"T: expected a real number, got {type(T).__name__}")
         if not math.isfinite(T) or T <= 0:

@@ -29,7 +29,7 @@ __all__ = ["Grid", "build_grid", "time_resolution"]
 
 # Round-off allowance, in units of the dtype's machine epsilon times the magnitude of the
 # interval's end points: t values made by linspace or arithmetic carry a few ulps.
-_ULPS = 8.0
+_ULPS = 4.0
 # Default bound on the total number of steps of one solve (torchdiffeq's max_num_steps default).
 MAX_NUM_STEPS = 2**31 - 1
 
