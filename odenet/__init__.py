@@ -14,7 +14,7 @@ Examples
 torch.Size([2, 3])
 """
 
-from odenet import errors, gradients, linear, models, nn, solvers
+from odenet import compat, errors, gradients, linear, models, nn, solvers
 from odenet._integrate import odeint
 from odenet.gradients import ANODE, Adjoint, Backprop, GradientStrategy, Revolve
 from odenet.solvers import METHODS, ButcherTableau, IMEXTableau
@@ -30,6 +30,7 @@ __all__ = [
     "GradientStrategy",
     "IMEXTableau",
     "Revolve",
+    "compat",
     "errors",
     "gradients",
     "linear",

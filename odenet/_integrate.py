@@ -302,33 +302,46 @@ def odeint(
 ) -> Tensor | tuple[Tensor, ...] | tuple[Tensor, Tensor | tuple[Tensor, ...]]:
     r"""Solve :math:`y' = f(t, y)` (or :math:`y' = f(t, y) - L y`) with fixed-step Runge–Kutta.
 
-    A drop-in for ``torchdiffeq.odeint`` with fixed steps: the same call
-    signature and output layout, but exact numerics: every output interval is
+    A drop-in for ``torchdiffeq.odeint`` with fixed steps (see
+    :mod:`odenet.compat.torchdiffeq` for torchdiffeq's names and defaults): the same
+    call signature and output layout, but exact numerics: every output interval is
     cut into steps of ``step_size`` whose last one is shortened so that a step
-    lands exactly on each requested time (nothing is interpolated), and the
-    gradient is that of the discrete solve (discretize-then-optimize) unless
-    ``gradient="adjoint"``.
+    lands exactly on each requested time (nothing is interpolated; whether an
+    interval is a whole number of steps is decided to the resolution of ``t``'s
+    dtype), and the gradient is that of the discrete solve
+    (discretize-then-optimize) unless ``gradient="adjoint"``.
 
     Parameters
     ----------
     func : callable
         ``func(t, y)`` returning a tensor like ``y`` (a tuple like ``y`` for
-        tuple states). ``t`` is a 0-d tensor of ``t``'s dtype.
+        tuple states). ``t`` is a 0-d tensor of ``y``'s (real) dtype. torchdiffeq's
+        ``func.callback_step(t0, y0, dt)`` is called before every forward step and
+        ``func.callback_step_adjoint`` before every step of the adjoint's reverse
+        solve; the adaptive callbacks warn.
     y0 : Tensor or tuple of Tensor
         Initial state, floating point.
     t : Tensor
         1-D, strictly increasing or decreasing output times, floating point, on
-        ``y0``'s device; ``t[0]`` is the initial time.
+        ``y0``'s device; ``t[0]`` is the initial time. A single time returns
+        ``y0[None]``. ``t`` may require grad (not with IMEX methods or a
+        ``grid_constructor``): every strategy then delivers the gradient with
+        respect to the output times.
     method : str, ButcherTableau or IMEXTableau, default "rk4"
         A name of :data:`odenet.METHODS` (``euler``, ``midpoint``, ``heun``,
         ``ssprk3``, ``rk4`` (classic), ``rk4_38`` (Kutta's 3/8 rule, torchdiffeq's
         "rk4"), ``imex_euler``, ``ars222``, ``ars443``) or a tableau.
     options : dict, optional
-        ``{"step_size": h, "check_finite": True}``. Unknown keys are an error.
-        ``check_finite`` checks the state at every output time and, when it is
-        NaN or infinite, names the first non-finite step and its time.
+        ``step_size``; ``check_finite`` (default True: checks the state at every
+        output time and, when it is NaN or infinite, names the first non-finite
+        step and its time); ``perturb`` (torchdiffeq's: stages at the ends of a
+        step see the next representable time inside it); ``grid_constructor``
+        (``g(func, y0, t)`` returns the grid; output times are inserted into it);
+        ``max_num_steps`` (default :math:`2^{31}-1`; the search limit of an event
+        solve defaults to 20000 steps). Unknown keys are an error.
     step_size : float, optional
-        The step size (same as ``options["step_size"]``; give it once).
+        The step size (same as ``options["step_size"]``; give it once). Without
+        it, one step per output interval (torchdiffeq's fixed-grid default).
     gradient : str or GradientStrategy, default "backprop"
         ``"backprop"``, ``"anode"``, ``"revolve"``, ``"adjoint"`` or a strategy
         instance (:class:`Backprop`, :class:`ANODE`, :class:`Revolve`, :class:`Adjoint`).
@@ -339,14 +352,23 @@ def odeint(
         Tensors to differentiate with respect to besides ``y0``. Default: the
         parameters of ``func`` (and of ``implicit``) when they are ``nn.Module``\ s.
         Strategies other than backprop need it for tensors ``func`` reaches only
-        through a closure; they check the first step's graph for such tensors and
-        raise :class:`~odenet.errors.GradientError` (a tensor that ``func`` starts
-        using only at later times cannot be seen by that check).
+        through a closure; such tensors are refused with a
+        :class:`~odenet.errors.GradientError` — on the first step, or in the
+        backward pass for a tensor that ``func`` starts using only later.
+    event_fn : callable, optional
+        ``event_fn(t, y)`` (a scalar or several values): with ``len(t) == 2`` and a
+        ``step_size``, integrate from ``t[0]`` in the direction of ``t[1]`` until
+        a value changes sign, landing on the event time by bisection on the
+        length of the last step (no interpolation). Returns ``(event_t,
+        solution)``, ``solution`` holding ``y0`` and the state at ``event_t``; the
+        gradient is taken with the event time held fixed (torchdiffeq's
+        convention; ``odenet.compat.torchdiffeq.odeint_event`` adds its dependence).
 
     Returns
     -------
     Tensor or tuple of Tensor
-        Shape ``(len(t), *y0.shape)`` with ``result[0] == y0``; a tuple for tuple ``y0``.
+        Shape ``(len(t), *y0.shape)`` with ``result[0] == y0``; a tuple for tuple
+        ``y0``; ``(event_t, solution)`` with ``event_fn``.
 
     Raises
     ------
