@@ -85,6 +85,10 @@ class ODEBlock(nn.Module):
         """The state at ``T`` starting from ``y`` at 0."""
         if not isinstance(y, Tensor):
             raise ArgumentTypeError(f"y: expected a Tensor, got {type(y).__name__}")
+        if not (y.is_floating_point() or y.is_complex()):
+            raise ArgumentTypeError(
+                f"y: expected a floating point tensor, got dtype {y.dtype} (convert with .float())"
+            )
         t = torch.tensor(
             [0.0, self.T], dtype=y.dtype if y.is_floating_point() else None, device=y.device
         )

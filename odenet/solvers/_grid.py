@@ -117,7 +117,7 @@ class Grid:
         if self.num_steps > max_num_steps:
             raise ArgumentError(
                 f"step_size: {step_size!r} over the output times from {times[0]:.6g} to "
-                f"{times[-1]:.6g} means {self.num_steps} steps, more than max_num_steps="
+                f"{times[-1]:.6g} means {self.num_steps:.4g} steps, more than max_num_steps="
                 f"{max_num_steps}; use a larger step_size or raise options['max_num_steps']"
             )
 
