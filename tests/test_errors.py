@@ -52,7 +52,6 @@ def test_interp_option_refused_with_reason():
 @pytest.mark.parametrize(
     ("kwargs", "exc", "message"),
     [
-        ({}, ArgumentError, "step_size: required"),
         ({"step_size": 0.0}, ArgumentError, "step_size: expected a positive number, got 0.0"),
         ({"step_size": -0.1}, ArgumentError, "step_size: expected a positive number"),
         ({"step_size": math.nan}, ArgumentError, "step_size: expected a finite number"),
@@ -75,9 +74,8 @@ def test_step_size_errors(kwargs, exc, message):
         (torch.tensor([0.0, 0.0]), ArgumentError, "t: expected strictly increasing"),
         (torch.tensor([0.0, math.nan]), ArgumentError, "t: contains non-finite"),
         (torch.tensor([0, 1]), ArgumentTypeError, "t: expected a floating point tensor"),
-        (torch.tensor([0.0]), ArgumentError, "t: expected at least 2 times"),
+        (torch.tensor([]), ArgumentError, "t: expected at least one time"),
         ([0.0, 1.0], ArgumentTypeError, "t: expected a 1-D Tensor"),
-        (torch.tensor([0.0, 1.0], requires_grad=True), ArgumentError, "t: gradients"),
     ],
 )
 def test_t_errors(t, exc, message):
