@@ -8,7 +8,6 @@ import shlex
 import sys
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any, NoReturn
 
 from odenet.errors import OdenetError
@@ -84,17 +83,21 @@ def _pos_float(text: str) -> float:
 
 
 def _names(valid: Sequence[str] | None = None, what: str = "name",
-           extra: Callable[[str], bool] | None = None) -> Callable[[str], list[str]]:
+           error: Callable[[str], str | None] | None = None) -> Callable[[str], list[str]]:
+    """A parser of comma-separated names: each in ``valid``, or accepted by ``error``."""
     def parse(text: str) -> list[str]:
         items = [p.strip() for p in text.split(",") if p.strip()]
         if not items:
-            raise argparse.ArgumentTypeError(f"expected at least one {what}")
-        if valid is not None:
-            for it in items:
-                if it not in valid and not (extra and extra(it)):
-                    raise argparse.ArgumentTypeError(
-                        f"unknown {what} {it!r}; valid: {', '.join(valid)}"
-                    )
+            raise argparse.ArgumentTypeError(f"expected at least one {what}, got {text!r}")
+        for it in items:
+            if error is not None:
+                msg = error(it)
+                if msg:
+                    raise argparse.ArgumentTypeError(msg)
+            elif valid is not None and it not in valid:
+                raise argparse.ArgumentTypeError(
+                    f"unknown {what} {it!r}; valid: {', '.join(valid)}"
+                )
         return items
 
     return parse
@@ -106,14 +109,14 @@ def _methods() -> list[str]:
     return list(METHODS)
 
 
-def _strategy_ok(name: str) -> bool:
-    if name.startswith("revolve:"):
-        k = name.split(":", 1)[1]
-        return k.isdigit() and int(k) >= 1
-    return False
+_DTYPE_HELP = {
+    "report": "dtype of every section, cost included (default %(default)s)",
+    "cost": "dtype of the measured network (default %(default)s: the precision networks "
+            "train in)",
+}
 
 
-def _model_options(p: argparse.ArgumentParser) -> None:
+def _model_options(p: argparse.ArgumentParser, command: str = "") -> None:
     from analysis._models import DATA, DEFAULT_SPEC, FORMS, MODELS
 
     g = p.add_argument_group("network (the ODE block analysed)")
@@ -145,15 +148,20 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--data", choices=DATA, default=DEFAULT_SPEC["data"],
                    help="scikit-learn's bundled digits (auto, the default, means digits) or "
                         "generated bar images")
-    g.add_argument("--dtype", choices=("float32", "float64"), default=DEFAULT_SPEC["dtype"],
-                   help="dtype of the analysis (default %(default)s; cost uses float32)")
+    g.add_argument("--dtype", choices=("float32", "float64"),
+                   default="float32" if command == "cost" else DEFAULT_SPEC["dtype"],
+                   help=_DTYPE_HELP.get(command, "dtype of the analysis (default %(default)s)"))
     g.add_argument("--device", default=DEFAULT_SPEC["device"],
                    help="torch device (default %(default)s)")
     g.add_argument("--seed", type=int, default=DEFAULT_SPEC["seed"],
                    help="seed of the weights and the data (default %(default)s)")
     o = p.add_argument_group("output")
     o.add_argument("--output", "-o", default="odenet-report",
-                   help="output folder (default %(default)s)")
+                   help="output folder: new, empty, or made by an earlier odenet-analysis run "
+                        "(default %(default)s)")
+    o.add_argument("--force", action="store_true",
+                   help="also write into a non-empty folder that odenet-analysis did not make "
+                        "(files of the same names are replaced)")
     o.add_argument("--fresh", action="store_true",
                    help="discard recorded cases instead of resuming")
     o.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -174,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     from analysis._gradients import STRATEGIES
     from analysis._models import ACTIVATIONS
     from analysis._problems import BUILTIN_PROBLEMS
-    from analysis._report import REPORT_DEFAULTS
+    from analysis._report import REPORT_DEFAULTS, strategy_error
 
     methods = _methods()
     parser = _Parser(
@@ -190,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     fmt = argparse.RawDescriptionHelpFormatter
     acts = _names(list(ACTIVATIONS), "activation")
-    strategies = _names(list(STRATEGIES), "strategy", _strategy_ok)
+    strategies = _names(list(STRATEGIES), "strategy", strategy_error)
     d = REPORT_DEFAULTS
 
     def csv(v: Sequence) -> str:
@@ -216,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="analyses to run (default: all)")
     rp.add_argument("--quick", action="store_true",
                     help="a tiny configuration (a smoke test in seconds)")
-    _model_options(rp)
+    _model_options(rp, 'report')
 
     gp = sub.add_parser("gradients", help="gradient consistency of the strategies",
                         description="Relative error of each strategy's gradient against "
@@ -234,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "checkpoints)")
     gp.add_argument("--fd-directions", type=_nonneg_int, default=d["fd_directions"],
                     help="random directions of the finite-difference check (default %(default)s)")
-    _model_options(gp)
+    _model_options(gp, 'gradients')
 
     vp = sub.add_parser("reversibility", help="reverse-time reconstruction of the block input",
                         description="Solve forward, then backward from y(T); relative error "
@@ -247,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"explicit methods (default {csv(d['reversibility_methods'])})")
     vp.add_argument("--steps", type=_ints, default=list(d["reversibility_steps"]),
                     help=f"step counts (default {csv(d['reversibility_steps'])})")
-    _model_options(vp)
+    _model_options(vp, 'reversibility')
 
     sp = sub.add_parser("stability", help="Jacobian spectrum against the stability region",
                         description="Extreme eigenvalues of the block's Jacobian (ARPACK, "
@@ -260,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="step h (default: T / block steps)")
     sp.add_argument("--k", type=_pos_int, default=d["stability_k"],
                     help="eigenvalues per ARPACK target (default %(default)s)")
-    _model_options(sp)
+    _model_options(sp, 'stability')
 
     op = sub.add_parser("order", help="observed order of convergence",
                         description="Error at T against an exact or DOP853 reference; "
@@ -275,11 +283,13 @@ def build_parser() -> argparse.ArgumentParser:
                          "block)")
     op.add_argument("--steps", type=_ints, default=list(d["order_steps"]),
                     help=f"step counts (default {csv(d['order_steps'])})")
-    _model_options(op)
+    _model_options(op, 'order')
 
     cp = sub.add_parser("cost", help="memory and time of the gradient strategies",
-                        description="Peak memory and forward+backward time of each strategy "
-                                    "(a fresh process per measurement), as ratios to backprop.",
+                        description="Peak memory (a fresh process per strategy) and "
+                                    "forward+backward time (all strategies in one process, "
+                                    "interleaved rounds) of each strategy, as ratios to "
+                                    "backprop, all from one run.",
                         epilog=_EXAMPLES, formatter_class=fmt)
     cp.add_argument("--strategies", type=strategies, default=list(d["cost_strategies"]),
                     help=f"strategies besides backprop (default {csv(d['cost_strategies'])})")
@@ -288,11 +298,13 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--steps", type=_pos_int, default=d["cost_steps"],
                     help="number of steps (default %(default)s)")
     cp.add_argument("--repeats", type=_pos_int, default=d["cost_repeats"],
-                    help="timed runs per strategy (default %(default)s)")
+                    help="timed rounds, each running every strategy once, interleaved; the "
+                         "time ratios are medians over the rounds with their min-max "
+                         "(default %(default)s)")
     cp.add_argument("--blocks", type=_pos_int, default=d["cost_blocks"],
                     help="ODE blocks of the measured network (default %(default)s)")
-    _model_options(cp)
-    cp.set_defaults(batch=d["cost_batch"], dtype="float32")
+    _model_options(cp, 'cost')
+    cp.set_defaults(batch=d["cost_batch"])
     return parser
 
 
@@ -325,24 +337,26 @@ def _set_threads(n: int) -> None:
     threadpool_limits(n)
 
 
-def _write(out: Path, name: str, result, fig=None) -> list[Path]:
-    from analysis._report import write_figure
+def _files(name: str, result: Any, fig=None) -> dict[str, str | bytes]:
+    """The files of a sub-command: ``NAME.json`` and ``NAME.png``."""
+    from analysis._report import figure_bytes
     from analysis._results import jsonable
-    from analysis._sweep import atomic_write
 
-    paths = [atomic_write(out / f"{name}.json",
-                          json.dumps(jsonable(result), indent=1, allow_nan=False))]
+    files: dict[str, str | bytes] = {
+        f"{name}.json": json.dumps(jsonable(result), indent=1, allow_nan=False)}
     if fig is not None:
-        paths.append(write_figure(fig, out / f"{name}.png"))
-    return paths
+        files[f"{name}.png"] = figure_bytes(fig)
+    return files
 
 
 def _run(args: argparse.Namespace, command_line: str) -> int:
     import shutil
 
     from analysis import _report as R
-    from analysis._report import check_output
 
+    if args.weights is not None:
+        R.check_weights(args.weights)
+    R.output_path(args.output)
     _set_threads(args.threads)
     progress = False if args.no_progress else None
     spec = _spec(args)
@@ -359,69 +373,100 @@ def _run(args: argparse.Namespace, command_line: str) -> int:
                 activations=args.activations[:1], gradient_steps=[2, 4],
                 reversibility_steps=[2, 4], order_steps=[8, 16],
                 order_methods=["euler", "rk4", "ars222"], order_problems=["linear", "model"],
-                cost_steps=4, cost_batch=8, cost_blocks=2, cost_repeats=1, fd_directions=1,
+                cost_steps=4, cost_batch=8, cost_blocks=2, cost_repeats=2, fd_directions=1,
                 cost_strategies=["adjoint"], stability_k=2,
                 gradient_methods=(args.methods or _default_gradient_methods(spec))[:2],
             )
         R.report(args.output, spec, settings=settings, sections=args.sections,
-                 progress=progress, fresh=args.fresh, command=command_line)
+                 progress=progress, fresh=args.fresh, force=args.force, command=command_line)
         return 0
 
-    out = check_output(args.output)
-    stores = out / "sweeps"
-    if args.fresh and stores.exists():
-        shutil.rmtree(stores)
-    stores.mkdir(exist_ok=True)
-    t0 = time.perf_counter()
-    if args.command == "gradients":
-        res = R.run_gradients(spec, args.activations,
-                              args.methods or _default_gradient_methods(spec), args.steps,
-                              args.strategies,
-                              fd_directions=args.fd_directions, stores=stores, progress=progress)
-        print(res)
-        paths = _write(out, "gradients", res.to_dict(), res.plot())
-    elif args.command == "reversibility":
-        res = R.run_reversibility(spec, args.activations, args.methods, args.steps,
+    with R.claim_output(args.output, force=args.force) as folder:
+        stores = folder.path / "sweeps"
+        if args.fresh and stores.exists():
+            shutil.rmtree(stores)
+        stores.mkdir(exist_ok=True)
+        t0 = time.perf_counter()
+        if args.command == "gradients":
+            res = R.run_gradients(spec, args.activations,
+                                  args.methods or _default_gradient_methods(spec), args.steps,
+                                  args.strategies, fd_directions=args.fd_directions,
                                   stores=stores, progress=progress)
-        print(res)
-        paths = _write(out, "reversibility", res.to_dict(), res.plot())
-    elif args.command == "stability":
-        res, regions = R.run_stability(spec, method=args.method, step_size=args.step_size,
-                                       k=args.k)
-        print(res)
-        paths = _write(out, "stability", res.to_dict(), res.plot())
-        paths.append(R.write_figure(
-            R.plot_regions(regions, res.hlambda_all(),
-                           f"stability regions and h·λ at h = {res.step_size:.3g}"),
-            out / "regions.png"))
-    elif args.command == "order":
-        results = R.run_order(spec, args.methods, args.problems, args.steps, stores=stores,
-                              progress=progress)
-        for r in results:
-            print(r)
-            print()
-        paths = _write(out, "order", [r.to_dict() for r in results],
-                       R.plot_orders(results) if results else None)
-    elif args.command == "cost":
-        res = R.run_cost(spec, args.strategies, method=args.method, steps=args.steps,
-                         batch=args.batch, blocks=args.blocks, repeats=args.repeats,
-                         stores=stores,
-                         progress=progress)
-        print(res)
-        paths = _write(out, "cost", res.to_dict(), res.plot())
-    else:  # pragma: no cover - argparse refuses other commands
-        raise AssertionError(args.command)
+            print(res)
+            files = _files("gradients", res.to_dict(), res.plot())
+        elif args.command == "reversibility":
+            res = R.run_reversibility(spec, args.activations, args.methods, args.steps,
+                                      stores=stores, progress=progress)
+            print(res)
+            files = _files("reversibility", res.to_dict(), res.plot())
+        elif args.command == "stability":
+            res, regions = R.run_stability(spec, method=args.method, step_size=args.step_size,
+                                           k=args.k)
+            print(res)
+            fig = res.plot()
+            R._zoom_stability_figure(fig, res)
+            files = _files("stability", res.to_dict(), fig)
+            files["regions.png"] = R.figure_bytes(R.plot_regions(
+                regions, res.hlambda_all(),
+                f"stability regions and h·λ at h = {res.step_size:.3g}"))
+        elif args.command == "order":
+            results = R.run_order(spec, args.methods, args.problems, args.steps, stores=stores,
+                                  progress=progress)
+            for r in results:
+                print(r)
+                print()
+            files = _files("order", [r.to_dict() for r in results],
+                           R.plot_orders(results) if results else None)
+        elif args.command == "cost":
+            res = R.run_cost(spec, args.strategies, method=args.method, steps=args.steps,
+                             batch=args.batch, blocks=args.blocks, repeats=args.repeats,
+                             stores=stores, progress=progress)
+            print(res)
+            files = _files("cost", res.to_dict(), res.plot())
+        else:  # pragma: no cover - argparse refuses other commands
+            raise AssertionError(args.command)
+        paths = folder.commit(files)
     print(f"done in {time.perf_counter() - t0:.0f} s; wrote "
           + ", ".join(str(p) for p in paths))
     return 0
+
+
+#: The command-line option behind each argument name that messages start with.
+_OPTIONS = {
+    "output": "--output", "weights": "--weights", "channels": "--channels", "batch": "--batch",
+    "method": "--block-method", "steps": "--steps", "T": "--T", "dtype": "--dtype",
+    "device": "--device", "seed": "--seed", "weight_scale": "--weight-scale",
+    "train_steps": "--train-steps", "methods": "--methods", "strategies": "--strategies",
+    "problems": "--problems", "activation": "--activations", "activations": "--activations",
+    "sections": "--sections", "model": "--model", "data": "--data", "norm": "--norm",
+    "form": "--form", "step_size": "--step-size", "k": "--k",
+}
+
+
+def _one_line(err: BaseException) -> str:
+    """The first line of an error's message, with the command-line option it concerns."""
+    from analysis._report import OutputError
+
+    text = str(err).strip()
+    if isinstance(err, OSError) and not isinstance(err, OutputError) and err.strerror:
+        where = f" {err.filename}" if err.filename else ""
+        text = f"cannot write{where}: {err.strerror}"
+    line = text.splitlines()[0] if text else type(err).__name__
+    head, sep, rest = line.partition(":")
+    if sep and head in _OPTIONS:
+        return f"argument {_OPTIONS[head]}: {rest.strip()}"
+    return line
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``odenet-analysis``; returns the exit status.
 
     Bad arguments (unknown method, strategy or model, non-positive steps, an
-    output folder that cannot be written) print one line on stderr and give
-    exit status 2; an interrupt gives 130 (rerun the command to resume).
+    unusable weights file, an output folder holding other files) print one
+    line on stderr naming the option and give exit status 2; a folder in use
+    by another run, a full disk or missing permissions give 1 (one line,
+    nothing half-written); an interrupt gives 130 (rerun the command to
+    resume).
 
     Examples
     --------
@@ -439,9 +484,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _run(args, command_line)
     except OdenetError as err:
-        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
-        sys.stderr.write(f"{PROG} {args.command}: error: {msg}\n")
+        sys.stderr.write(f"{PROG} {args.command}: error: {_one_line(err)}\n")
         return 2
+    except OSError as err:  # full disk, permissions, a folder in use
+        sys.stderr.write(f"{PROG} {args.command}: error: {_one_line(err)}\n")
+        return 1
     except KeyboardInterrupt:
         sys.stderr.write(f"\n{PROG}: interrupted; run the same command again to resume "
                          "(finished cases are kept)\n")

@@ -11,22 +11,31 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
-from analysis._common import check_positive, check_steps, check_tensor, fingerprint, unwrap_func
+from analysis._common import (
+    block_settings,
+    check_positive,
+    check_steps,
+    check_tensor,
+    fingerprint,
+    unwrap_func,
+)
 from analysis._gradients import parse_strategy, solve_with, torchdiffeq_method
 from analysis._region import resolve_method
 from analysis._results import Result, new_figure
 from analysis._sweep import CaseStore, run_cases
 from odenet import ButcherTableau, GradientStrategy, IMEXTableau
-from odenet.errors import ArgumentError
+from odenet.errors import ArgumentError, ArgumentTypeError
 
-__all__ = ["CostResult", "cost", "measure"]
+__all__ = ["CostResult", "cost", "measure", "measure_times"]
 
 _MARK = "ODENET-COST-RESULT "
 
@@ -85,6 +94,54 @@ def _rss_bytes() -> int:
 
 
 # -- one measurement -------------------------------------------------------------------------------
+def _make_run(
+    func,
+    y0: Tensor,
+    strategy: str | GradientStrategy,
+    method: str | ButcherTableau | IMEXTableau,
+    steps: int,
+    T: float = 1.0,
+    *,
+    implicit=None,
+    params: Sequence[Tensor] | None = None,
+) -> tuple[Callable[[], None], Callable[[], list]]:
+    """``(run, apply)``: one forward+backward with ``strategy``, and what sets it up.
+
+    ``apply()`` puts the strategy on a network's blocks and returns the undos
+    (nothing for a single solve); ``run()`` must be called between the two.
+    """
+    from analysis._common import collect_params
+
+    _, strat = parse_strategy(strategy)
+    blocks = ode_blocks(func)
+    if blocks and not callable(getattr(func, "rhs", None)):  # a whole network
+        net = func
+        params = [p for p in net.parameters() if p.requires_grad] if params is None else params
+
+        def run() -> None:
+            x = y0.detach().clone().requires_grad_(True)
+            out = net(x)
+            loss = 0.5 * out.square().sum()
+            grads = torch.autograd.grad(loss, [x, *params], allow_unused=True)
+            del grads, out, loss, x
+
+        return run, lambda: _use_strategy(blocks, strat)
+    f, _ = unwrap_func(func)
+    tab = resolve_method(method)
+    params = collect_params(f, implicit, params)
+    t = torch.tensor([0.0, float(T)], dtype=y0.dtype, device=y0.device)
+    h = float(T) / steps
+
+    def run_solve() -> None:
+        x = y0.detach().clone().requires_grad_(True)
+        out = solve_with(strat, f, x, t, tab, h, implicit, params)
+        loss = 0.5 * out[-1].square().sum()
+        grads = torch.autograd.grad(loss, [x, *params], allow_unused=True)
+        del grads, out, loss, x
+
+    return run_solve, list
+
+
 def measure(
     func,
     y0: Tensor,
@@ -106,7 +163,8 @@ def measure(
     resident set size (``VmHWM``, reset through ``/proc/self/clear_refs``;
     ``getrusage`` elsewhere), with glibc set to return freed tensors to the
     system at once (``M_MMAP_THRESHOLD`` = 64 KiB, process-wide) so that the
-    resident set follows the live tensors. Time is the median of the timed runs.
+    resident set follows the live tensors. Time is the median of the timed runs
+    (``times_s``: each of them).
 
     Examples
     --------
@@ -118,41 +176,101 @@ def measure(
     >>> m["time_s"] > 0 and m["peak_bytes"] >= 0
     True
     """
-    from analysis._common import collect_params
-
-    _, strat = parse_strategy(strategy)
-    blocks = ode_blocks(func)
-    restore: list = []
-    if blocks and not callable(getattr(func, "rhs", None)):  # a whole network
-        net = func
-        params = [p for p in net.parameters() if p.requires_grad] if params is None else params
-        restore = _use_strategy(blocks, strat)
-
-        def run() -> None:
-            x = y0.detach().clone().requires_grad_(True)
-            out = net(x)
-            loss = 0.5 * out.square().sum()
-            grads = torch.autograd.grad(loss, [x, *params], allow_unused=True)
-            del grads, out, loss, x
-    else:
-        f, _ = unwrap_func(func)
-        tab = resolve_method(method)
-        params = collect_params(f, implicit, params)
-        t = torch.tensor([0.0, float(T)], dtype=y0.dtype, device=y0.device)
-        h = float(T) / steps
-
-        def run() -> None:
-            x = y0.detach().clone().requires_grad_(True)
-            out = solve_with(strat, f, x, t, tab, h, implicit, params)
-            loss = 0.5 * out[-1].square().sum()
-            grads = torch.autograd.grad(loss, [x, *params], allow_unused=True)
-            del grads, out, loss, x
-
+    run, apply = _make_run(func, y0, strategy, method, steps, T, implicit=implicit,
+                           params=params)
+    restore = apply()
     try:
         return _timed(run, y0.device, repeats)
     finally:
         for undo in restore:
             undo()
+
+
+def measure_times(
+    func,
+    y0: Tensor,
+    strategies: Sequence[str | GradientStrategy] | Mapping[str, str | GradientStrategy],
+    method: str | ButcherTableau | IMEXTableau,
+    steps: int,
+    T: float = 1.0,
+    *,
+    implicit=None,
+    params: Sequence[Tensor] | None = None,
+    rounds: int = 5,
+) -> dict[str, Any]:
+    """Forward+backward times of several strategies, interleaved, in this process.
+
+    Every strategy runs once as a warm-up; then each of ``rounds`` rounds runs
+    every strategy once, in an order rotated from round to round, so that a
+    change of the machine's load (another process, frequency scaling) reaches
+    all strategies of a round alike. The ratio of two strategies is then taken
+    per round, and its spread over the rounds is the spread of the ratio.
+
+    ``strategies`` are names or instances, or a mapping from the names to use
+    in the result to names or instances.
+
+    Returns
+    -------
+    dict
+        ``{"times_s": {name: [seconds per round]}, "errors": {name: message}}``
+        (a strategy that fails in the warm-up is left out of the rounds).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from analysis._cost import measure_times
+    >>> lin = torch.nn.Linear(8, 8)
+    >>> m = measure_times(lambda t, y: torch.tanh(lin(y)), torch.randn(4, 8),
+    ...                   ["backprop", "anode"], "rk4", 4, params=list(lin.parameters()),
+    ...                   rounds=3)
+    >>> [len(v) for v in m["times_s"].values()]
+    [3, 3]
+    """
+    cuda = y0.device.type == "cuda"
+    runs: dict[str, tuple[Callable[[], None], Callable[[], list]]] = {}
+    errors: dict[str, str] = {}
+    named = (dict(strategies) if isinstance(strategies, Mapping)
+             else {parse_strategy(s)[0]: s for s in strategies})
+    for name, s in named.items():
+        try:
+            run, apply = _make_run(func, y0, s, method, steps, T, implicit=implicit,
+                                   params=params)
+            _once(run, apply, y0.device)  # warm-up
+            runs[name] = (run, apply)
+        except (RuntimeError, ValueError, TypeError) as err:
+            errors[name] = _first_line(err)
+    names = list(runs)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    gc.collect()
+    for r in range(rounds):
+        k = r % max(len(names), 1)
+        for name in names[k:] + names[:k]:
+            run, apply = runs[name]
+            times[name].append(_once(run, apply, y0.device, cuda))
+    return {"times_s": times, "errors": errors}
+
+
+def _once(run: Callable[[], None], apply: Callable[[], list], device: torch.device,
+          cuda: bool | None = None) -> float:
+    """Seconds of one ``run()`` with the strategy applied (the set-up is not timed)."""
+    cuda = device.type == "cuda" if cuda is None else cuda
+    restore = apply()
+    try:
+        if cuda:
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        run()
+        if cuda:
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - t0
+    finally:
+        for undo in restore:
+            undo()
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def ode_blocks(model: object) -> list:
@@ -183,6 +301,8 @@ def _use_strategy(blocks: Sequence, strat) -> list:
 
             name = torchdiffeq_method(resolve_method(b.method))
             if name is None or getattr(b, "implicit", None) is not None:
+                for u in undo:
+                    u()
                 raise ValueError(
                     f"torchdiffeq has no fixed-grid equivalent of the block's method "
                     f"{getattr(b.method, 'name', b.method)!r}"
@@ -237,7 +357,8 @@ def _timed(run, device: torch.device, repeats: int) -> dict[str, Any]:
     else:
         peak = _peak_rss_bytes() - base
         probe = "VmHWM" if exact else "ru_maxrss"
-    return {"time_s": statistics.median(times), "peak_bytes": int(max(peak, 0)), "probe": probe}
+    return {"time_s": statistics.median(times), "times_s": times,
+            "peak_bytes": int(max(peak, 0)), "probe": probe}
 
 
 def _worker_main() -> None:  # pragma: no cover - runs in the child process
@@ -249,7 +370,10 @@ def _worker_main() -> None:  # pragma: no cover - runs in the child process
 
         net, x, _ = build_network(spec)
         payload.update(func=net, y0=x)
-    result = measure(**payload)
+    if payload.pop("mode", "memory") == "time":
+        result = measure_times(**payload)
+    else:
+        result = measure(**payload)
     sys.stdout.write(_MARK + json.dumps(result) + "\n")
     sys.stdout.flush()
 
@@ -276,57 +400,120 @@ def _run_isolated(payload: dict, timeout: float) -> dict[str, Any]:
 class CostResult(Result):
     """Peak memory and forward+backward time per strategy, with ratios to backprop.
 
-    Returned by :func:`cost`. Ratios compare measurements of the same run
-    (same machine state), not against stored figures.
+    Returned by :func:`cost`. Every row comes from the same run: the memory of
+    each strategy is measured in its own fresh process (or one after another in
+    this process), the times of all strategies in one process, interleaved
+    round by round. ``time_ratio`` is the median over the rounds of the
+    per-round ratio to backprop, ``time_ratio_min`` and ``time_ratio_max`` its
+    range; ``times_s`` holds every round's time.
 
     Examples
     --------
     >>> import torch, analysis
-    >>> lin = torch.nn.Linear(8, 8)
-    >>> res = analysis.cost(lambda t, y: torch.tanh(lin(y)), torch.randn(4, 8),
-    ...                     ["anode"], steps=4, repeats=1, isolate=False)
-    >>> [r["strategy"] for r in res.rows]
-    ['backprop', 'anode']
+    >>> class F(torch.nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.lin = torch.nn.Linear(8, 8)
+    ...     def forward(self, t, y):
+    ...         return torch.tanh(self.lin(y))
+    >>> res = analysis.cost(F(), torch.randn(4, 8), ["anode"], steps=4, repeats=1,
+    ...                     isolate=False)
+    >>> [(r["strategy"], r["status"]) for r in res.rows]
+    [('backprop', 'ok'), ('anode', 'ok')]
     """
 
     kind = "cost"
-    columns = ("strategy", "time_s", "peak_mb", "time_ratio", "memory_ratio", "status")
+    columns = ("strategy", "time_s", "time_ratio", "time_ratio_min", "time_ratio_max",
+               "peak_mb", "memory_ratio", "status")
 
     def title(self) -> str:
-        where = "fresh process per measurement" if self.isolated else "in process"
+        where = ("memory in a fresh process per strategy, times interleaved in one process"
+                 if self.isolated else "in process")
         what = f"a network of {self.blocks} ODE block(s)" if self.network else "one solve"
         return (f"cost of the gradient strategies on {what} ({self.method}, Nt = {self.steps}, "
-                f"device {self.device}; {where})")
+                f"{self.dtype}, device {self.device}; {where}; {self.repeats} round(s))")
+
+    def notes(self) -> list[str]:
+        """The rounds behind the time ratios and the strategies left out."""
+        out = [f"time ratio: median over {self.repeats} round(s) of the per-round ratio to "
+               "backprop (min and max beside); each round runs every strategy once"]
+        out += [f"skipped: {s}" for s in self.skipped]
+        return out
 
     def plot(self, ax=None):
-        """Bar charts of the time and memory ratios to backprop.
+        """Bar charts of the time and memory ratios to backprop (time: median, min–max bars).
 
         Examples
         --------
         >>> import torch, analysis
-        >>> lin = torch.nn.Linear(8, 8)
-        >>> res = analysis.cost(lambda t, y: lin(y), torch.randn(4, 8), ["anode"], steps=2,
-        ...                     repeats=1, isolate=False)
+        >>> A = torch.randn(8, 8)
+        >>> res = analysis.cost(lambda t, y: y @ A, torch.randn(4, 8), ["anode"], steps=2,
+        ...                     repeats=2, isolate=False)
         >>> len(res.plot().axes)
         2
         """
-        fig, (a0, a1) = new_figure(1, 2, width=5.0, height=3.8)
-        rows = [r for r in self.rows if r.get("time_ratio") is not None]
+        fig, (a0, a1) = new_figure(1, 2, width=5.2, height=4.0)
+        rows = [r for r in self.rows
+                if r.get("time_ratio") is not None or r.get("memory_ratio") is not None]
         names = [r["strategy"] for r in rows]
         x = np.arange(len(rows))
+        colors = [f"C{i}" for i in range(len(rows))]
         for ax, key, title in ((a0, "time_ratio", "time (forward + backward)"),
                                (a1, "memory_ratio", "peak memory")):
-            vals = [r[key] if r[key] is not None else np.nan for r in rows]
-            bars = ax.bar(x, vals, color=[f"C{i}" for i in range(len(rows))])
-            ax.bar_label(bars, fmt="%.2f", fontsize=8)
+            vals = np.array([np.nan if r.get(key) is None else r[key] for r in rows], float)
+            bars = ax.bar(x, vals, color=colors)
+            if key == "time_ratio":
+                lo = np.array([np.nan if r.get("time_ratio_min") is None
+                               else r["time_ratio_min"] for r in rows], float)
+                hi = np.array([np.nan if r.get("time_ratio_max") is None
+                               else r["time_ratio_max"] for r in rows], float)
+                ax.errorbar(x, vals, yerr=[vals - lo, hi - vals], fmt="none", ecolor="k",
+                            capsize=4, lw=1.0)
+                for xi, v, a, b in zip(x, vals, lo, hi):
+                    if not np.isfinite(v):
+                        continue
+                    spread = "" if not np.isfinite(a) or a == b else f"\n{a:.2f}–{b:.2f}"
+                    top = b if np.isfinite(b) else v
+                    ax.annotate(f"{v:.2f}{spread}", (xi, top), xytext=(0, 3),
+                                textcoords="offset points", ha="center", va="bottom",
+                                fontsize=9)
+                ax.margins(y=0.18)
+                ax.set_title(f"{title}\nmedian, min–max over {self.repeats} round(s)",
+                             fontsize=10)
+            else:
+                ax.bar_label(bars, fmt="%.2f", fontsize=9)
+                ax.set_title(title, fontsize=10)
             ax.axhline(1.0, color="0.4", lw=0.8, ls="--")
-            ax.set_xticks(x, names, rotation=30, ha="right", fontsize=8)
+            ax.set_xticks(x, names, rotation=30, ha="right", fontsize=9)
             ax.set_ylabel("ratio to backprop")
-            ax.set_title(title)
+            ax.set_ylim(bottom=0)
         what = f"{self.blocks} ODE blocks, " if self.network else ""
-        fig.suptitle(f"{what}{self.method}, Nt = {self.steps}, input {self.state_shape}",
-                     fontsize=9)
+        fig.suptitle(f"{what}{self.method}, Nt = {self.steps}, input {self.state_shape}, "
+                     f"{self.dtype}", fontsize=10)
         return fig
+
+
+def _check_callable_model(model: object, f, y0: Tensor, implicit) -> None:
+    """Call ``f(t, y0)`` once, so that a model of the wrong kind fails here, with its name."""
+    kind = (f"{type(model).__name__} has no ODE blocks and"
+            if isinstance(model, torch.nn.Module) and model is f else
+            f"{type(model).__name__}")
+    hint = ("cost needs a network with ODE blocks (e.g. odenet.models.ODEResNet), an ODE block, "
+            "a right-hand side func(t, y) or a model specification (dict)")
+    try:
+        with torch.no_grad():
+            out = f(torch.zeros((), dtype=y0.dtype, device=y0.device), y0)
+    except Exception as err:  # any failure of the trial call is the model's
+        raise ArgumentTypeError(
+            f"model: {kind} cannot be called as func(t, y) ({type(err).__name__}: "
+            f"{_first_line(err)}); {hint}"
+        ) from None
+    if not isinstance(out, Tensor) or out.shape != y0.shape:
+        got = (f"shape {tuple(out.shape)}" if isinstance(out, Tensor)
+               else type(out).__name__)
+        raise ArgumentTypeError(
+            f"model: func(t, y) returned {got} for a state of shape {tuple(y0.shape)}; {hint}"
+        )
 
 
 def cost(
@@ -340,7 +527,7 @@ def cost(
     steps: int | None = None,
     T: float | None = None,
     implicit=None,
-    repeats: int = 3,
+    repeats: int = 5,
     isolate: bool = True,
     threads: int = 1,
     timeout: float = 600.0,
@@ -354,11 +541,15 @@ def cost(
     for ``input`` and the parameters (loss :math:`\\tfrac12\\|y(T)\\|^2`); for a
     network, every ODE block uses the strategy (torchdiffeq's solvers replace
     the blocks' solves) and the loss is half the squared output. With
-    ``isolate`` every measurement runs in a fresh Python process (so that one
-    strategy's allocations cannot hide another's peak): peak resident set size
-    on CPU, ``torch.cuda.max_memory_allocated`` on CUDA. torchdiffeq's ``odeint``
-    and ``odeint_adjoint`` are measured beside odenet's strategies when the
-    method has a torchdiffeq equivalent (``euler``, ``midpoint``, ``rk4_38``).
+    ``isolate`` the peak memory of every strategy is measured in a fresh Python
+    process (so that one strategy's allocations cannot hide another's peak):
+    peak resident set size on CPU, ``torch.cuda.max_memory_allocated`` on
+    CUDA. The times are measured in one more process, interleaved: each of
+    ``repeats`` rounds runs every strategy once (in a rotated order), and each
+    time ratio is the median over the rounds of that round's ratio to
+    backprop, with its min–max range. torchdiffeq's ``odeint`` and
+    ``odeint_adjoint`` are measured beside odenet's strategies when the method
+    has a torchdiffeq equivalent (``euler``, ``midpoint``, ``rk4_38``).
 
     Parameters
     ----------
@@ -368,7 +559,8 @@ def cost(
         ``implicit`` are the defaults), a network containing ODE blocks (e.g.
         :class:`odenet.models.ODEResNet`; the blocks keep their method and
         steps), or a model specification of the ``odenet-analysis`` command (a
-        dict; its network is built in the child process).
+        dict; its network is built in the child process). A module without ODE
+        blocks must be callable as ``func(t, y)``; it is called once up front.
     input : Tensor
         The initial state, or the network's input (not needed for a specification).
     strategies : sequence
@@ -382,16 +574,20 @@ def cost(
         Final time (default: the block's, else 1).
     implicit : linear operator, optional
     repeats : int
-        Timed runs per strategy (after one warm-up); the median is reported.
+        Timed rounds (after one warm-up run of every strategy); each round runs
+        every strategy once.
     isolate : bool
-        Measure each strategy in a fresh process (default). ``False`` measures in
-        this process (for models that cannot be pickled).
+        Measure in fresh processes (default). ``False`` measures in this
+        process (for models that cannot be pickled).
     threads : int
         ``torch.set_num_threads`` in the measuring processes.
     timeout : float
-        Seconds allowed per measurement.
+        Seconds allowed per measuring process.
     store : path, optional
-        JSON-lines file recording each finished measurement; rerunning resumes.
+        JSON-lines file recording the finished measurement; rerunning the same
+        measurement reads it back. The whole measurement is one record: an
+        interrupted run is measured again from the start, so that every row
+        comes from one run.
     progress : bool, optional
         Progress bar (``None``: on a terminal).
 
@@ -399,25 +595,46 @@ def cost(
     -------
     CostResult
 
+    Raises
+    ------
+    odenet.errors.ArgumentTypeError
+        ``model`` is not one of the kinds above (e.g. an ``nn.Module`` without
+        ODE blocks whose ``forward`` does not take ``(t, y)``).
+    odenet.errors.ArgumentError
+        Invalid settings (non-positive ``repeats``, unknown strategies, ...).
+
     Examples
     --------
     >>> import torch, analysis
-    >>> rhs = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.Tanh())
-    >>> res = analysis.cost(lambda t, y: rhs(y), torch.randn(32, 16), ["anode", "adjoint"],
-    ...                     steps=8, repeats=1, isolate=False)
+    >>> block = analysis._models.build_case({"model": "dense", "channels": 2}).block
+    >>> res = analysis.cost(block, torch.randn(4, 2, 8, 8, dtype=torch.float64),
+    ...                     ["anode", "adjoint"], steps=8, repeats=3, isolate=False)
     >>> res.rows[0]["time_ratio"]
     1.0
+    >>> r = res.rows[1]
+    >>> r["time_ratio_min"] <= r["time_ratio"] <= r["time_ratio_max"]
+    True
     """
     spec = model if isinstance(model, dict) else None
     network = False
+    block: dict[str, Any] = {}
     if spec is not None:
         from analysis._models import build_network, check_spec
 
+        if spec.get("weights") is not None:
+            from analysis._report import check_weights
+
+            check_weights(spec["weights"])
         spec = check_spec(spec, **{k: v for k, v in (("method", method), ("steps", steps),
                                                       ("T", T)) if v is not None})
         net, y0, _ = build_network(spec)
         f, implicit, network = net, None, True
     else:
+        if model is None or not (callable(model) or block_settings(model)):
+            raise ArgumentTypeError(
+                f"model: expected a network with ODE blocks, an ODE block, a right-hand side "
+                f"func(t, y) or a model specification (dict), got {type(model).__name__}"
+            )
         network = bool(ode_blocks(model)) and not callable(getattr(model, "rhs", None))
         if input is None:
             raise ArgumentError("input: required (the initial state, or the network's input)")
@@ -428,6 +645,7 @@ def cost(
             f, block = unwrap_func(model, "model")
             if implicit is None:
                 implicit = block.get("implicit")
+            _check_callable_model(model, f, y0, implicit)
     if network:
         if spec is None and any(v is not None for v in (method, steps, T)):
             raise ArgumentError(
@@ -451,6 +669,8 @@ def cost(
         raise ArgumentError(f"repeats: expected a positive integer, got {repeats!r}")
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ArgumentError(f"threads: expected a positive integer, got {threads!r}")
+    if isinstance(strategies, (str, GradientStrategy)):
+        strategies = [strategies]
     parsed = [parse_strategy(s) for s in strategies]
     names = ["backprop"] + [n for n, _ in parsed if n != "backprop"]
     objs = {"backprop": "backprop", **{n: s for n, s in parsed}}
@@ -468,43 +688,65 @@ def cost(
             ) from None
     weights = b"" if spec is None or spec.get("weights") is None else open(
         spec["weights"], "rb").read()
-    cs = CaseStore(store, fingerprint("cost", spec if spec is not None else f, y0, tab, steps, T,
-                                      names, repeats, isolate, threads, n_blocks, weights))
+    cs = CaseStore(store, fingerprint("cost-v2", spec if spec is not None else f, y0, tab, steps,
+                                      T, names, repeats, isolate, threads, n_blocks, weights))
 
-    def compute(name: str) -> dict:
-        strat = objs[name]
-        sname = strat
+    def payload(**extra: Any) -> dict[str, Any]:
+        p: dict[str, Any] = {"method": tab, "steps": steps, "T": T, "threads": threads, **extra}
+        if spec is not None:
+            p["spec"] = spec
+        else:
+            p.update(func=f, y0=y0, implicit=implicit)
+        return p
+
+    def memory(name: str) -> dict[str, Any]:
         try:
             if isolate:
-                payload: dict[str, Any] = {
-                    "strategy": sname, "method": tab, "steps": steps, "T": T,
-                    "repeats": repeats, "threads": threads,
-                }
-                if spec is not None:
-                    payload["spec"] = spec
-                else:
-                    payload.update(func=f, y0=y0, implicit=implicit)
-                m = _run_isolated(payload, timeout)
+                m = _run_isolated(payload(strategy=objs[name], repeats=1), timeout)
             else:
-                m = measure(f, y0, sname, tab, steps, T, implicit=implicit, repeats=repeats)
-            return {"strategy": name, **m, "status": "ok"}
+                m = measure(f, y0, objs[name], tab, steps, T, implicit=implicit, repeats=1)
+            return {"peak_bytes": m["peak_bytes"], "probe": m["probe"]}
         except (RuntimeError, subprocess.TimeoutExpired, ValueError, TypeError) as err:
-            msg = str(err).splitlines()[0] if str(err) else type(err).__name__
-            return {"strategy": name, "time_s": None, "peak_bytes": None, "probe": None,
-                    "status": f"failed: {msg}"}
+            return {"peak_bytes": None, "probe": None, "error": _first_line(err)}
 
-    # parsed instances are not JSON: key the store by display name
-    records = run_cases(names, compute, cs, progress=progress, desc="cost")
-    base = records[0]
-    rows = []
-    for r in records:
-        row = dict(r)
-        row["peak_mb"] = None if r["peak_bytes"] is None else r["peak_bytes"] / 2**20
-        ok = r["time_s"] is not None and base["time_s"]
-        row["time_ratio"] = r["time_s"] / base["time_s"] if ok else None
-        okm = r["peak_bytes"] is not None and base["peak_bytes"]
-        row["memory_ratio"] = r["peak_bytes"] / base["peak_bytes"] if okm else None
-        rows.append(row)
+    def times() -> dict[str, Any]:
+        strats = {n: objs[n] for n in names}
+        try:
+            if isolate:
+                return _run_isolated(payload(mode="time", strategies=strats, rounds=repeats),
+                                     timeout)
+            return measure_times(f, y0, strats, tab, steps, T, implicit=implicit,
+                                 rounds=repeats)
+        except (RuntimeError, subprocess.TimeoutExpired, ValueError, TypeError) as err:
+            return {"times_s": {}, "errors": dict.fromkeys(names, _first_line(err))}
+
+    def measure_all(_key: str) -> dict[str, Any]:
+        bar = tqdm(total=len(names) + 1, desc="cost", file=sys.stderr, leave=False,
+                   disable=(not progress) if progress is not None else None, dynamic_ncols=True)
+        try:
+            mem: dict[str, Any] = {}
+            if isolate and len(names) > 1:
+                # memory is per process: measure several at once (times are measured after)
+                workers = max(1, min(len(names), os.cpu_count() or 1, 4))
+                with ThreadPoolExecutor(max_workers=workers) as pool:
+                    futures = {pool.submit(memory, n): n for n in names}
+                    for fut in as_completed(futures):
+                        mem[futures[fut]] = fut.result()
+                        bar.update(1)
+            else:
+                for n in names:
+                    bar.set_postfix_str(f"memory {n}", refresh=False)
+                    mem[n] = memory(n)
+                    bar.update(1)
+            bar.set_postfix_str("times, interleaved", refresh=False)
+            t = times()
+            bar.update(1)
+        finally:
+            bar.close()
+        return {"memory": {n: mem[n] for n in names}, "times": t}
+
+    record = run_cases(["run"], measure_all, cs, progress=False, desc="cost")[0]
+    rows = _rows(names, record)
     return CostResult(
         rows, method=tab.name, steps=steps, T=T, blocks=n_blocks, network=network,
         device=str(y0.device),
@@ -513,3 +755,35 @@ def cost(
         skipped=[f"{n} (torchdiffeq has no fixed-grid {tab.name}, or the solve is IMEX)"
                  for n in skipped],
     )
+
+
+def _rows(names: Sequence[str], record: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows of a :class:`CostResult` from one run's memory and interleaved times."""
+    mem = record["memory"]
+    per_round = record["times"].get("times_s", {})
+    errors = record["times"].get("errors", {})
+    base_t = per_round.get("backprop")
+    base_m = mem["backprop"]["peak_bytes"]
+    rows = []
+    for n in names:
+        m = mem[n]
+        ts = per_round.get(n)
+        row: dict[str, Any] = {"strategy": n}
+        row["time_s"] = statistics.median(ts) if ts else None
+        row["times_s"] = list(ts) if ts else None
+        if ts and base_t and len(ts) == len(base_t) and all(b > 0 for b in base_t):
+            ratios = [a / b for a, b in zip(ts, base_t)]
+            row["time_ratio"] = 1.0 if n == "backprop" else statistics.median(ratios)
+            row["time_ratio_min"] = 1.0 if n == "backprop" else min(ratios)
+            row["time_ratio_max"] = 1.0 if n == "backprop" else max(ratios)
+        else:
+            row["time_ratio"] = row["time_ratio_min"] = row["time_ratio_max"] = None
+        row["peak_bytes"] = m["peak_bytes"]
+        row["probe"] = m["probe"]
+        row["peak_mb"] = None if m["peak_bytes"] is None else m["peak_bytes"] / 2**20
+        row["memory_ratio"] = (m["peak_bytes"] / base_m
+                               if m["peak_bytes"] is not None and base_m else None)
+        problems = [e for e in (m.get("error"), errors.get(n)) if e]
+        row["status"] = "ok" if not problems else f"failed: {problems[0]}"
+        rows.append(row)
+    return rows

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import datetime
+import errno
 import html
 import io
 import json
 import math
+import os
+import pickle
 import platform
+import secrets
 import shutil
 import time
+import warnings
+import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,27 +26,36 @@ import torch
 import odenet
 from analysis._convergence import ConvergenceResult, convergence_order
 from analysis._cost import CostResult, cost
-from analysis._gradients import GradientConsistencyResult, gradient_consistency
+from analysis._gradients import STRATEGIES, GradientConsistencyResult, gradient_consistency
 from analysis._gradients import combine as combine_gradients
 from analysis._models import Case, build_case, check_spec
 from analysis._problems import BUILTIN_PROBLEMS, ODEProblem
 from analysis._region import StabilityRegion, resolve_method, stability_region
-from analysis._results import Result, jsonable, new_figure
+from analysis._results import Result, finish_figure, jsonable, new_figure
 from analysis._reversibility import ReversibilityResult, reversibility
 from analysis._reversibility import combine as combine_reversibility
 from analysis._stability import StabilityResult, stability
 from analysis._sweep import atomic_write
 from odenet import IMEXTableau
-from odenet.errors import ArgumentError
+from odenet.errors import ArgumentError, ArgumentTypeError
 
 __all__ = [
+    "MARKER",
     "REPORT_DEFAULTS",
+    "OutputError",
+    "OutputFolder",
+    "check_settings",
+    "check_weights",
+    "claim_output",
+    "figure_bytes",
+    "output_path",
     "report",
     "run_cost",
     "run_gradients",
     "run_order",
     "run_reversibility",
     "run_stability",
+    "strategy_error",
     "write_figure",
 ]
 
@@ -61,9 +76,9 @@ REPORT_DEFAULTS: dict[str, Any] = {
     "cost_strategies": ("anode", "revolve", "adjoint", "torchdiffeq", "torchdiffeq-adjoint"),
     "cost_method": "rk4_38",
     "cost_steps": 16,
-    "cost_batch": 32,
+    "cost_batch": 16,
     "cost_blocks": 4,
-    "cost_repeats": 3,
+    "cost_repeats": 5,
     "stability_k": 6,
 }
 
@@ -73,8 +88,437 @@ def _say(msg: str, quiet: bool) -> None:
         print(msg, flush=True)
 
 
+# -- arguments -------------------------------------------------------------------------------------
+def strategy_error(name: object) -> str | None:
+    """Why ``name`` is not a strategy of the analyses, or ``None`` when it is one.
+
+    Examples
+    --------
+    >>> from analysis._report import strategy_error
+    >>> strategy_error("revolve:4") is None
+    True
+    >>> strategy_error("revolve:0")
+    "'revolve:0': the number of checkpoints k in 'revolve:k' must be an integer k >= 1, got '0'"
+    """
+    if not isinstance(name, str):
+        return f"expected a strategy name, got {type(name).__name__}"
+    key = name.strip().lower()
+    if key.startswith("revolve:"):
+        k = key.split(":", 1)[1]
+        if not (k.isdigit() and int(k) >= 1):
+            return (f"{name!r}: the number of checkpoints k in 'revolve:k' must be an integer "
+                    f"k >= 1, got {k!r}")
+        return None
+    if key in STRATEGIES:
+        return None
+    return (f"unknown strategy {name!r}; valid strategies are {', '.join(STRATEGIES)}, or "
+            "revolve:k with k >= 1 checkpoints")
+
+
+def check_weights(path: object) -> str:
+    """Check a ``--weights`` file before any work: a readable state dict of finite tensors.
+
+    Returns the path as a string. The messages name what is wrong: a missing
+    file, a folder, a file that ``torch.load(weights_only=True)`` cannot read,
+    content that is not a state dict, or a tensor with NaN or infinite values.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib, torch
+    >>> from analysis._report import check_weights
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     p = pathlib.Path(d) / "w.pt"
+    ...     torch.save({"w": torch.tensor([1.0, float("nan")])}, p)
+    ...     try:
+    ...         check_weights(p)
+    ...     except ValueError as err:
+    ...         print(str(err).split(" (")[0].replace(str(p), "FILE"))
+    weights: 'FILE' contains non-finite values in tensor 'w'
+    """
+    if isinstance(path, bytes) or not isinstance(path, (str, os.PathLike)):
+        raise ArgumentTypeError(
+            f"weights: expected a file path (str or os.PathLike), got {type(path).__name__}"
+        )
+    p = os.fspath(path)
+    if not p.strip():
+        raise ArgumentError("weights: empty path; name a file written by "
+                            "torch.save(net.state_dict(), FILE)")
+    if os.path.isdir(p):
+        raise ArgumentError(f"weights: {p!r} is a folder; expected a state-dict file written by "
+                            "torch.save(net.state_dict(), FILE)")
+    if not os.path.exists(p):
+        raise ArgumentError(f"weights: no such file {p!r}")
+    try:
+        with open(p, "rb"):
+            pass
+    except OSError as err:
+        raise ArgumentError(f"weights: cannot read {p!r}: {err.strerror or err}") from None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            state = torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        if not zipfile.is_zipfile(p):
+            raise ArgumentError(
+                f"weights: {p!r} is not a torch state dict (torch.load cannot read it; expected "
+                "a file written by torch.save(net.state_dict(), FILE))"
+            ) from None
+        raise ArgumentError(
+            f"weights: {p!r} is not a plain state dict: it holds objects that "
+            "torch.load(weights_only=True) does not unpickle; save net.state_dict(), not the "
+            "network"
+        ) from None
+    except Exception:  # a text file, a truncated archive, ...
+        raise ArgumentError(
+            f"weights: {p!r} is not a torch state dict (torch.load cannot read it; expected a "
+            "file written by torch.save(net.state_dict(), FILE))"
+        ) from None
+    if not isinstance(state, Mapping):
+        raise ArgumentError(f"weights: {p!r} holds a {type(state).__name__}, not a state dict "
+                            "(torch.save(net.state_dict(), FILE))")
+    for name, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise ArgumentError(
+                f"weights: {p!r} is not a state dict: entry {name!r} is a "
+                f"{type(value).__name__}, not a tensor (a checkpoint? save net.state_dict())"
+            )
+        if (value.is_floating_point() or value.is_complex()) and not bool(
+            torch.isfinite(value).all()
+        ):
+            bad = int((~torch.isfinite(value)).sum())
+            raise ArgumentError(
+                f"weights: {p!r} contains non-finite values in tensor {name!r} ({bad} of "
+                f"{value.numel()} entries are NaN or infinite)"
+            )
+    return p
+
+
+def _check_names(values: object, key: str, valid: Sequence[str] | None = None,
+                 error: Callable[[str], str | None] | None = None) -> list[str]:
+    if isinstance(values, str):
+        values = [values]
+    if not isinstance(values, (list, tuple)):
+        raise ArgumentTypeError(f"settings[{key!r}]: expected a list of names, got "
+                                f"{type(values).__name__}")
+    if not values:
+        raise ArgumentError(f"settings[{key!r}]: expected at least one name")
+    for v in values:
+        if error is not None:
+            msg = error(v)
+        elif not isinstance(v, str) or v not in (valid or ()):
+            msg = f"unknown name {v!r}; valid: {', '.join(valid or ())}"
+        else:
+            msg = None
+        if msg:
+            raise ArgumentError(f"settings[{key!r}]: {msg}")
+    return list(values)
+
+
+def _check_count(value: object, key: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ArgumentError(f"settings[{key!r}]: expected {what}, got {value!r}")
+    return value
+
+
+def check_settings(settings: Mapping[str, Any] | None) -> dict[str, Any]:
+    """:data:`REPORT_DEFAULTS` updated by ``settings``, every value checked.
+
+    Examples
+    --------
+    >>> from analysis._report import check_settings
+    >>> check_settings({"cost_repeats": 2})["cost_repeats"]
+    2
+    >>> try:
+    ...     check_settings({"strategies": ["revolve:0"]})
+    ... except ValueError as err:
+    ...     print(str(err).split(":")[0])
+    settings['strategies']
+    """
+    from analysis._common import check_steps
+    from analysis._models import ACTIVATIONS
+    from analysis._problems import BUILTIN_PROBLEMS
+
+    if settings is not None and not isinstance(settings, Mapping):
+        raise ArgumentTypeError(
+            f"settings: expected a dict of report settings, got {type(settings).__name__}"
+        )
+    cfg = dict(REPORT_DEFAULTS)
+    for k, v in (settings or {}).items():
+        if k not in REPORT_DEFAULTS:
+            raise ArgumentError(
+                f"settings: unknown setting {k!r}; valid settings are "
+                + ", ".join(repr(s) for s in REPORT_DEFAULTS)
+            )
+        cfg[k] = v
+    cfg["activations"] = _check_names(cfg["activations"], "activations", list(ACTIVATIONS))
+    for key in ("gradient_methods", "imex_gradient_methods", "reversibility_methods",
+                "order_methods"):
+        cfg[key] = _check_names(cfg[key], key, list(odenet.METHODS))
+    if cfg["cost_method"] not in odenet.METHODS:
+        raise ArgumentError(f"settings['cost_method']: unknown method {cfg['cost_method']!r}; "
+                            f"valid: {', '.join(odenet.METHODS)}")
+    for key in ("strategies", "cost_strategies"):
+        cfg[key] = _check_names(cfg[key], key, error=strategy_error)
+    cfg["order_problems"] = _check_names(cfg["order_problems"], "order_problems",
+                                         [*BUILTIN_PROBLEMS, "model"])
+    for key in ("gradient_steps", "reversibility_steps", "order_steps"):
+        cfg[key] = check_steps(cfg[key], f"settings[{key!r}]")
+    for key in ("cost_steps", "cost_batch", "cost_blocks", "cost_repeats", "stability_k"):
+        cfg[key] = _check_count(cfg[key], key)
+    cfg["fd_directions"] = _check_count(cfg["fd_directions"], "fd_directions", 0)
+    return cfg
+
+
+# -- the output folder -----------------------------------------------------------------------------
+#: The file that marks a folder as written by ``odenet-analysis`` (and locks it during a run).
+MARKER = ".odenet-analysis"
+
+
+class OutputError(OSError):
+    """The output folder cannot be used now: another run holds it, or writing failed.
+
+    Examples
+    --------
+    >>> from analysis._report import OutputError
+    >>> isinstance(OutputError("output: busy"), OSError)
+    True
+    """
+
+
+def output_path(output: object) -> Path:
+    """The output folder as a path; a typed, argument-naming error for anything else.
+
+    Examples
+    --------
+    >>> from analysis._report import output_path
+    >>> output_path("r").name
+    'r'
+    >>> try:
+    ...     output_path(None)
+    ... except TypeError as err:
+    ...     print(err)
+    output: expected a folder path (str or os.PathLike), got NoneType
+    """
+    if isinstance(output, bytes) or not isinstance(output, (str, os.PathLike)):
+        raise ArgumentTypeError(
+            f"output: expected a folder path (str or os.PathLike), got {type(output).__name__}"
+        )
+    text = os.fspath(output)
+    if not isinstance(text, str) or not text.strip():
+        raise ArgumentError("output: empty path; name the report folder (e.g. -o odenet-report, "
+                            "or -o . for the current folder when it is empty)")
+    return Path(text)
+
+
+def _lock(fd: int) -> None:
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        import msvcrt
+
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        return
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to a new file and flush it to disk."""
+    with open(path, "xb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - not on every platform
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+class OutputFolder:
+    """An output folder held by this run (see :func:`claim_output`).
+
+    ``commit`` writes a set of files into a per-run temporary folder inside it
+    and renames each into place (``index.html`` last), so a reader never sees a
+    half-written file and a failed write leaves the folder as it was.
+    ``release`` (or leaving the ``with`` block) drops the lock.
+    """
+
+    def __init__(self, path: Path, fd: int):
+        self.path = path
+        self._fd: int | None = fd
+
+    def __enter__(self) -> OutputFolder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def release(self) -> None:
+        """Unlock the folder (the marker file stays: the folder is ours)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def commit(self, files: Mapping[str, str | bytes]) -> list[Path]:
+        """Write ``files`` (name → content) into the folder, all or nothing; return their paths.
+
+        Raises
+        ------
+        OutputError
+            A file could not be written (full disk, permissions); the folder's
+            files are unchanged.
+        """
+        staging = self.path / f".staging-{os.getpid()}-{secrets.token_hex(4)}"
+        name = ""
+        try:
+            try:
+                staging.mkdir()
+                for name, data in files.items():
+                    _write_file(staging / name,
+                                data.encode("utf-8") if isinstance(data, str) else data)
+            except OSError as err:
+                raise OutputError(
+                    f"output: cannot write {name or staging.name} in {self.path}: "
+                    f"{err.strerror or err}; no file of the report was changed"
+                ) from None
+            order = sorted(files, key=lambda n: n == "index.html")  # the page last
+            for name in order:
+                try:
+                    os.replace(staging / name, self.path / name)
+                except OSError as err:
+                    raise OutputError(
+                        f"output: cannot move {name} into {self.path}: {err.strerror or err}"
+                    ) from None
+            _fsync_dir(self.path)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return [self.path / n for n in files]
+
+
+def claim_output(output: object, *, force: bool = False) -> OutputFolder:
+    """Take an output folder for this run: new, empty, or made by ``odenet-analysis``.
+
+    A folder that holds other files is refused unless ``force`` (the report's
+    files then replace those of the same names). The folder gets the marker
+    file ``.odenet-analysis``, which also serves as its lock: a second run on
+    the same folder stops at once with :class:`OutputError`. Temporary folders
+    left by killed runs are removed.
+
+    Parameters
+    ----------
+    output : str or path-like
+        The folder (created with its parents if needed).
+    force : bool
+        Also write into a non-empty folder that was not made by odenet-analysis.
+
+    Returns
+    -------
+    OutputFolder
+        Use it in a ``with`` block (it holds the lock until released).
+
+    Raises
+    ------
+    odenet.errors.ArgumentTypeError, odenet.errors.ArgumentError
+        ``output`` is not a path, is empty, is a file, or is a foreign non-empty folder.
+    OutputError
+        Another run holds the folder, or it cannot be created or written.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from analysis._report import claim_output
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     with claim_output(pathlib.Path(d) / "r") as out:
+    ...         _ = out.commit({"a.txt": "hello"})
+    ...     sorted(p.name for p in (pathlib.Path(d) / "r").iterdir())
+    ['.odenet-analysis', 'a.txt']
+    """
+    out = output_path(output)
+    try:
+        if out.exists() and not out.is_dir():
+            raise ArgumentError(f"output: {out} exists and is not a folder")
+        if out.is_dir():
+            entries = sorted(p.name for p in out.iterdir())
+            if entries and MARKER not in entries and not force:
+                shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+                raise ArgumentError(
+                    f"output: {out} is not empty ({shown}) and was not made by odenet-analysis; "
+                    "choose a new or empty folder, or pass --force (force=True) to write the "
+                    "report's files into it"
+                )
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ArgumentError(f"output: cannot create {out}: a part of the path is a file") from None
+    except PermissionError:
+        raise OutputError(f"output: no permission to create or read {out}") from None
+    except OSError as err:
+        if isinstance(err, OutputError):
+            raise
+        raise OutputError(f"output: cannot use {out}: {err.strerror or err}") from None
+    marker = out / MARKER
+    try:
+        fd = os.open(marker, os.O_RDWR | os.O_CREAT, 0o644)
+    except PermissionError:
+        raise OutputError(f"output: no permission to write in {out}") from None
+    except OSError as err:
+        raise OutputError(f"output: cannot write in {out}: {err.strerror or err}") from None
+    try:
+        _lock(fd)
+    except OSError as err:
+        try:
+            other = json.loads(os.read(fd, 4096) or b"{}").get("pid")
+        except (OSError, ValueError, AttributeError):
+            other = None
+        os.close(fd)
+        if err.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK, errno.EDEADLK):
+            who = f" (pid {other})" if other else ""
+            raise OutputError(
+                f"output: {out} is in use by another odenet-analysis run{who}; wait for it to "
+                "finish or choose another folder"
+            ) from None
+        raise OutputError(f"output: cannot lock {out}: {err.strerror or err}") from None
+    try:
+        stamp = {"made_by": "odenet-analysis", "odenet": odenet.__version__, "pid": os.getpid(),
+                 "started": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                     timespec="seconds")}
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, (json.dumps(stamp) + "\n").encode())
+        for stale in out.glob(".staging-*"):  # left by a killed run (we hold the lock)
+            shutil.rmtree(stale, ignore_errors=True)
+    except OSError as err:
+        os.close(fd)
+        raise OutputError(f"output: cannot write in {out}: {err.strerror or err}") from None
+    return OutputFolder(out, fd)
+
+
+def figure_bytes(fig) -> bytes:
+    """The PNG of a figure, after :func:`analysis._results.finish_figure`.
+
+    Examples
+    --------
+    >>> from analysis._results import new_figure
+    >>> from analysis._report import figure_bytes
+    >>> figure_bytes(new_figure()[0])[:4]
+    b'\\x89PNG'
+    """
+    finish_figure(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    return buf.getvalue()
+
+
 def write_figure(fig, path: Path) -> Path:
-    """Save a matplotlib figure as PNG, atomically.
+    """Save a matplotlib figure as PNG, atomically (after :func:`figure_bytes`' finishing).
 
     Examples
     --------
@@ -87,9 +531,7 @@ def write_figure(fig, path: Path) -> Path:
     ...     p.read_bytes()[:4]
     b'\\x89PNG'
     """
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    return atomic_write(path, buf.getvalue())
+    return atomic_write(path, figure_bytes(fig))
 
 
 def _cases(spec: Mapping[str, Any], activations: Sequence[str]) -> list[tuple[str, Case]]:
@@ -218,17 +660,34 @@ def run_stability(
     return res, regions
 
 
-def plot_regions(regions: Sequence[StabilityRegion], spectra: np.ndarray, title: str):
-    """The boundaries of several regions on one axes, with the points ``spectra`` (h·λ)."""
-    fig, (ax,) = new_figure(width=6.4, height=5.4)
-    box = np.array([r.extent(spectra) for r in regions])
-    x0, x1, y0, y1 = box[:, 0].min(), box[:, 1].max(), box[:, 2].min(), box[:, 3].max()
+def _zoom_box(z: np.ndarray, overview: Sequence[float]) -> tuple[float, float, float, float] | None:
+    """A square box around the points ``z`` and the imaginary axis, or ``None`` when the points
+    already fill the ``overview`` box ``(x0, x1, y0, y1)``."""
+    z = np.asarray(z, dtype=complex).ravel()
+    z = z[np.isfinite(z)]
+    if not z.size:
+        return None
+    x0, x1 = min(float(z.real.min()), 0.0), max(float(z.real.max()), 0.0)
+    y0, y1 = float(z.imag.min()), float(z.imag.max())
+    width = float(overview[1] - overview[0])
+    span = max(x1 - x0, y1 - y0, 0.02 * width)
+    half = 0.5 * 1.3 * span
+    if 2 * half > 0.4 * width:
+        return None
+    cx, cy = 0.5 * (x0 + x1), 0.5 * (y0 + y1)
+    return cx - half, cx + half, cy - half, cy + half
+
+
+def _draw_regions(ax, regions: Sequence[StabilityRegion], z: np.ndarray,
+                  box: Sequence[float], *, ms: float, label: bool) -> None:
+    x0, x1, y0, y1 = box
     X, Y = np.meshgrid(np.linspace(x0, x1, 401), np.linspace(y0, y1, 401))
     for i, r in enumerate(regions):
         ax.contour(X, Y, r.abs_R(X + 1j * Y), levels=[1], colors=[f"C{i}"], linewidths=1.5)
-        ax.plot([], [], color=f"C{i}", label=f"{r.label} (real limit {r.real_axis_limit:.3g})")
-    z = np.asarray(spectra)
-    ax.plot(z.real, z.imag, ".", color="k", ms=3, label="h·λ of the block")
+        if label:
+            ax.plot([], [], color=f"C{i}", label=f"{r.label} (real limit {r.real_axis_limit:.3g})")
+    ax.plot(z.real, z.imag, "o", color="k", ms=ms, mew=0, alpha=0.5,
+            label="h·λ of the block" if label else None)
     ax.axhline(0, color="0.6", lw=0.6)
     ax.axvline(0, color="0.6", lw=0.6)
     ax.set_xlim(x0, x1)
@@ -236,9 +695,77 @@ def plot_regions(regions: Sequence[StabilityRegion], spectra: np.ndarray, title:
     ax.set_aspect("equal")
     ax.set_xlabel("Re z")
     ax.set_ylabel("Im z")
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8, loc="upper left")
+
+
+def plot_regions(regions: Sequence[StabilityRegion], spectra: np.ndarray, title: str):
+    """The boundaries of several regions with the points ``spectra`` (h·λ).
+
+    Left: the whole regions; right (when the spectrum is small against them):
+    a zoom on the spectrum, marked by a rectangle on the left.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from analysis._region import stability_region
+    >>> from analysis._report import plot_regions
+    >>> fig = plot_regions([stability_region("rk4")], np.array([-0.2, -0.01 + 0.02j]), "demo")
+    >>> len(fig.axes)
+    2
+    """
+    from matplotlib.patches import Rectangle
+
+    z = np.asarray(spectra, dtype=complex).ravel()
+    box = np.array([r.extent(z) for r in regions])
+    full = (box[:, 0].min(), box[:, 1].max(), box[:, 2].min(), box[:, 3].max())
+    zoom = _zoom_box(z, full)
+    fig, axes = new_figure(1, 2 if zoom else 1, width=5.4, height=5.6)
+    _draw_regions(axes[0], regions, z, full, ms=3, label=True)
+    axes[0].set_title("the regions" if zoom else title, fontsize=10)
+    if zoom:
+        axes[0].add_patch(Rectangle((zoom[0], zoom[2]), zoom[1] - zoom[0], zoom[3] - zoom[2],
+                                    fill=False, ec="k", lw=1.0, ls="--"))
+        _draw_regions(axes[1], regions, z, zoom, ms=5, label=False)
+        axes[1].set_title("zoom on the spectrum (dashed box on the left)", fontsize=10)
+        fig.suptitle(title, fontsize=11)
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="outside lower center", ncols=min(len(names), 3),
+               fontsize=9)
     return fig
+
+
+def _zoom_stability_figure(fig, st: StabilityResult) -> None:
+    """Zoom the left panel of ``StabilityResult.plot()`` on the spectrum; the whole region
+    goes into an inset."""
+    from matplotlib.patches import Rectangle
+
+    ax = fig.axes[0]
+    z = st.hlambda_all()
+    full = (*ax.get_xlim(), *ax.get_ylim())
+    zoom = _zoom_box(z, full)
+    for line in ax.get_lines():  # the eigenvalues: small, translucent markers
+        if len(np.atleast_1d(line.get_xdata())) > 2 and line.get_marker() not in ("None", ""):
+            line.set(markersize=4, alpha=0.5, markeredgewidth=0)
+    if zoom is None:
+        return
+    reg = st.region()
+    X, Y = np.meshgrid(np.linspace(zoom[0], zoom[1], 301), np.linspace(zoom[2], zoom[3], 301))
+    ax.contour(X, Y, reg.abs_R(X + 1j * Y), levels=[1], colors=["C0"], linewidths=1.6)
+    ax.set_xlim(zoom[0], zoom[1])
+    ax.set_ylim(zoom[2], zoom[3])
+    ax.set_title(f"{st.method}: h·λ at h = {st.step_size:.3g} (zoom; inset: the whole region)",
+                 fontsize=10)
+    ins = ax.inset_axes([0.6, 0.6, 0.38, 0.38])
+    Xf, Yf = np.meshgrid(np.linspace(full[0], full[1], 201), np.linspace(full[2], full[3], 201))
+    A = reg.abs_R(Xf + 1j * Yf)
+    ins.contourf(Xf, Yf, A, levels=[0, 1], colors=["C0"], alpha=0.25)
+    ins.contour(Xf, Yf, A, levels=[1], colors=["C0"], linewidths=1.0)
+    ins.plot(z.real, z.imag, "o", color="k", ms=2, mew=0, alpha=0.5)
+    ins.add_patch(Rectangle((zoom[0], zoom[2]), zoom[1] - zoom[0], zoom[3] - zoom[2],
+                            fill=False, ec="k", lw=0.8, ls="--"))
+    ins.set_xlim(full[0], full[1])
+    ins.set_ylim(full[2], full[3])
+    ins.set_aspect("equal")
+    ins.tick_params(labelsize=7)
 
 
 def _model_problem(spec: Mapping[str, Any]) -> ODEProblem:
@@ -295,11 +822,12 @@ def plot_orders(results: Sequence[ConvergenceResult]):
     n = len(results)
     cols = min(n, 3)
     rows = math.ceil(n / cols)
-    fig, axes = new_figure(rows, cols, width=5.2, height=4.2)
+    fig, axes = new_figure(rows, cols, width=5.6, height=6.0)
     for ax, r in zip(axes, results):
         r.plot(ax)
         ax.set_title(f"{r.problem} (T = {r.T:g})", fontsize=10)
-        ax.legend(fontsize=6)
+        ax.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncols=2,
+                  frameon=False)
     for ax in axes[n:]:
         ax.set_visible(False)
     return fig
@@ -338,6 +866,8 @@ th { background: #f3f3f5; } td.l, th.l { text-align: left; }
 img { max-width: 100%; border: 1px solid #eee; margin: .5rem 0; }
 .key { background: #f7f9fc; border: 1px solid #dbe4f0; padding: .6rem 1rem; border-radius: 6px; }
 .meta { color: #666; font-size: .85rem; } details { margin: .4rem 0; }
+.settings { background: #fbf8ef; border: 1px solid #eadfbf; padding: .5rem 1rem;
+            border-radius: 6px; font-size: .9rem; }
 code { background: #f3f3f5; padding: 0 .2rem; border-radius: 3px; }
 """
 
@@ -396,7 +926,10 @@ def key_numbers(results: Mapping[str, Any]) -> list[str]:
     if isinstance(g, GradientConsistencyResult):
         labels = list(dict.fromkeys(r["label"] for r in g.rows))
         steps = sorted({r["steps"] for r in g.rows})
+        same = _adjoint_note(g) is not None
         for strat in ("adjoint", "torchdiffeq-adjoint"):
+            if same and strat == "torchdiffeq-adjoint":
+                continue
             rows = [r for r in g.rows if r["strategy"] == strat and r["grad_error"] is not None]
             if not rows:
                 continue
@@ -409,7 +942,9 @@ def key_numbers(results: Mapping[str, Any]) -> list[str]:
                     lo, hi = min(e), max(e)
                     parts.append(f"{lab or 'model'}: {e[lo]:.2e} at Nt = {lo}, {e[hi]:.2e} at "
                                  f"Nt = {hi}")
-            out.append(f"{strat} (optimize-then-discretize) vs backprop, {meth}, relative "
+            who = ("adjoint and torchdiffeq-adjoint (optimize-then-discretize; the same errors)"
+                   if same and strat == "adjoint" else f"{strat} (optimize-then-discretize)")
+            out.append(f"{who} vs backprop, {meth}, relative "
                        f"∂L/∂θ error — " + "; ".join(parts))
         dto = [r["grad_error"] for r in g.rows if r["strategy"] in ("anode", "revolve")
                or r["strategy"].startswith("revolve:")]
@@ -452,62 +987,86 @@ def key_numbers(results: Mapping[str, Any]) -> list[str]:
                     f"{m} {p:.2f}" for m, p in r.observed.items()))
     c = results.get("cost")
     if isinstance(c, CostResult):
-        parts = [f"{r['strategy']} time ×{r['time_ratio']:.2f} memory ×{r['memory_ratio']:.2f}"
+        parts = [f"{r['strategy']} time ×{r['time_ratio']:.2f} ({r['time_ratio_min']:.2f}–"
+                 f"{r['time_ratio_max']:.2f}) memory ×{r['memory_ratio']:.2f}"
                  for r in c.rows[1:] if r.get("time_ratio") is not None
                  and r.get("memory_ratio") is not None]
         if parts:
-            out.append(f"cost vs backprop ({c.method}, Nt = {c.steps}): " + "; ".join(parts))
+            out.append(f"cost vs backprop ({c.method}, Nt = {c.steps}, {c.blocks} blocks, "
+                       f"{c.dtype}; time: median and min–max over {c.repeats} interleaved "
+                       "rounds): " + "; ".join(parts))
     return out
 
 
 # -- the report ------------------------------------------------------------------------------------
-def check_output(output: str | Path) -> Path:
-    """Create ``output`` if needed and check that files can be written there.
+_SECTIONS = ("gradients", "reversibility", "stability", "order", "cost")
+
+
+def _check_sections(sections: object) -> list[str]:
+    if isinstance(sections, str):
+        sections = [s.strip() for s in sections.split(",") if s.strip()]
+    if not isinstance(sections, (list, tuple)):
+        raise ArgumentTypeError(
+            f"sections: expected a list of section names, got {type(sections).__name__}"
+        )
+    if not sections:
+        raise ArgumentError("sections: expected at least one of " + ", ".join(_SECTIONS))
+    for s in sections:
+        if s not in _SECTIONS:
+            raise ArgumentError(
+                f"sections: unknown section {s!r}; valid sections are "
+                + ", ".join(repr(v) for v in _SECTIONS)
+            )
+    return [s for s in _SECTIONS if s in sections]
+
+
+def network_state(spec: Mapping[str, Any]) -> str:
+    """Whether the analysed network is trained, in words (shown at the top of the report).
 
     Examples
     --------
-    >>> import tempfile, pathlib
-    >>> from analysis._report import check_output
-    >>> with tempfile.TemporaryDirectory() as d:
-    ...     check_output(pathlib.Path(d) / "r").is_dir()
-    True
+    >>> from analysis._report import network_state
+    >>> network_state({"weights": None, "train_steps": 0, "seed": 0})
+    'untrained: weights drawn at random from seed 0'
     """
-    out = Path(output)
-    try:
-        if out.exists() and not out.is_dir():
-            raise ArgumentError(f"output: {out} exists and is not a folder")
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{id(out)}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except PermissionError:
-        raise ArgumentError(f"output: no permission to write in {out}") from None
-    except OSError as err:
-        raise ArgumentError(f"output: cannot use {out}: {err.strerror or err}") from None
-    return out
+    if spec.get("weights"):
+        return f"trained weights loaded from {spec['weights']}"
+    if spec.get("train_steps"):
+        return (f"trained briefly: {spec['train_steps']} Adam steps on the data from random "
+                f"weights (seed {spec['seed']})")
+    return f"untrained: weights drawn at random from seed {spec['seed']}"
 
 
 def report(
-    output: str | Path = "odenet-report",
+    output: str | os.PathLike = "odenet-report",
     spec: Mapping[str, Any] | None = None,
     *,
     settings: Mapping[str, Any] | None = None,
-    sections: Sequence[str] = ("gradients", "reversibility", "stability", "order", "cost"),
+    sections: Sequence[str] = _SECTIONS,
     progress: bool | None = None,
     fresh: bool = False,
+    force: bool = False,
     quiet: bool = False,
     command: str | None = None,
 ) -> Path:
     """Run every analysis on one network and write ``index.html``, PNG figures and ``results.json``.
 
-    Each sweep records its finished cases in ``output/sweeps/*.jsonl``; running
-    the same report again after an interruption resumes where it stopped (and a
-    finished report is rebuilt from the records at once; ``fresh`` discards
-    them). Every file is written atomically (temporary file, then rename).
+    The report goes into a new or empty folder, or one that an earlier
+    ``odenet-analysis`` run made (it carries the marker file
+    ``.odenet-analysis``); a folder with other files is refused unless
+    ``force``. The marker is also a lock: a second run on the same folder stops
+    at once. Each sweep records its finished cases in ``output/sweeps/*.jsonl``;
+    running the same report again after an interruption resumes where it
+    stopped (and a finished report is rebuilt from the records at once;
+    ``fresh`` discards them). The cost section is measured in one piece: an
+    interrupted cost measurement is repeated whole, so that every ratio
+    compares measurements of the same run. The report's files are written
+    into a temporary folder first and then renamed into place, the page last,
+    so a failure (a full disk) leaves the previous files as they were.
 
     Parameters
     ----------
-    output : path
+    output : str or path-like
         The report folder (created).
     spec : dict, optional
         The model specification (:data:`analysis._models.DEFAULT_SPEC` keys).
@@ -519,6 +1078,9 @@ def report(
         Progress bars (``None``: on a terminal).
     fresh : bool
         Discard recorded cases first.
+    force : bool
+        Write into a non-empty folder that odenet-analysis did not make
+        (replacing files of the same names).
     quiet : bool
         Print nothing.
     command : str, optional
@@ -529,6 +1091,14 @@ def report(
     Path
         The path of ``index.html``.
 
+    Raises
+    ------
+    odenet.errors.ArgumentTypeError, odenet.errors.ArgumentError
+        A bad argument (the message names it), before any work.
+    OutputError
+        The folder is in use by another run, or cannot be written (an
+        :class:`OSError`).
+
     Examples
     --------
     >>> import tempfile, pathlib
@@ -538,29 +1108,30 @@ def report(
     ...                    settings={"activations": ["tanh"], "order_problems": ["linear"],
     ...                              "order_methods": ["euler"], "order_steps": [4, 8]},
     ...                    sections=["order"], quiet=True)
-    ...     sorted(p.name for p in index.parent.glob("*.*"))
-    ['index.html', 'order.png', 'results.json']
+    ...     sorted(p.name for p in index.parent.iterdir())
+    ['.odenet-analysis', 'index.html', 'order.png', 'results.json', 'sweeps']
     """
-    valid_sections = ("gradients", "reversibility", "stability", "order", "cost")
-    for s in sections:
-        if s not in valid_sections:
-            raise ArgumentError(
-                f"sections: unknown section {s!r}; valid sections are "
-                + ", ".join(repr(v) for v in valid_sections)
-            )
-    cfg = dict(REPORT_DEFAULTS)
-    for k, v in (settings or {}).items():
-        if k not in REPORT_DEFAULTS:
-            raise ArgumentError(
-                f"settings: unknown setting {k!r}; valid settings are "
-                + ", ".join(repr(s) for s in REPORT_DEFAULTS)
-            )
-        cfg[k] = v
+    out_path = output_path(output)
+    sections = _check_sections(sections)
+    cfg = check_settings(settings)
+    if spec is not None and not isinstance(spec, Mapping):
+        raise ArgumentTypeError(f"spec: expected a dict (a model specification), got "
+                                f"{type(spec).__name__}")
+    if spec is not None and spec.get("weights") is not None:
+        check_weights(spec["weights"])
     spec = check_spec(spec)
     gradient_methods = cfg["gradient_methods"]
     if spec["model"] == "imex" and "gradient_methods" not in (settings or {}):
         gradient_methods = cfg["imex_gradient_methods"]
-    out = check_output(output)
+    with claim_output(out_path, force=force) as folder:
+        return _write_report(folder, spec, cfg, gradient_methods, sections, progress=progress,
+                             fresh=fresh, quiet=quiet, command=command)
+
+
+def _write_report(folder: OutputFolder, spec: dict[str, Any], cfg: dict[str, Any],
+                  gradient_methods: Sequence[str], sections: Sequence[str], *,
+                  progress: bool | None, fresh: bool, quiet: bool, command: str | None) -> Path:
+    out = folder.path
     stores = out / "sweeps"
     if fresh and stores.exists():
         shutil.rmtree(stores)
@@ -569,10 +1140,12 @@ def report(
     case = build_case(spec)
     n_params = sum(p.numel() for p in case.params)
     _say(f"odenet-analysis report: {case.description}", quiet)
-    _say(f"  {n_params} parameters in the block, block input {tuple(case.y0.shape)}, "
-         f"writing to {out.resolve()}", quiet)
+    _say(f"  {network_state(spec)}; {spec['dtype']}; {n_params} parameters in the block, block "
+         f"input {tuple(case.y0.shape)}, writing to {out.resolve()}", quiet)
     results: dict[str, Any] = {}
+    pngs: dict[str, bytes] = {}
     figures: dict[str, list[str]] = {}
+    overlaps: dict[str, list[list[str]]] = {}
     timings: dict[str, float] = {}
     steps_total = len(sections)
 
@@ -582,6 +1155,11 @@ def report(
         results[name] = fn()
         timings[name] = time.perf_counter() - t0
 
+    def figure(section: str, fig, name: str) -> None:
+        overlaps.setdefault(section, []).extend(finish_figure(fig))
+        pngs[name] = figure_bytes(fig)
+        figures.setdefault(section, []).append(name)
+
     i = 0
     if "gradients" in sections:
         i += 1
@@ -590,54 +1168,54 @@ def report(
                                    cfg["gradient_steps"], cfg["strategies"],
                                    fd_directions=cfg["fd_directions"], stores=stores,
                                    progress=progress))
-        figures["gradients"] = [str(write_figure(results["gradients"].plot(),
-                                                 out / "gradients.png").name)]
+        figure("gradients", results["gradients"].plot(), "gradients.png")
     if "reversibility" in sections:
         i += 1
         step(i, "reversibility", "reverse-time reconstruction",
              lambda: run_reversibility(spec, cfg["activations"], cfg["reversibility_methods"],
                                        cfg["reversibility_steps"], stores=stores,
                                        progress=progress))
-        figures["reversibility"] = [write_figure(results["reversibility"].plot(),
-                                                 out / "reversibility.png").name]
+        figure("reversibility", results["reversibility"].plot(), "reversibility.png")
     if "stability" in sections:
         i += 1
 
-        def stab():
+        def stab() -> StabilityResult:
             res, regions = run_stability(spec, k=cfg["stability_k"])
             results["regions"] = regions
             return res
 
         step(i, "stability", "spectrum of the block's Jacobian and stability regions", stab)
         st = results["stability"]
-        figures["stability"] = [
-            write_figure(st.plot(), out / "stability.png").name,
-            write_figure(plot_regions(results["regions"], st.hlambda_all(),
-                                      f"stability regions and h·λ at h = {st.step_size:.3g}"),
-                         out / "regions.png").name,
-        ]
+        fig = st.plot()
+        _zoom_stability_figure(fig, st)
+        figure("stability", fig, "stability.png")
+        figure("stability", plot_regions(results["regions"], st.hlambda_all(),
+                                         f"stability regions and h·λ at h = {st.step_size:.3g}"),
+               "regions.png")
     if "order" in sections:
         i += 1
         step(i, "order", "observed convergence orders",
              lambda: run_order(spec, cfg["order_methods"], cfg["order_problems"],
                                cfg["order_steps"], stores=stores, progress=progress))
         if results["order"]:
-            figures["order"] = [write_figure(plot_orders(results["order"]),
-                                             out / "order.png").name]
+            figure("order", plot_orders(results["order"]), "order.png")
     if "cost" in sections:
         i += 1
-        step(i, "cost", "memory and time per strategy (one fresh process per measurement)",
+        step(i, "cost", "memory (a fresh process per strategy) and time (interleaved rounds) "
+                        "per strategy",
              lambda: run_cost(spec, cfg["cost_strategies"], method=cfg["cost_method"],
                               steps=cfg["cost_steps"], batch=cfg["cost_batch"],
                               blocks=cfg["cost_blocks"],
                               repeats=cfg["cost_repeats"], stores=stores, progress=progress))
-        figures["cost"] = [write_figure(results["cost"].plot(), out / "cost.png").name]
+        figure("cost", results["cost"].plot(), "cost.png")
 
     keys = key_numbers(results)
     elapsed = time.perf_counter() - started
     meta = {
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "model": case.description,
+        "network_state": network_state(spec),
+        "trained": bool(spec.get("weights") or spec.get("train_steps")),
         "spec": spec,
         "settings": cfg,
         "block_parameters": n_params,
@@ -657,8 +1235,11 @@ def report(
             data[name] = value.to_dict()
         elif isinstance(value, list):
             data[name] = [v.to_dict() for v in value]
-    atomic_write(out / "results.json", json.dumps(jsonable(data), indent=1, allow_nan=False))
-    index = atomic_write(out / "index.html", _html(meta, results, figures))
+    files: dict[str, str | bytes] = dict(pngs)
+    files["results.json"] = json.dumps(jsonable(data), indent=1, allow_nan=False)
+    files["index.html"] = _html(meta, results, figures, overlaps)
+    folder.commit(files)
+    index = out / "index.html"
     _say(f"done in {elapsed:.0f} s. Key numbers:", quiet)
     for k in keys:
         _say(f"  - {k}", quiet)
@@ -666,20 +1247,96 @@ def report(
     return index
 
 
-def _html(meta: Mapping[str, Any], results: Mapping[str, Any], figures: Mapping[str, list]) -> str:
+def _settings_html(meta: Mapping[str, Any], results: Mapping[str, Any]) -> str:
+    s = meta["spec"]
+    items = [
+        f"<b>network</b>: {html.escape(meta['network_state'])}",
+        f"<b>dtype</b> {html.escape(s['dtype'])} (every section, cost included)",
+        f"<b>block</b>: {html.escape(str(s['method']))}, {s['steps']} steps on [0, {s['T']:g}]",
+        f"<b>seed</b> {s['seed']}",
+        f"<b>data</b> {html.escape(str(s['data']))}, batch {s['batch']}",
+        f"<b>device</b> {html.escape(str(s['device']))}",
+    ]
+    c = results.get("cost")
+    if isinstance(c, CostResult):
+        items.append(f"<b>cost</b>: {c.blocks} block(s), {html.escape(c.method)}, Nt = "
+                     f"{c.steps}, input {tuple(c.state_shape)}, {c.repeats} timed round(s)")
+    return "<p class='settings'>" + " · ".join(items) + "</p>"
+
+
+def _adjoint_note(g: GradientConsistencyResult) -> str | None:
+    """A note when odenet's and torchdiffeq's adjoints give the same errors (curves coincide)."""
+    a = {(r["label"], r["method"], r["steps"]): r for r in g.rows if r["strategy"] == "adjoint"}
+    b = {(r["label"], r["method"], r["steps"]): r for r in g.rows
+         if r["strategy"] == "torchdiffeq-adjoint"}
+    both = [(a[k], b[k]) for k in a if k in b]
+    if not both:
+        return None
+    worst = 0.0
+    for ra, rb in both:
+        for key in ("grad_error", "y0_error"):
+            x, y = ra.get(key), rb.get(key)
+            if x is None or y is None:
+                continue
+            worst = max(worst, abs(x - y) / max(abs(x), abs(y), 1e-300))
+    if worst > 1e-3:
+        return None
+    return (f"odenet's adjoint and torchdiffeq's odeint_adjoint solve the same continuous "
+            f"adjoint with the same steps: their errors agree to {worst:.0e} (relative) in all "
+            f"{len(both)} cases, so their curves coincide. In the figure the adjoint is the "
+            "wide band with the large hollow markers, torchdiffeq-adjoint the thin line on top.")
+
+
+def _stability_notes(st: StabilityResult) -> list[str]:
+    """The stability notes, with ARPACK's convergence flag only where it matters."""
+    out = []
+    err = st.summary.get("arpack_error")
+    for n in st.notes():
+        if n.startswith("ARPACK did not converge"):
+            if err is not None and err < 1e-8:
+                continue  # the dense spectrum is used and ARPACK's values agree with it
+            n = ("ARPACK did not converge for every requested eigenvalue and no dense spectrum "
+                 "cross-checks it: the eigenvalues shown may be incomplete, and the largest "
+                 "stable step may be too optimistic" if err is None else
+                 f"ARPACK did not converge for every requested eigenvalue; its values differ "
+                 f"from the dense spectrum by up to {err:.1e} (relative); h·λ and the step "
+                 "limit use the dense spectrum")
+        elif n.startswith("ARPACK vs dense"):
+            n += (" (ARPACK's extreme eigenvalues against the dense spectrum; h·λ and the step "
+                  "limit use the dense spectrum)")
+        out.append(n)
+    return out
+
+
+def _html(meta: Mapping[str, Any], results: Mapping[str, Any], figures: Mapping[str, list],
+          overlaps: Mapping[str, list[list[str]]] | None = None) -> str:
+    overlaps = overlaps or {}
     body = [
         "<h1>odenet diagnostic report</h1>",
         f"<p class='meta'>{html.escape(meta['model'])}<br>{meta['block_parameters']} parameters "
         f"in the block; block input {tuple(meta['block_input_shape'])}; created "
         f"{meta['created']} in {meta['seconds']:.0f} s; odenet {meta['versions']['odenet']}, "
         f"torch {meta['versions']['torch']}, {meta['threads']} thread(s).</p>",
+        _settings_html(meta, results),
     ]
     if meta["key_numbers"]:
         body.append("<div class='key'><b>Key numbers</b><ul>"
                     + "".join(f"<li>{html.escape(k)}</li>" for k in meta["key_numbers"])
                     + "</ul></div>")
+
+    def coincide(section: str, skip: Sequence[str] = ()) -> list[str]:
+        out = []
+        for group in overlaps.get(section, []):
+            names = [n for n in dict.fromkeys(group) if not n.startswith("_")]
+            if len(names) > 1 and not any(n in skip for n in names):
+                out.append("curves that coincide in the figure: " + ", ".join(names)
+                           + " (the first drawn is the widest, with the largest marker)")
+        return list(dict.fromkeys(out))
+
     g = results.get("gradients")
     if g is not None:
+        note = _adjoint_note(g)
+        notes = [*([note] if note else []), *g.notes()]
         body.append(_section(
             "Gradient consistency",
             "Relative error of ∂L/∂θ and ∂L/∂y₀ (L: the network's classification loss on the "
@@ -693,7 +1350,7 @@ def _html(meta: Mapping[str, Any], results: Mapping[str, Any], figures: Mapping[
             "with zero bias), central differences average the two one-sided derivatives and "
             "deviate from every gradient, backprop included.",
             figures.get("gradients", []),
-            [_table(g.rows, g.columns)], g.notes()))
+            [_table(g.rows, g.columns)], notes))
     rv = results.get("reversibility")
     if rv is not None:
         body.append(_section(
@@ -701,7 +1358,8 @@ def _html(meta: Mapping[str, Any], results: Mapping[str, Any], figures: Mapping[
             "The block is solved forward over [0, T], then backward from y(T) with the same "
             "method and steps, as the continuous adjoint does; the relative error of the "
             "reconstructed y₀ (∞: the backward solve blew up).",
-            figures.get("reversibility", []), [_table(rv.rows, rv.columns)]))
+            figures.get("reversibility", []), [_table(rv.rows, rv.columns)],
+            coincide("reversibility")))
     st = results.get("stability")
     if st is not None:
         body.append(_section(
@@ -709,8 +1367,10 @@ def _html(meta: Mapping[str, Any], results: Mapping[str, Any], figures: Mapping[
             "Eigenvalues λ of the block's Jacobian at the first sample's block input (ARPACK "
             "extreme eigenvalues, matrix-free, and the dense spectrum as a cross-check), h·λ "
             "against the exact stability region of the method, the largest stable step along "
-            "the spectrum, and the amplification of input perturbations by the whole solve.",
-            figures.get("stability", []), [_table(st.rows, st.columns)], st.notes()))
+            "the spectrum, and the amplification of input perturbations by the whole solve. "
+            "Where the spectrum is small against the region, the pictures zoom on it (the "
+            "whole region in an inset, and on the left of the second figure).",
+            figures.get("stability", []), [_table(st.rows, st.columns)], _stability_notes(st)))
     orders = results.get("order")
     if orders:
         rows = [{"problem": r.problem, "method": m, "observed": p, "declared": r.declared[m]}
@@ -721,19 +1381,23 @@ def _html(meta: Mapping[str, Any], results: Mapping[str, Any], figures: Mapping[
             "1e-13, fitted by least squares in log-log; <code>model</code> is the network's "
             "own block (float64). Non-smooth activations (ReLU) can lower the observed order.",
             figures.get("order", []),
-            [_table(rows, ["problem", "method", "observed", "declared"])]))
+            [_table(rows, ["problem", "method", "observed", "declared"])],
+            coincide("order")))
     c = results.get("cost")
     if c is not None:
         body.append(_section(
             "Cost",
             f"Peak memory and forward+backward time of each strategy on the network with "
             f"{c.blocks} ODE block(s) ({html.escape(c.method)}, Nt = {c.steps} per block, input "
-            f"{tuple(c.state_shape)}, "
-            f"{html.escape(c.dtype)}), each measured in a fresh process, as ratios to backprop "
-            "measured in the same run. Every block uses the strategy; ANODE keeps each block's "
-            "input and recomputes one block at a time in backward (memory O(L) + O(Nt) instead "
-            "of O(L·Nt) over L blocks); Revolve and the adjoints trade recomputation for memory "
-            "within each block.",
+            f"{tuple(c.state_shape)}, {html.escape(c.dtype)}), as ratios to backprop; every row "
+            "comes from this run (an interrupted cost measurement is repeated whole). Memory: "
+            "the peak of each strategy, each in a fresh process. Time: all strategies in one "
+            f"process, in {c.repeats} interleaved round(s) (each round runs every strategy once, "
+            "in a rotated order); the ratio is the median over the rounds of that round's ratio "
+            "to backprop, with its min–max range. Every block uses the strategy; ANODE keeps "
+            "each block's input and recomputes one block at a time in backward (memory O(L) + "
+            "O(Nt) instead of O(L·Nt) over L blocks); Revolve and the adjoints trade "
+            "recomputation for memory within each block.",
             figures.get("cost", []), [_table(c.rows, c.columns)], c.skipped))
     made = (f" Generated by <code>{html.escape(meta['command'])}</code>."
             if meta.get("command") else "")

@@ -9,10 +9,13 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "LEGEND_MIN_SIZE",
     "Result",
+    "finish_figure",
     "format_table",
     "jsonable",
     "new_figure",
+    "overlapping_lines",
     "plain_log_axis",
     "steps_axis",
 ]
@@ -221,3 +224,147 @@ class Result:
     def plot(self, ax=None):  # pragma: no cover - overridden
         """Draw the result; returns the matplotlib Figure."""
         raise NotImplementedError
+
+
+#: Smallest font size of legend text in the written figures (points).
+LEGEND_MIN_SIZE = 9.0
+
+_MARKERS = ("o", "s", "^", "v", "D", "P", "X", "<", ">")
+
+
+def _data_lines(ax) -> list:
+    """Labelled lines of ``ax`` drawn in data coordinates with at least two points."""
+    out = []
+    for line in ax.get_lines():
+        if not line.get_visible() or line.get_transform() != ax.transData:
+            continue
+        if str(line.get_label()).startswith("_"):  # unlabelled helpers (fits, guides)
+            continue
+        x = np.asarray(line.get_xdata(), dtype=float)
+        y = np.asarray(line.get_ydata(), dtype=float)
+        if x.size >= 2 and x.shape == y.shape:
+            out.append(line)
+    return out
+
+
+def _pixels(ax, line) -> np.ndarray:
+    x = np.asarray(line.get_xdata(), dtype=float)
+    y = np.asarray(line.get_ydata(), dtype=float)
+    with np.errstate(all="ignore"):
+        return ax.transData.transform(np.column_stack([x, y]))
+
+
+def overlapping_lines(ax, tol: float = 3.0) -> list[list]:
+    """Groups of lines of ``ax`` that lie on top of each other (within ``tol`` pixels).
+
+    Two labelled lines overlap when they have the same number of points and
+    every point of one is within ``tol`` display pixels of the other's; groups
+    are in drawing order. Unlabelled lines (fits, guides) are left out.
+
+    Examples
+    --------
+    >>> from analysis._results import new_figure, overlapping_lines
+    >>> fig, (ax,) = new_figure()
+    >>> _ = ax.plot([1, 2, 3], [1, 4, 9], label="a")
+    >>> _ = ax.plot([1, 2, 3], [1, 4, 9], label="b")
+    >>> _ = ax.plot([1, 2, 3], [9, 4, 1], label="c")
+    >>> [[line.get_label() for line in g] for g in overlapping_lines(ax)]
+    [['a', 'b']]
+    """
+    lines = _data_lines(ax)
+    pix = [_pixels(ax, line) for line in lines]
+    groups: list[list[int]] = []
+    seen: set[int] = set()
+    for i in range(len(lines)):
+        if i in seen:
+            continue
+        group = [i]
+        for j in range(i + 1, len(lines)):
+            if j in seen or pix[j].shape != pix[i].shape:
+                continue
+            d = np.hypot(*(pix[i] - pix[j]).T)
+            ok = np.isfinite(d)
+            if ok.sum() >= 2 and float(d[ok].max()) <= tol:
+                group.append(j)
+        if len(group) > 1:
+            seen.update(group)
+            groups.append(group)
+    return [[lines[k] for k in g] for g in groups]
+
+
+def _legends(fig) -> list:
+    out = list(fig.legends)
+    for ax in fig.axes:
+        leg = ax.get_legend()
+        if leg is not None:
+            out.append(leg)
+    return out
+
+
+def _legend_handles(leg) -> list:
+    handles = getattr(leg, "legend_handles", None)
+    return list(handles if handles is not None else getattr(leg, "legendHandles", []))
+
+
+def finish_figure(fig, *, legend_size: float = LEGEND_MIN_SIZE) -> list[list[str]]:
+    """Make a finished figure legible: legend text of at least ``legend_size`` points, and
+    curves that lie on top of each other told apart.
+
+    Lines of one axes that coincide (:func:`overlapping_lines`) keep their
+    colours and line styles; the ones drawn first become wider, translucent,
+    with larger hollow markers of distinct shapes, so every curve of the group
+    shows (a pale band under a thin line, nested markers). The legends follow.
+
+    Returns
+    -------
+    list of list of str
+        The labels of each group of coinciding curves (for a note beside the figure).
+
+    Examples
+    --------
+    >>> from analysis._results import new_figure, finish_figure
+    >>> fig, (ax,) = new_figure()
+    >>> _ = ax.plot([1, 2, 3], [1, 4, 9], label="odenet")
+    >>> _ = ax.plot([1, 2, 3], [1, 4, 9], label="torchdiffeq")
+    >>> _ = ax.legend(fontsize=6)
+    >>> finish_figure(fig)
+    [['odenet', 'torchdiffeq']]
+    >>> ax.get_legend().get_texts()[0].get_fontsize()
+    9.0
+    """
+    try:
+        fig.draw_without_rendering()  # settle limits and layout before reading pixels
+    except Exception:  # pragma: no cover - a backend without a renderer
+        pass
+    styled: dict[str, dict[str, Any]] = {}
+    groups_out: list[list[str]] = []
+    for ax in fig.axes:
+        for group in overlapping_lines(ax):
+            n = len(group)
+            used = [line.get_marker() for line in group]
+            base_lw = max(float(group[-1].get_linewidth()), 1.0)
+            base_ms = max(float(group[-1].get_markersize()), 4.0)
+            for k, line in enumerate(group):
+                marker = line.get_marker()
+                if marker in (None, "None", "", " ") or used.count(marker) > 1:
+                    marker = next(m for m in _MARKERS if m not in used)
+                    used[k] = marker
+                extra = min(n - 1 - k, 2)  # drawn first: wider, larger marker, translucent
+                props = {"linewidth": base_lw + 1.6 * extra, "marker": marker,
+                         "markersize": base_ms + 2.5 * extra, "markerfacecolor": "none",
+                         "markeredgewidth": 1.2, "alpha": 0.55 if extra else 1.0}
+                line.set(**props)
+                styled[line.get_label()] = props
+            groups_out.append([str(line.get_label()) for line in group])
+    for leg in _legends(fig):
+        for text in leg.get_texts():
+            if text.get_fontsize() < legend_size:
+                text.set_fontsize(legend_size)
+        title = leg.get_title()
+        if title.get_text() and title.get_fontsize() < legend_size:
+            title.set_fontsize(legend_size)
+        for handle, text in zip(_legend_handles(leg), leg.get_texts()):
+            props = styled.get(text.get_text())
+            if props is not None and hasattr(handle, "set_marker"):
+                handle.set(**{**props, "markersize": min(props["markersize"], 9.0)})
+    return groups_out

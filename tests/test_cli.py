@@ -184,7 +184,11 @@ def test_weights_file_is_loaded_without_unpickling(tmp_path, capsys):
     bad.write_bytes(b"not a tensor file")
     assert main(["stability", "--weights", str(bad), "--output", str(tmp_path / "o"),
                  *TINY]) == 2
-    assert "weights: cannot read" in capsys.readouterr().err
+    assert "argument --weights:" in (err := capsys.readouterr().err)
+    assert "is not a torch state dict" in err
     assert main(["stability", "--channels", "3", "--weights", str(path),
                  "--output", str(tmp_path / "o"), "--no-progress"]) == 2
     assert "does not fit the network" in capsys.readouterr().err
+    assert main(["stability", "--weights", str(tmp_path), "--output", str(tmp_path / "o"),
+                 *TINY]) == 2
+    assert "is a folder" in capsys.readouterr().err
