@@ -56,10 +56,15 @@ def _ints(text: str) -> list[int]:
 
 
 def _pos_int(text: str) -> int:
-    v = _ints(text)
-    if len(v) != 1:
+    if "," in text:
         raise argparse.ArgumentTypeError(f"expected one positive integer, got {text!r}")
-    return v[0]
+    try:
+        v = int(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
 
 
 def _nonneg_int(text: str) -> int:

@@ -671,6 +671,18 @@ def cost(
         raise ArgumentError(f"threads: expected a positive integer, got {threads!r}")
     if isinstance(strategies, (str, GradientStrategy)):
         strategies = [strategies]
+    if not isinstance(strategies, (list, tuple)):
+        raise ArgumentTypeError(
+            f"strategies: expected a list of strategy names or instances, got "
+            f"{type(strategies).__name__}"
+        )
+    for s in strategies:
+        if isinstance(s, str):
+            from analysis._report import strategy_error
+
+            msg = strategy_error(s)
+            if msg:
+                raise ArgumentError(f"strategies: {msg}")
     parsed = [parse_strategy(s) for s in strategies]
     names = ["backprop"] + [n for n, _ in parsed if n != "backprop"]
     objs = {"backprop": "backprop", **{n: s for n, s in parsed}}

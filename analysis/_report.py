@@ -452,8 +452,8 @@ def claim_output(output: object, *, force: bool = False) -> OutputFolder:
                 shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
                 raise ArgumentError(
                     f"output: {out} is not empty ({shown}) and was not made by odenet-analysis; "
-                    "choose a new or empty folder, or pass --force (force=True) to write the "
-                    "report's files into it"
+                    "choose a new or empty folder, or pass --force (Python: force=True) to write "
+                    "the report's files into it"
                 )
         out.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
