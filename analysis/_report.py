@@ -1215,6 +1215,7 @@ def _write_report(folder: OutputFolder, spec: dict[str, Any], cfg: dict[str, Any
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "model": case.description,
         "network_state": network_state(spec),
+        "block_method": getattr(case.method, "name", case.method),
         "trained": bool(spec.get("weights") or spec.get("train_steps")),
         "spec": spec,
         "settings": cfg,
@@ -1252,9 +1253,10 @@ def _settings_html(meta: Mapping[str, Any], results: Mapping[str, Any]) -> str:
     items = [
         f"<b>network</b>: {html.escape(meta['network_state'])}",
         f"<b>dtype</b> {html.escape(s['dtype'])} (every section, cost included)",
-        f"<b>block</b>: {html.escape(str(s['method']))}, {s['steps']} steps on [0, {s['T']:g}]",
+        f"<b>block</b>: {html.escape(str(meta.get('block_method') or s['method']))}, "
+        f"{s['steps']} steps on [0, {s['T']:g}]",
         f"<b>seed</b> {s['seed']}",
-        f"<b>data</b> {html.escape(str(s['data']))}, batch {s['batch']}",
+        f"<b>batch</b> {s['batch']}",
         f"<b>device</b> {html.escape(str(s['device']))}",
     ]
     c = results.get("cost")
@@ -1324,14 +1326,16 @@ def _html(meta: Mapping[str, Any], results: Mapping[str, Any], figures: Mapping[
                     + "".join(f"<li>{html.escape(k)}</li>" for k in meta["key_numbers"])
                     + "</ul></div>")
 
-    def coincide(section: str, skip: Sequence[str] = ()) -> list[str]:
-        out = []
+    def coincide(section: str) -> list[str]:
+        groups = []
         for group in overlaps.get(section, []):
-            names = [n for n in dict.fromkeys(group) if not n.startswith("_")]
-            if len(names) > 1 and not any(n in skip for n in names):
-                out.append("curves that coincide in the figure: " + ", ".join(names)
-                           + " (the first drawn is the widest, with the largest marker)")
-        return list(dict.fromkeys(out))
+            names = list(dict.fromkeys(n.split(":")[0] for n in group))
+            if len(names) > 1:
+                groups.append(" and ".join(names))
+        if not groups:
+            return []
+        return ["Curves that coincide in the figure (each drawn as a pale wide band under a thin "
+                "line, with nested hollow markers): " + "; ".join(dict.fromkeys(groups)) + "."]
 
     g = results.get("gradients")
     if g is not None:
