@@ -20,10 +20,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from odenet.errors import ArgumentError
+from odenet import IMEXTableau
+from odenet.errors import ArgumentError, ArgumentTypeError
+from odenet.nn._rhs import ACTIVATIONS as _ACTIVATIONS
+from odenet.nn._rhs import activation_name, make_activation
 
 __all__ = [
     "ACTIVATIONS",
+    "DEFAULT_METHODS",
     "DEFAULT_SPEC",
     "MODELS",
     "Case",
@@ -37,22 +41,23 @@ __all__ = [
 #: operators, or IMEXnet (dense explicit part, FFT-implicit depthwise smoothing).
 MODELS = ("lean", "sparse", "deform", "dense", "imex")
 
-#: Activations by name.
-ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
-    "tanh": torch.tanh,
-    "relu": torch.relu,
-    "sigmoid": torch.sigmoid,
-    "softplus": nn.functional.softplus,
-    "gelu": nn.functional.gelu,
-    "silu": nn.functional.silu,
-    "leaky_relu": nn.functional.leaky_relu,
+#: Activations by name: the names :func:`odenet.nn.make_activation` resolves (the same mapping,
+#: so every name a specification or the command accepts builds).
+ACTIVATIONS: Mapping[str, Callable[[Tensor], Tensor]] = _ACTIVATIONS
+
+#: The block method of each model when the specification's ``method`` is ``None``.
+DEFAULT_METHODS: dict[str, str] = {
+    "lean": "rk4", "sparse": "rk4", "deform": "rk4", "dense": "rk4", "imex": "ars222",
 }
 
 FORMS = ("parabolic", "residual")
 NORMS = (None, "group", "instance")
 DATA = ("auto", "digits", "synthetic")
 
-#: The default specification (``odenet-analysis report`` with no arguments).
+#: The default specification (``odenet-analysis report`` with no arguments). ``method: None``
+#: is the model's own method (:data:`DEFAULT_METHODS`: ``rk4``, ``ars222`` for ``imex``);
+#: ``activation`` is a name of :data:`ACTIVATIONS`, a callable, an ``nn.Module`` or an
+#: ``nn.Module`` subclass (names keep a specification JSON-able).
 DEFAULT_SPEC: dict[str, Any] = {
     "model": "lean",
     "form": "parabolic",
@@ -60,7 +65,7 @@ DEFAULT_SPEC: dict[str, Any] = {
     "activation": "tanh",
     "channels": 8,
     "batch": 16,
-    "method": "rk4",
+    "method": None,
     "steps": 4,
     "T": 1.0,
     "dtype": "float64",
@@ -77,16 +82,26 @@ DEFAULT_SPEC: dict[str, Any] = {
 def check_spec(spec: Mapping[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
     """A complete, validated specification: :data:`DEFAULT_SPEC` updated by ``spec`` and overrides.
 
+    ``method: None`` becomes the model's own method (:data:`DEFAULT_METHODS`). Every
+    invalid setting raises :class:`~odenet.errors.ArgumentError` (a bad value) or
+    :class:`~odenet.errors.ArgumentTypeError` (a bad type) naming the setting.
+
     Examples
     --------
     >>> from analysis._models import check_spec
     >>> check_spec(model="dense", steps=8)["steps"]
     8
+    >>> check_spec(model="imex")["method"]
+    'ars222'
     >>> check_spec(model="resnet50")
     Traceback (most recent call last):
     ...
     odenet.errors.ArgumentError: model: unknown model 'resnet50'; valid models are 'lean', ...
     """
+    if spec is not None and not isinstance(spec, Mapping):
+        raise ArgumentTypeError(
+            f"spec: expected a mapping of settings (see DEFAULT_SPEC), got {type(spec).__name__}"
+        )
     out = dict(DEFAULT_SPEC)
     for src in (spec or {}), overrides:
         for k, v in src.items():
@@ -97,52 +112,87 @@ def check_spec(spec: Mapping[str, Any] | None = None, **overrides: Any) -> dict[
                 )
             out[k] = v
 
-    def choice(key: str, valid) -> None:
-        if out[key] not in valid:
+    def choice(key: str, valid: tuple) -> None:
+        v = out[key]
+        if not (v is None or isinstance(v, str)):
+            raise ArgumentTypeError(
+                f"{key}: expected one of " + ", ".join(repr(x) for x in valid)
+                + f", got {type(v).__name__}"
+            )
+        if v not in valid:
             raise ArgumentError(
-                f"{key}: unknown {key} {out[key]!r}; valid {key}s are "
-                + ", ".join(repr(v) for v in valid)
+                f"{key}: unknown {key} {v!r}; valid {key}s are "
+                + ", ".join(repr(x) for x in valid)
             )
 
+    if isinstance(out["dtype"], torch.dtype):  # torch.float64 -> "float64"
+        out["dtype"] = str(out["dtype"]).replace("torch.", "")
     choice("model", MODELS)
     choice("norm", NORMS)
     choice("form", FORMS)
-    choice("activation", tuple(ACTIVATIONS))
     choice("data", DATA)
     choice("dtype", ("float32", "float64"))
+    make_activation(out["activation"])  # a name, a callable or a module; refuses anything else
     for key in ("channels", "batch", "steps", "blocks"):
         v = out[key]
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ArgumentTypeError(f"{key}: expected a positive integer, got {type(v).__name__}")
+        if v < 1:
             raise ArgumentError(f"{key}: expected a positive integer, got {v!r}")
     for key in ("T", "weight_scale"):
         v = out[key]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ArgumentTypeError(
+                f"{key}: expected a finite positive number, got {type(v).__name__}"
+            )
+        if not math.isfinite(v) or v <= 0:
             raise ArgumentError(f"{key}: expected a finite positive number, got {v!r}")
         out[key] = float(v)
     if out["weights"] is not None:
         import os
 
-        w = os.fspath(out["weights"])
+        try:
+            w = os.fspath(out["weights"])
+        except TypeError:
+            raise ArgumentTypeError(
+                f"weights: expected a file path or None, got {type(out['weights']).__name__}"
+            ) from None
         if not os.path.isfile(w):
             raise ArgumentError(f"weights: no such file {w!r}")
         out["weights"] = w
-    if isinstance(out["seed"], bool) or not isinstance(out["seed"], int):
-        raise ArgumentError(f"seed: expected an integer, got {out['seed']!r}")
-    if isinstance(out["train_steps"], bool) or not isinstance(out["train_steps"], int) or (
-        out["train_steps"] < 0
-    ):
-        raise ArgumentError(
-            f"train_steps: expected a non-negative integer, got {out['train_steps']!r}"
-        )
+    for key, low, high in (("seed", 0, 2**63 - 1), ("train_steps", 0, None)):
+        v = out[key]
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ArgumentTypeError(f"{key}: expected a non-negative integer, got {v!r}")
+        if v < low or (high is not None and v > high):
+            raise ArgumentError(
+                f"{key}: expected an integer in [{low}, {high if high is not None else 'inf'}], "
+                f"got {v!r}"
+            )
     from analysis._region import resolve_method
 
+    if out["method"] is None:
+        out["method"] = DEFAULT_METHODS[out["model"]]
     resolve_method(out["method"])
+    dev = out["device"]
+    if not isinstance(dev, (str, torch.device)):
+        raise ArgumentTypeError(
+            f"device: expected a device name such as 'cpu' or a torch.device, got "
+            f"{type(dev).__name__}"
+        )
     try:
-        dev = torch.device(out["device"])
-    except (RuntimeError, TypeError):
+        dev = torch.device(dev)
+    except (RuntimeError, TypeError, ValueError):
         raise ArgumentError(f"device: not a device: {out['device']!r}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ArgumentError("device: CUDA was requested but is not available")
+    if dev.type == "meta":
+        raise ArgumentError("device: 'meta' holds no data; expected a device to compute on")
+    try:
+        torch.empty(0, device=dev)
+    except (RuntimeError, AssertionError) as err:
+        raise ArgumentError(f"device: {str(dev)!r} is not available ({err})") from None
+    out["device"] = str(dev)
     return out
 
 
@@ -191,10 +241,10 @@ def load_data(kind: str, n: int, seed: int) -> tuple[Tensor, Tensor, str]:
 
 
 # -- the networks ---------------------------------------------------------------------------------
-def _activation(name: str):
-    import odenet.nn as onn
+def _imex_names() -> str:
+    from odenet import METHODS
 
-    return name if name in onn.ACTIVATIONS else ACTIVATIONS[name]
+    return ", ".join(repr(n) for n, t in METHODS.items() if isinstance(t, IMEXTableau))
 
 
 def make_network(
@@ -215,27 +265,38 @@ def make_network(
     >>> type(blocks[0].rhs.op).__name__, type(blocks[0]).__name__
     ('SparseConv2d', 'ODEBlock')
     """
+    import copy
+
     import odenet.nn as onn
     from analysis._region import resolve_method
-    from odenet import IMEXTableau
     from odenet.models import ODEResNet
 
     s = check_spec(spec)
     C = s["channels"]
-    act = _activation(s["activation"])
+    act = s["activation"]
+
+    def fresh_act() -> nn.Module:  # one module per use: layers never share its parameters
+        return make_activation(copy.deepcopy(act) if isinstance(act, nn.Module) else act)
+
+    tab = resolve_method(s["method"])
     if s["model"] == "imex":
-        method = s["method"] if s["method"] in ("imex_euler", "ars222", "ars443") else "ars222"
+        if not isinstance(tab, IMEXTableau):
+            raise ArgumentError(
+                f"method: {s['method']!r} is not an IMEX method; the 'imex' model needs one "
+                f"({_imex_names()}, or an IMEXTableau), or method=None for its default "
+                f"{DEFAULT_METHODS['imex']!r}"
+            )
         blocks = nn.Sequential(*[
-            onn.IMEXBlock(onn.DenseConv2d(C, C, 3), activation=act, T=s["T"],
-                          steps=s["steps"], method=method, gradient="backprop")
+            onn.IMEXBlock(onn.DenseConv2d(C, C, 3), activation=fresh_act(), T=s["T"],
+                          steps=s["steps"], method=s["method"], gradient="backprop")
             for _ in range(s["blocks"])
         ])
-        stem = nn.Sequential(nn.Conv2d(1, C, 3, padding=1, bias=False), onn.make_activation(act))
+        stem = nn.Sequential(nn.Conv2d(1, C, 3, padding=1, bias=False), fresh_act())
         head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(C, num_classes))
         net = nn.Sequential(stem, blocks, head)
         _load_weights(net, s["weights"])
         return net, stem, blocks, head
-    if isinstance(resolve_method(s["method"]), IMEXTableau):
+    if isinstance(tab, IMEXTableau):
         raise ArgumentError(
             f"method: {s['method']!r} is an IMEX method; it needs the 'imex' model (an implicit "
             "part), or choose an explicit method"
@@ -388,7 +449,8 @@ def build_case(spec: Mapping[str, Any] | None = None) -> Case:
         f"ODE block of {'an IMEXnet' if s['model'] == 'imex' else 'an ODE-ResNet'} with "
         f"{kind} operators, {'parabolic' if s['model'] == 'imex' else s['form']} form{norm}"
         f"{' and an FFT-implicit depthwise L' if implicit is not None else ''}, "
-        f"{s['activation']}, {C} channels; {method}, {s['steps']} steps on [0, {s['T']:g}]; "
+        f"{activation_name(s['activation'])}, {C} channels; {method}, {s['steps']} steps on "
+        f"[0, {s['T']:g}]; "
         f"data: {data_desc}"
     )
     return Case(rhs, block, y0, method, s["steps"], s["T"], implicit, loss_fn, params, desc, s)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 
 from torch import Tensor, nn
 
+from odenet._integrate import _resolve_method
 from odenet.errors import ArgumentError, ArgumentTypeError
-from odenet.gradients._base import GradientStrategy
+from odenet.gradients._base import GradientStrategy, resolve_gradient
 from odenet.nn._base import ConvOperator
 from odenet.nn._block import ODEBlock
 from odenet.nn._checks import check_positive_int
@@ -16,6 +18,8 @@ from odenet.nn._dense import DenseConv2d
 from odenet.nn._lean import LeanConv2d
 from odenet.nn._rhs import ParabolicRHS, ResidualRHS, make_activation, make_norm
 from odenet.nn._sparse import SparseConv2d
+from odenet.nn.functional._lean import STENCILS
+from odenet.solvers._tableau import IMEXTableau
 
 __all__ = ["OPERATORS", "ODEResNet", "make_operator"]
 
@@ -42,7 +46,13 @@ def make_operator(
     LeanConv2d(8, 8, stencil=5, bias=False)
     """
     if callable(op) and not isinstance(op, str):
-        return op(channels)
+        made = op(channels)
+        if not isinstance(made, nn.Module):
+            raise ArgumentTypeError(
+                f"op: the factory returned a {type(made).__name__}; expected an nn.Module "
+                f"operator on {channels} channels (e.g. odenet.nn.LeanConv2d)"
+            )
+        return made
     if op == "dense":
         return DenseConv2d(channels, channels, 3)
     if op == "lean":
@@ -88,23 +98,32 @@ class ODEResNet(nn.Module):
         The operator ``K`` of the blocks (see :func:`make_operator`).
     form : {"residual", "parabolic"}, default "residual"
         The right-hand side form.
-    method : str, default "rk4"
-        Explicit method of the blocks (see :data:`odenet.METHODS`).
+    method : str or ButcherTableau, default "rk4"
+        Explicit method of the blocks (see :data:`odenet.METHODS`); an IMEX method is
+        refused (IMEXnet's blocks are :class:`odenet.nn.IMEXBlock`).
     steps : int, default 4
         Steps per block.
     T : float, default 1.0
         Integration time per block.
     gradient : str or GradientStrategy, default "anode"
         Gradient strategy of the blocks.
-    activation : str or callable, default "relu"
-        ``σ`` everywhere (see :func:`odenet.nn.make_activation`).
+    activation : str, callable, nn.Module or nn.Module subclass, default "relu"
+        ``σ`` everywhere: a name of :data:`odenet.nn.ACTIVATIONS`, a callable such as
+        ``torch.sigmoid``, a module class such as ``torch.nn.GELU``, or a module instance
+        (copied for every layer, so that layers never share its parameters); see
+        :func:`odenet.nn.make_activation`.
     norm : None, str, default "group"
         ``N`` in the blocks and after the opening/transitions (see
         :func:`odenet.nn.make_norm`). Group normalisation keeps every sample
         independent and has no running statistics, which suits recomputing
         gradient strategies.
-    stencil : int, default 5
+    stencil : {4, 5, 9}, default 5
         Stencil of the lean operators.
+
+    Raises
+    ------
+    odenet.errors.ArgumentError, odenet.errors.ArgumentTypeError
+        Any invalid argument, named in the message (checked before anything is built).
 
     Examples
     --------
@@ -128,7 +147,7 @@ class ODEResNet(nn.Module):
         steps: int = 4,
         T: float = 1.0,
         gradient: str | GradientStrategy = "anode",
-        activation: str | Callable = "relu",
+        activation: str | nn.Module | type[nn.Module] | Callable = "relu",
         norm: str | None = "group",
         stencil: int = 5,
     ) -> None:
@@ -142,6 +161,10 @@ class ODEResNet(nn.Module):
             check_positive_int(f"widths[{i}]", w)
         if isinstance(blocks, int) and not isinstance(blocks, bool):
             blocks = (blocks,) * len(widths)
+        if not isinstance(blocks, (tuple, list)):
+            raise ArgumentTypeError(
+                f"blocks: expected an int or a sequence of ints, got {type(blocks).__name__}"
+            )
         blocks = tuple(blocks)
         if len(blocks) != len(widths):
             raise ArgumentError(
@@ -153,6 +176,28 @@ class ODEResNet(nn.Module):
             raise ArgumentError(f"form: expected 'residual' or 'parabolic', got {form!r}")
         if isinstance(op, str) and op not in OPERATORS:
             make_operator(op, 1)  # raises the error listing the valid names
+        # refuse bad settings before building anything (also when no stage has a block)
+        if isinstance(stencil, bool) or stencil not in STENCILS:
+            raise ArgumentError(f"stencil: expected one of {sorted(STENCILS)}, got {stencil!r}")
+        tableau = _resolve_method(method)
+        if isinstance(tableau, IMEXTableau):
+            raise ArgumentError(
+                f"method: {tableau.name!r} is an IMEX scheme; the blocks of an ODEResNet are "
+                "explicit (use an explicit method, or odenet.nn.IMEXBlock for IMEXnet)"
+            )
+        resolve_gradient(gradient)
+        make_activation(activation)
+        if norm is not None and not isinstance(norm, str):
+            raise ArgumentTypeError(
+                "norm: expected None or a name (each layer gets its own normalisation), got "
+                f"{type(norm).__name__}"
+            )
+        make_norm(norm, 1)  # refuses an unknown name
+
+        def act() -> nn.Module:
+            # a module instance is copied per use: layers must not share its parameters
+            a = copy.deepcopy(activation) if isinstance(activation, nn.Module) else activation
+            return make_activation(a)
         self.widths, self.blocks, self.op_name = (
             widths,
             blocks,
@@ -161,7 +206,7 @@ class ODEResNet(nn.Module):
         rhs_cls = _FORMS[form]
 
         def post(c: int) -> list[nn.Module]:
-            return [make_norm(norm, c), make_activation(activation)]
+            return [make_norm(norm, c), act()]
 
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False), *post(widths[0])
@@ -177,7 +222,7 @@ class ODEResNet(nn.Module):
             stage = [
                 ODEBlock(
                     rhs_cls(
-                        make_operator(op, w, stencil=stencil), activation=activation, norm=norm
+                        make_operator(op, w, stencil=stencil), activation=act(), norm=norm
                     ),
                     T=T,
                     steps=steps,

@@ -8,18 +8,18 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from odenet.errors import ArgumentError, ArgumentTypeError
+from odenet.errors import ArgumentError, ArgumentTypeError, UnknownMethodError
 from odenet.gradients._base import GradientStrategy
 from odenet.linear import ConvFFT
 from odenet.nn._block import ODEBlock
 from odenet.nn._rhs import ParabolicRHS
 from odenet.solvers._methods import METHODS
-from odenet.solvers._tableau import IMEXTableau
+from odenet.solvers._tableau import ButcherTableau, IMEXTableau
 
 __all__ = ["IMEXBlock"]
 
 
-def _parabolic(op: nn.Module, activation, norm, bias) -> nn.Module:
+def _parabolic(op: nn.Module, activation: object, norm: object, bias: object) -> nn.Module:
     kwargs = {"activation": activation, "norm": norm, "bias": bias}
     return ParabolicRHS(op, **{k: v for k, v in kwargs.items() if v is not None})
 
@@ -61,7 +61,8 @@ class IMEXBlock(ODEBlock):
         build the default implicit operator.
     activation, norm, bias : optional
         Passed to :class:`~odenet.nn.ParabolicRHS` when ``rhs`` is an operator (its defaults
-        when omitted: ``"relu"``, ``None``, ``True``); refused otherwise.
+        when omitted: ``"relu"``, ``None``, ``True``); refused otherwise. ``activation`` is a
+        name, a callable, a module or a module class (see :func:`~odenet.nn.make_activation`).
     implicit : ConvFFT, optional
         The implicit operator. Default: a learnable ``ConvFFT`` initialised as ``0.5`` times the
         5-point Laplacian per channel (eigenvalues in ``[0, 16]``: a diffusion).
@@ -103,7 +104,7 @@ class IMEXBlock(ODEBlock):
         rhs: nn.Module | Callable,
         channels: int | None = None,
         *,
-        activation: str | Callable | None = None,
+        activation: str | nn.Module | type[nn.Module] | Callable | None = None,
         norm: str | nn.Module | None = None,
         bias: bool | None = None,
         implicit: ConvFFT | None = None,
@@ -165,19 +166,27 @@ class IMEXBlock(ODEBlock):
         return super().forward(y)
 
 
+def _imex_names() -> str:
+    return ", ".join(repr(m) for m, t in METHODS.items() if isinstance(t, IMEXTableau))
+
+
 def _check_imex_method(method: object) -> None:
+    """Refuse anything but an IMEX scheme, decided by the tableau's type (never by its name)."""
     if isinstance(method, str):
         if method not in METHODS:
-            raise ArgumentError(
+            raise UnknownMethodError(
                 f"method: unknown method {method!r}; IMEXBlock takes an IMEX scheme: "
-                + ", ".join(repr(m) for m, t in METHODS.items() if isinstance(t, IMEXTableau))
+                + _imex_names()
             )
         method = METHODS[method]
+    elif not isinstance(method, (IMEXTableau, ButcherTableau)):
+        raise ArgumentTypeError(
+            f"method: expected an IMEX method name or an IMEXTableau, got {type(method).__name__}"
+        )
     if not isinstance(method, IMEXTableau):
         raise ArgumentError(
-            f"method: IMEXBlock needs an IMEX scheme (imex_euler, ars222, ars443 or an "
-            f"IMEXTableau), got {getattr(method, 'name', method)!r}; use ODEBlock for explicit "
-            "ones"
+            f"method: IMEXBlock needs an IMEX scheme ({_imex_names()} or an IMEXTableau), got "
+            f"{getattr(method, 'name', method)!r}; use ODEBlock for explicit ones"
         )
 
 

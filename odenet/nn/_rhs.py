@@ -12,14 +12,30 @@ from torch import Tensor, nn
 from odenet.errors import ArgumentError, ArgumentTypeError
 from odenet.nn._checks import check_bool
 
-__all__ = ["ACTIVATIONS", "NORMS", "ParabolicRHS", "ResidualRHS", "make_activation", "make_norm"]
+__all__ = [
+    "ACTIVATIONS",
+    "NORMS",
+    "ParabolicRHS",
+    "ResidualRHS",
+    "activation_name",
+    "make_activation",
+    "make_norm",
+]
 
-#: Activations accepted by name.
+def _identity(x: Tensor) -> Tensor:
+    return x
+
+
+#: Activations accepted by name (every name :func:`make_activation` resolves).
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "relu": F.relu,
     "tanh": torch.tanh,
     "leaky_relu": F.leaky_relu,
-    "identity": lambda x: x,
+    "sigmoid": torch.sigmoid,
+    "softplus": F.softplus,
+    "gelu": F.gelu,
+    "silu": F.silu,
+    "identity": _identity,
 }
 
 #: Normalisations accepted by name (besides None and a module).
@@ -27,6 +43,8 @@ NORMS = ("batch", "instance", "group")
 
 
 class _Activation(nn.Module):
+    """A parameter-free activation function as a module (so that it fits ``nn.Sequential``)."""
+
     def __init__(self, name: str, fn: Callable[[Tensor], Tensor]) -> None:
         super().__init__()
         self.name, self.fn = name, fn
@@ -38,8 +56,51 @@ class _Activation(nn.Module):
         return self.name
 
 
-def make_activation(activation: str | Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
-    """Resolve an activation given by name (see :data:`ACTIVATIONS`) or as a callable.
+def activation_name(activation: object) -> str:
+    """A short display name of an activation given by name, module, module class or callable.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from odenet.nn._rhs import activation_name
+    >>> activation_name("gelu"), activation_name(torch.sigmoid), activation_name(torch.nn.SiLU())
+    ('gelu', 'sigmoid', 'SiLU')
+    """
+    if isinstance(activation, str):
+        return activation
+    if isinstance(activation, _Activation):
+        return activation.name
+    if isinstance(activation, nn.Module):
+        return type(activation).__name__
+    name = getattr(activation, "__name__", None)
+    return name if isinstance(name, str) else type(activation).__name__
+
+
+def make_activation(
+    activation: str | nn.Module | type[nn.Module] | Callable[[Tensor], Tensor],
+) -> nn.Module:
+    """Resolve an activation into a module: the one place every activation argument goes through.
+
+    Parameters
+    ----------
+    activation : str, nn.Module, nn.Module subclass or callable
+        A name of :data:`ACTIVATIONS`; a module instance (returned as given, so its
+        parameters, e.g. of :class:`torch.nn.PReLU`, are the caller's); a module class
+        (instantiated without arguments, e.g. ``torch.nn.GELU``); or any callable
+        ``σ(x) -> Tensor`` (e.g. ``torch.sigmoid``), wrapped into a parameter-free module.
+
+    Returns
+    -------
+    nn.Module
+        Usable inside :class:`torch.nn.Sequential` and registered as a submodule.
+
+    Raises
+    ------
+    odenet.errors.ArgumentError
+        An unknown name (the message lists the valid ones).
+    odenet.errors.ArgumentTypeError
+        Anything else that is not callable, a class that is not an ``nn.Module``
+        subclass, or a module class that cannot be built without arguments.
 
     Examples
     --------
@@ -47,19 +108,39 @@ def make_activation(activation: str | Callable[[Tensor], Tensor]) -> Callable[[T
     >>> from odenet.nn import make_activation
     >>> make_activation("relu")(torch.tensor([-1.0, 2.0]))
     tensor([0., 2.])
+    >>> make_activation(torch.sigmoid)
+    _Activation(sigmoid)
+    >>> make_activation(torch.nn.GELU)
+    GELU(approximate='none')
     """
     if isinstance(activation, str):
         if activation not in ACTIVATIONS:
             raise ArgumentError(
                 f"activation: unknown name {activation!r}; valid names are "
                 + ", ".join(repr(a) for a in ACTIVATIONS)
-                + " (or pass a callable)"
+                + " (or pass a callable or an nn.Module)"
             )
         return _Activation(activation, ACTIVATIONS[activation])
-    if callable(activation):
+    if isinstance(activation, nn.Module):
         return activation
+    if isinstance(activation, type):
+        if not issubclass(activation, nn.Module):
+            raise ArgumentTypeError(
+                f"activation: expected a name, a callable, an nn.Module or an nn.Module "
+                f"subclass, got the class {activation.__name__}"
+            )
+        try:
+            return activation()
+        except TypeError as err:
+            raise ArgumentTypeError(
+                f"activation: cannot build {activation.__name__}() without arguments ({err}); "
+                "pass an instance instead"
+            ) from None
+    if callable(activation):
+        return _Activation(activation_name(activation), activation)
     raise ArgumentTypeError(
-        f"activation: expected a name or a callable, got {type(activation).__name__}"
+        "activation: expected a name, a callable, an nn.Module or an nn.Module subclass, got "
+        f"{type(activation).__name__}"
     )
 
 
@@ -116,7 +197,13 @@ def _channels(op: object) -> int:
 
 
 class _RHSBase(nn.Module):
-    def __init__(self, op: nn.Module, activation, norm, bias: bool) -> None:
+    def __init__(
+        self,
+        op: nn.Module,
+        activation: str | nn.Module | type[nn.Module] | Callable,
+        norm: str | nn.Module | None,
+        bias: bool,
+    ) -> None:
         super().__init__()
         if not isinstance(op, nn.Module) or not callable(op):
             raise ArgumentTypeError(f"op: expected an nn.Module operator, got {type(op).__name__}")
@@ -146,8 +233,9 @@ class ResidualRHS(_RHSBase):
         ``K`` (e.g. :class:`LeanConv2d`, :class:`SparseConv2d`,
         :class:`DeformConv2d`, :class:`DenseConv2d`); must map ``C`` channels to
         ``C`` for use in an ODE.
-    activation : str or callable, default "relu"
-        ``σ``: ``"relu"``, ``"tanh"``, ``"leaky_relu"``, ``"identity"`` or a callable.
+    activation : str, callable, nn.Module or nn.Module subclass, default "relu"
+        ``σ``: a name of :data:`ACTIVATIONS` (``"relu"``, ``"tanh"``, ``"gelu"``, ...), a
+        callable such as ``torch.sigmoid``, or a module (see :func:`make_activation`).
     norm : None, str or nn.Module, default None
         ``N``: ``None`` (identity), ``"batch"``, ``"instance"``, ``"group"`` (see
         :func:`make_norm`) or a module. Batch normalisation in training mode
@@ -168,7 +256,7 @@ class ResidualRHS(_RHSBase):
     def __init__(
         self,
         op: nn.Module,
-        activation: str | Callable = "relu",
+        activation: str | nn.Module | type[nn.Module] | Callable = "relu",
         norm: str | nn.Module | None = None,
         bias: bool = True,
     ) -> None:
@@ -194,8 +282,8 @@ class ParabolicRHS(_RHSBase):
     ----------
     op : ConvOperator
         ``K``, mapping ``C`` to ``C'`` channels (any ``C'``); must have ``.adjoint``.
-    activation : str or callable, default "relu"
-        ``σ`` (see :class:`ResidualRHS`).
+    activation : str, callable, nn.Module or nn.Module subclass, default "relu"
+        ``σ`` (see :func:`make_activation`).
     norm : None, str or nn.Module, default None
         ``N`` on the ``C'`` channels of ``K y`` (see :class:`ResidualRHS`).
     bias : bool, default True
@@ -215,7 +303,7 @@ class ParabolicRHS(_RHSBase):
     def __init__(
         self,
         op: nn.Module,
-        activation: str | Callable = "relu",
+        activation: str | nn.Module | type[nn.Module] | Callable = "relu",
         norm: str | nn.Module | None = None,
         bias: bool = True,
     ) -> None:
