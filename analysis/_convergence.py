@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 import odenet
-from analysis._common import check_methods, check_steps, fingerprint
+from analysis._common import check_bool, check_methods, check_path, check_steps, fingerprint
 from analysis._problems import ODEProblem, builtin_problem
 from analysis._results import Result, new_figure, plain_log_axis
 from analysis._sweep import CaseStore, run_cases
@@ -125,7 +125,7 @@ def convergence_order(
         methods need a problem with an implicit part (``linear`` and ``convnet``
         have one); explicit methods integrate ``func - L`` as one right-hand side.
     steps : sequence of int
-        Step counts.
+        Step counts, at least two distinct ones (a slope needs two points).
     store : path, optional
         JSON-lines file recording each finished case; rerunning resumes.
     progress : bool, optional
@@ -135,6 +135,14 @@ def convergence_order(
     -------
     ConvergenceResult
 
+    Raises
+    ------
+    odenet.errors.ArgumentError, odenet.errors.ArgumentTypeError
+        A bad argument (unknown or repeated methods, fewer than two step counts, an IMEX
+        method on a problem without an implicit part, ...), named in the message.
+    odenet.errors.FunctionOutputError
+        The problem's ``exact`` returns a tensor of the wrong shape (or not finite).
+
     Examples
     --------
     >>> import analysis
@@ -143,7 +151,9 @@ def convergence_order(
     {'euler': 1, 'rk4': 4}
     """
     tabs = check_methods(method, "method")
-    steps = check_steps(steps)
+    steps = check_steps(steps, minimum_count=2)
+    store = check_path(store, "store")
+    progress = check_bool(progress, "progress", allow_none=True)
     if problem is None:
         problem = "linear"
     if isinstance(problem, str):
@@ -162,8 +172,6 @@ def convergence_order(
                 f"{tab.name!r} needs; use 'linear' or 'convnet', or give ODEProblem(implicit=L)"
             )
     names = [t.name for t in tabs]
-    if len(set(names)) != len(names):
-        raise ArgumentError(f"method: methods must have distinct names, got {names}")
     ref = prob.reference()
     ref_norm = float(ref.norm())
     scale = ref_norm if ref_norm > 0 else 1.0

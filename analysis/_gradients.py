@@ -12,9 +12,15 @@ from torch import Tensor
 
 import odenet
 from analysis._common import (
+    check_bool,
+    check_int,
+    check_loss_value,
     check_methods,
+    check_path,
     check_positive,
+    check_seed,
     check_steps,
+    check_str,
     check_tensor,
     collect_params,
     fingerprint,
@@ -89,6 +95,10 @@ def parse_strategy(spec: object) -> tuple[str, object]:
             raise ArgumentError(
                 f"strategies: {spec!r}: expected 'revolve:k' with an integer k"
             ) from None
+        if k < 1:
+            raise ArgumentError(
+                f"strategies: {spec!r}: expected 'revolve:k' with k >= 1 checkpoints"
+            )
         return key, odenet.Revolve(checkpoints=k)
     if key in ("backprop", "anode", "revolve", "adjoint"):
         return key, {"backprop": odenet.Backprop, "anode": odenet.ANODE,
@@ -314,8 +324,9 @@ def gradient_consistency(
         (``odeint_adjoint`` with ``adjoint_params``) run only for methods with a
         torchdiffeq equivalent (``euler``, ``midpoint``, ``rk4_38`` = its ``"rk4"``).
     loss : callable, optional
-        ``loss(y) -> scalar`` of the stacked solution; default
-        :math:`\tfrac12 \|y(t_{end})\|^2`.
+        ``loss(y) -> scalar`` of the stacked solution: a real floating tensor with one
+        element, finite (anything else raises :class:`~odenet.errors.FunctionOutputError`
+        naming ``loss``); default :math:`\tfrac12 \|y(t_{end})\|^2`.
     reference : str or GradientStrategy, default "backprop"
     params : sequence of Tensor, optional
         Default: the parameters of ``func`` (and ``implicit``) that require grad.
@@ -338,6 +349,15 @@ def gradient_consistency(
     -------
     GradientConsistencyResult
 
+    Raises
+    ------
+    odenet.errors.ArgumentError, odenet.errors.ArgumentTypeError
+        A bad argument (empty or unknown methods and strategies, non-positive steps, a
+        parameter that does not require grad or lives on another device than ``y0``, ...),
+        named in the message.
+    odenet.errors.FunctionOutputError
+        ``loss`` returns something other than a finite scalar.
+
     Examples
     --------
     >>> import torch, analysis
@@ -357,18 +377,30 @@ def gradient_consistency(
     if implicit is None and block:
         implicit = block.get("implicit")
     y0 = check_tensor(y0, "y0").detach()
-    if isinstance(t, Tensor):
+    if isinstance(t, Tensor) and t.ndim >= 1:
         tt = check_tensor(t, "t").detach().to(dtype=y0.dtype, device=y0.device)
         if tt.ndim != 1 or tt.numel() < 2:
             raise ArgumentError(
                 f"t: expected a 1-D tensor of at least 2 times, got shape {tuple(tt.shape)}"
             )
+        if float(tt[-1]) == float(tt[0]):
+            raise ArgumentError("t: expected distinct first and last times (an empty interval)")
     else:
         T = check_positive(t, "t")
         tt = torch.tensor([0.0, T], dtype=y0.dtype, device=y0.device)
     span = abs(float(tt[-1] - tt[0]))
     tabs = check_methods(methods)
     steps = check_steps(steps)
+    if isinstance(strategies, (str, GradientStrategy)):
+        strategies = [strategies]
+    if not isinstance(strategies, (list, tuple)):
+        raise ArgumentTypeError(
+            "strategies: expected a sequence of strategy names or GradientStrategy instances, "
+            f"got {type(strategies).__name__}"
+        )
+    if not strategies:
+        raise ArgumentError("strategies: expected at least one strategy to compare with the "
+                            "reference")
     parsed = [parse_strategy(s) for s in strategies]
     ref_name, ref_strategy = parse_strategy(reference)
     if ref_name in ("torchdiffeq", "torchdiffeq-adjoint"):
@@ -383,12 +415,19 @@ def gradient_consistency(
     elif not callable(loss):
         raise ArgumentTypeError(f"loss: expected a callable loss(y), got {type(loss).__name__}")
     params = collect_params(f, implicit, params)
-    if isinstance(fd_directions, bool) or not isinstance(fd_directions, int) or fd_directions < 0:
-        raise ArgumentError(
-            f"fd_directions: expected a non-negative integer, got {fd_directions!r}"
-        )
+    for i, p in enumerate(params):
+        if p.device != y0.device:
+            raise ArgumentError(
+                f"params[{i}]: on device {p.device}, but y0 is on {y0.device}; move the model "
+                "and the state to one device"
+            )
+    fd_directions = check_int(fd_directions, "fd_directions", 0)
     eps = (torch.finfo(y0.dtype).eps ** (1 / 3)) if fd_eps is None else check_positive(
         fd_eps, "fd_eps")
+    seed = check_seed(seed)
+    label = check_str(label, "label")
+    store = check_path(store, "store")
+    progress = check_bool(progress, "progress", allow_none=True)
     by_name = {tab.name: tab for tab in tabs}
     skipped = [
         f"{n} for {tab.name} (torchdiffeq has no such fixed-grid method)"
@@ -409,7 +448,7 @@ def gradient_consistency(
         x = y0.clone().requires_grad_(True)
         t0 = time.perf_counter()
         out = solve_with(strategy, f, x, tt, tab, h, implicit, params)
-        L = loss(out)
+        L = check_loss_value(loss(out))
         g = torch.autograd.grad(L, [x, *params], allow_unused=True)
         dt = time.perf_counter() - t0
         return _flat(g[:1], [x], y0.device), _flat(g[1:], params, y0.device), dt
@@ -423,7 +462,7 @@ def gradient_consistency(
                     p.add_(d.reshape(p.shape).to(p), alpha=s)
                 x = y0 + s * chunks[0].reshape(y0.shape).to(y0)
                 out = odenet.odeint(f, x, tt, method=tab, step_size=h, implicit=implicit)
-                return float(loss(out))
+                return float(check_loss_value(loss(out)))
             finally:
                 for p, o in zip(params, originals):
                     p.copy_(o)

@@ -10,6 +10,8 @@ import torch.autograd.forward_ad as fwAD
 from scipy.sparse.linalg import LinearOperator
 from torch import Tensor
 
+from odenet.errors import FunctionOutputError
+
 __all__ = ["JacobianOperator"]
 
 
@@ -27,6 +29,10 @@ class JacobianOperator:
         ``fn(x) -> Tensor``.
     x : Tensor
         The point of linearisation.
+    name : str, default "fn"
+        How errors name ``fn`` (e.g. ``"func"``): a non-Tensor output, or a non-finite
+        output or Jacobian product, raises :class:`~odenet.errors.FunctionOutputError`
+        instead of feeding NaN to scipy.
 
     Examples
     --------
@@ -42,8 +48,9 @@ class JacobianOperator:
     [[1.0, 2.0], [3.0, 4.0]]
     """
 
-    def __init__(self, fn: Callable[[Tensor], Tensor], x: Tensor):
+    def __init__(self, fn: Callable[[Tensor], Tensor], x: Tensor, name: str = "fn"):
         self.fn = fn
+        self.name = name
         self.x = x.detach()
         self._graph: tuple[Tensor, Tensor] | None = None
         self._forward_ok = True
@@ -60,7 +67,14 @@ class JacobianOperator:
                 x = self.x.clone().requires_grad_(True)
                 out = self.fn(x)
             if not isinstance(out, Tensor):
-                raise TypeError(f"expected fn to return a Tensor, got {type(out).__name__}")
+                raise FunctionOutputError(
+                    f"{self.name}: expected a Tensor, got {type(out).__name__}"
+                )
+            if not bool(torch.isfinite(out.detach()).all()):
+                raise FunctionOutputError(
+                    f"{self.name}: returned non-finite values (NaN or inf) at the point of "
+                    "linearisation; its Jacobian there is undefined"
+                )
             self._graph = (x, out)
         return self._graph
 
@@ -72,7 +86,7 @@ class JacobianOperator:
         if not out.requires_grad:  # fn does not depend on x
             return torch.zeros_like(x)
         (g,) = torch.autograd.grad(out, x, u, retain_graph=True, allow_unused=True)
-        return torch.zeros_like(x) if g is None else g
+        return torch.zeros_like(x) if g is None else self._finite(g)
 
     def matvec(self, v: Tensor) -> Tensor:
         """``J v``."""
@@ -83,9 +97,11 @@ class JacobianOperator:
                 with fwAD.dual_level():
                     out = self.fn(fwAD.make_dual(self.x, v))
                     tangent = fwAD.unpack_dual(out).tangent
-                return torch.zeros_like(out) if tangent is None else tangent.detach().clone()
+                    tangent = None if tangent is None else tangent.detach().clone()
             except (RuntimeError, NotImplementedError):
                 self._forward_ok = False
+            else:
+                return torch.zeros_like(out) if tangent is None else self._finite(tangent)
         x, out = self._recorded()
         if not out.requires_grad:
             return torch.zeros_like(out)
@@ -93,7 +109,15 @@ class JacobianOperator:
             u = torch.zeros_like(out, requires_grad=True)
             (g,) = torch.autograd.grad(out, x, u, create_graph=True, retain_graph=True)
             (jv,) = torch.autograd.grad(g, u, v, retain_graph=True)
-        return jv.detach()
+        return self._finite(jv.detach())
+
+    def _finite(self, product: Tensor) -> Tensor:
+        if not bool(torch.isfinite(product).all()):
+            raise FunctionOutputError(
+                f"{self.name}: its Jacobian at the point of linearisation is not finite (a "
+                "Jacobian-vector product has NaN or inf entries)"
+            )
+        return product
 
     def linear_operator(self, *, normal: bool = False) -> LinearOperator:
         """A float64 :class:`scipy.sparse.linalg.LinearOperator` of ``J`` (of ``J^T J``
@@ -127,4 +151,4 @@ class JacobianOperator:
             (jac,) = torch.autograd.grad(out, x, eye, retain_graph=True, is_grads_batched=True)
         except (RuntimeError, NotImplementedError):
             jac = torch.stack([self.rmatvec(eye[i]) for i in range(m)])
-        return jac.reshape(m, n).double().cpu().numpy()
+        return self._finite(jac).reshape(m, n).double().cpu().numpy()

@@ -11,7 +11,9 @@ import scipy.linalg
 import torch
 from torch import Tensor
 
-from odenet.errors import ArgumentError, ArgumentTypeError
+from analysis._common import check_positive, check_str, check_tensor
+from odenet.errors import ArgumentError, ArgumentTypeError, FunctionOutputError
+from odenet.solvers._problem import _check_output
 
 __all__ = ["BUILTIN_PROBLEMS", "MatrixOperator", "ODEProblem", "builtin_problem"]
 
@@ -32,6 +34,7 @@ class MatrixOperator:
     """
 
     def __init__(self, matrix: Tensor):
+        matrix = check_tensor(matrix, "matrix")
         if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
             raise ArgumentError(
                 f"matrix: expected a square matrix, got shape {tuple(matrix.shape)}"
@@ -62,11 +65,21 @@ class ODEProblem:
     T : float
         Final time.
     exact : callable, optional
-        ``exact(T) -> Tensor``; otherwise the reference comes from scipy's
+        ``exact(T) -> Tensor`` of ``y0``'s shape; otherwise the reference comes from scipy's
         ``solve_ivp`` with DOP853 at ``rtol = atol = 1e-13``.
     implicit : MatrixOperator or linear operator, optional
-        ``L``; explicit methods integrate ``func - L`` as one right-hand side.
+        ``L`` (``L(y)`` and ``L.solve(r, gamma)``); explicit methods integrate ``func - L``
+        as one right-hand side.
     name : str
+    description : str
+
+    Raises
+    ------
+    odenet.errors.ArgumentError, odenet.errors.ArgumentTypeError
+        A bad argument, named in the message.
+    odenet.errors.FunctionOutputError
+        From :meth:`reference`: ``exact`` (or ``func``) returns something other than a finite
+        tensor of ``y0``'s shape.
 
     Examples
     --------
@@ -90,10 +103,21 @@ class ODEProblem:
     ):
         if not callable(func):
             raise ArgumentTypeError(f"func: expected a callable, got {type(func).__name__}")
-        if not isinstance(y0, Tensor) or not y0.is_floating_point():
-            raise ArgumentTypeError("y0: expected a floating point Tensor")
-        if not (isinstance(T, (int, float)) and math.isfinite(T) and T > 0):
-            raise ArgumentError(f"T: expected a finite positive number, got {T!r}")
+        y0 = check_tensor(y0, "y0")
+        T = check_positive(T, "T")
+        if exact is not None and not callable(exact):
+            raise ArgumentTypeError(
+                f"exact: expected a callable exact(T) -> Tensor or None, got {type(exact).__name__}"
+            )
+        if implicit is not None and not (
+            callable(implicit) and callable(getattr(implicit, "solve", None))
+        ):
+            raise ArgumentTypeError(
+                "implicit: expected a linear operator with L(y) and L.solve(r, gamma) (e.g. "
+                f"MatrixOperator or odenet.linear.ConvFFT), got {type(implicit).__name__}"
+            )
+        name = check_str(name, "name")
+        description = check_str(description, "description")
         self.func = func
         self.y0 = y0
         self.T = float(T)
@@ -114,10 +138,27 @@ class ODEProblem:
         """The solution at ``T``: exact, or DOP853 at ``rtol = atol = 1e-13`` (cached)."""
         if self._reference is None:
             if self.exact is not None:
-                self._reference = self.exact(self.T).to(self.y0)
+                ref = self.exact(self.T)
+                if not isinstance(ref, Tensor):
+                    raise FunctionOutputError(
+                        f"exact: expected a Tensor (the solution at T), got {type(ref).__name__}"
+                    )
+                if ref.shape != self.y0.shape:
+                    raise FunctionOutputError(
+                        f"exact: returned shape {tuple(ref.shape)}, expected y0's shape "
+                        f"{tuple(self.y0.shape)}"
+                    )
+                if ref.is_complex() or not bool(torch.isfinite(ref).all()):
+                    raise FunctionOutputError(
+                        "exact: expected finite real values (the solution at T)"
+                    )
+                self._reference = ref.detach().to(self.y0)
             else:
                 f = self.full_func()
                 shape = self.y0.shape
+                y64 = self.y0.detach().double().cpu()
+                with torch.no_grad():
+                    _check_output(f(torch.tensor(0.0, dtype=torch.float64), y64), y64, False)
 
                 def rhs(t: float, y: np.ndarray) -> np.ndarray:
                     yt = torch.as_tensor(y, dtype=torch.float64).reshape(shape)
@@ -129,8 +170,11 @@ class ODEProblem:
                 sol = scipy.integrate.solve_ivp(
                     rhs, (0.0, self.T), y0, method="DOP853", rtol=1e-13, atol=1e-13
                 )
-                if not sol.success:  # pragma: no cover - depends on the problem
-                    raise RuntimeError(f"reference solve of {self.name!r} failed: {sol.message}")
+                if not sol.success or not np.all(np.isfinite(sol.y[:, -1])):
+                    raise FunctionOutputError(
+                        f"func: the reference solve of {self.name!r} failed ({sol.message}); "
+                        "give exact=, a shorter T, or a problem whose solution stays finite"
+                    )
                 self._reference = torch.as_tensor(sol.y[:, -1]).reshape(shape).to(self.y0)
         return self._reference
 
@@ -217,6 +261,10 @@ def builtin_problem(name: str) -> ODEProblem:
     >>> builtin_problem("vanderpol")
     ODEProblem('vanderpol', size 2, T=2)
     """
+    if not isinstance(name, str):
+        raise ArgumentTypeError(
+            f"problem: expected a problem name or an analysis.ODEProblem, got {type(name).__name__}"
+        )
     try:
         return BUILTIN_PROBLEMS[name]()
     except KeyError:

@@ -26,6 +26,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 from numpy.polynomial import polynomial as P
 
+from analysis._common import check_int, check_numbers, check_positive
 from analysis._results import Result, new_figure
 from odenet import METHODS, ButcherTableau, IMEXTableau
 from odenet.errors import ArgumentError, ArgumentTypeError, UnknownMethodError
@@ -153,10 +154,11 @@ def _first_exit(num: np.ndarray, den: np.ndarray) -> float:
 def _w_values(tab, implicit_values: Iterable[float] | None) -> tuple[float, ...]:
     if implicit_values is None:
         return (0.0,)
-    ws = tuple(float(w) for w in np.atleast_1d(np.asarray(implicit_values, dtype=float)))
-    if not ws:
-        raise ArgumentError("implicit_values: expected at least one value")
-    if any(not np.isfinite(w) or w < 0 for w in ws):
+    ws = tuple(
+        float(w)
+        for w in check_numbers(implicit_values, "implicit_values", real=True).ravel()
+    )
+    if any(w < 0 for w in ws):
         raise ArgumentError(
             "implicit_values: expected finite non-negative values w = h * mu (mu >= 0 an "
             f"eigenvalue of the implicit operator L), got {list(ws)}"
@@ -197,6 +199,9 @@ def max_stable_steps(
     r"""Largest stable step for each eigenvalue: sup h with :math:`|R(h'\lambda, h'\mu)| \le 1`
     for all h' in (0, h].
 
+    ``eigenvalues`` are finite numbers (any shape, at least one), ``implicit_eigenvalues``
+    finite numbers >= 0 (IMEX methods only); anything else raises
+    :class:`~odenet.errors.ArgumentError` / :class:`~odenet.errors.ArgumentTypeError`.
     For IMEX methods every eigenvalue :math:`\lambda` of the explicit part is
     paired with every eigenvalue :math:`\mu \ge 0` of ``L`` (both scale with
     ``h``); the result is the minimum over the pairs. ``0`` means unstable for
@@ -210,9 +215,9 @@ def max_stable_steps(
     [0.5, 1.0, 0.0]
     """
     tab = resolve_method(method)
-    lams = np.atleast_1d(np.asarray(eigenvalues, dtype=complex))
-    mus = np.atleast_1d(np.asarray(implicit_eigenvalues, dtype=float))
-    if np.any(mus < 0) or not np.all(np.isfinite(mus)):
+    lams = np.atleast_1d(check_numbers(eigenvalues, "eigenvalues"))
+    mus = np.atleast_1d(check_numbers(implicit_eigenvalues, "implicit_eigenvalues", real=True))
+    if np.any(mus < 0):
         raise ArgumentError("implicit_eigenvalues: expected finite non-negative eigenvalues of L")
     if isinstance(tab, ButcherTableau) and np.any(mus != 0):
         raise ArgumentError(
@@ -290,7 +295,8 @@ class StabilityRegion(Result):
         real_lim = min(_first_exit(*_ray_polys(tableau, -1.0, 0.0, 0.0, w)) for w in ws)
         imag_lim = min(_first_exit(*_ray_polys(tableau, 1j, 0.0, 0.0, w)) for w in ws)
         self._polys = [(n.real.copy(), d.real.copy()) for n, d in polys]
-        self._spectra = None if spectra is None else np.asarray(spectra, dtype=complex).ravel()
+        self._spectra = None if spectra is None else check_numbers(
+            spectra, "spectra", allow_empty=True).ravel()
         rows = []
         for w, (n, d) in zip(ws, self._polys):
             rows.append(
@@ -328,13 +334,14 @@ class StabilityRegion(Result):
         >>> complex(analysis.stability_region("rk4").R(-1.0)).real  # 1 - 1 + 1/2 - 1/6 + 1/24
         0.375
         """
+        w_index = check_int(w_index, "w_index", 0, len(self._polys) - 1)
         n, d = self._polys[w_index]
-        z = np.asarray(z, dtype=complex)
+        z = check_numbers(z, "z", allow_empty=True)
         return P.polyval(z, n) / P.polyval(z, d)
 
     def abs_R(self, z) -> np.ndarray:
         """``max_w |R(z, w)|`` over the implicit values (``|R(z)|`` for explicit methods)."""
-        z = np.asarray(z, dtype=complex)
+        z = check_numbers(z, "z", allow_empty=True)
         return np.max([np.abs(self.R(z, i)) for i in range(len(self._polys))], axis=0)
 
     def contains(self, z, tol: float = _BOUNDARY_TOL) -> np.ndarray:
@@ -346,10 +353,13 @@ class StabilityRegion(Result):
         >>> analysis.stability_region("rk4").contains([-2.7, -2.9]).tolist()
         [True, False]
         """
+        tol = check_positive(tol, "tol", allow_zero=True)
         return self.abs_R(z) <= 1.0 + tol
 
     def max_step(self, eigenvalues) -> float:
         """Largest ``h`` with every ``h * eigenvalue`` in the region (fixed ``w``).
+
+        ``eigenvalues``: finite numbers, at least one (``inf`` when all are 0).
 
         Examples
         --------
@@ -357,7 +367,7 @@ class StabilityRegion(Result):
         >>> analysis.stability_region("euler").max_step([-10.0, -2.0])
         0.2
         """
-        lams = np.atleast_1d(np.asarray(eigenvalues, dtype=complex))
+        lams = np.atleast_1d(check_numbers(eigenvalues, "eigenvalues")).ravel()
         best = float("inf")
         for lam in lams:
             if lam == 0:
@@ -381,7 +391,8 @@ class StabilityRegion(Result):
             xmin, xmax, ymax = -2.0, 0.5, 1.5
         pad = 0.12 * max(xmax - xmin, 2 * ymax, 1.0)
         xmin, xmax, ymax = min(xmin - pad, -1.0), max(xmax + pad, 0.5), max(ymax + pad, 1.0)
-        pts = self._spectra if spectra is None else np.asarray(spectra, dtype=complex).ravel()
+        pts = self._spectra if spectra is None else check_numbers(
+            spectra, "spectra", allow_empty=True).ravel()
         if pts is not None and pts.size:
             xmin = min(xmin, 1.1 * pts.real.min())
             xmax = max(xmax, 1.1 * pts.real.max() + 0.1)
@@ -398,11 +409,12 @@ class StabilityRegion(Result):
         >>> fig.axes[0].get_xlabel()
         'Re z'
         """
+        pts = self._spectra if spectra is None else check_numbers(
+            spectra, "spectra", allow_empty=True).ravel()
         if ax is None:
             fig, (ax,) = new_figure(width=5.6, height=5.0)
         else:
             fig = ax.figure
-        pts = self._spectra if spectra is None else np.asarray(spectra, dtype=complex).ravel()
         x0, x1, y0, y1 = self.extent(pts)
         X, Y = np.meshgrid(np.linspace(x0, x1, 401), np.linspace(y0, y1, 401))
         A = self.abs_R(X + 1j * Y)
@@ -478,7 +490,8 @@ def stability_region(
         :math:`z = h\lambda` for which :math:`|R(z, w)| \le 1` for every given
         ``w``. Default ``(0,)``: the explicit part alone.
     spectra : sequence of complex, optional
-        Values of :math:`z = h\lambda` drawn over the region by :meth:`~StabilityRegion.plot`.
+        Values of :math:`z = h\lambda` drawn over the region by :meth:`~StabilityRegion.plot`
+        (finite numbers).
     label : str, optional
         Name used in the legend (default: the method's name).
 
@@ -503,4 +516,6 @@ def stability_region(
     """
     tab = resolve_method(method)
     ws = _w_values(tab, implicit_values)
+    if label is not None and not isinstance(label, str):
+        raise ArgumentTypeError(f"label: expected a string or None, got {type(label).__name__}")
     return StabilityRegion(tab, ws, spectra=spectra, label=label)

@@ -10,9 +10,13 @@ from torch import Tensor
 
 import odenet
 from analysis._common import (
+    check_bool,
     check_methods,
+    check_path,
     check_positive,
+    check_real,
     check_steps,
+    check_str,
     check_tensor,
     fingerprint,
     unwrap_func,
@@ -134,6 +138,12 @@ def reversibility(
     -------
     ReversibilityResult
 
+    Raises
+    ------
+    odenet.errors.ArgumentError, odenet.errors.ArgumentTypeError
+        A bad argument (an IMEX or unknown method, empty or non-positive steps, a
+        non-finite ``y0``, ``T`` or ``t0``, ...), named in the message.
+
     Examples
     --------
     >>> import torch, analysis
@@ -149,6 +159,10 @@ def reversibility(
     f, _ = unwrap_func(func)
     y0 = check_tensor(y0, "y0").detach()
     T = check_positive(T, "T")
+    t0 = check_real(t0, "t0")
+    label = check_str(label, "label")
+    store = check_path(store, "store")
+    progress = check_bool(progress, "progress", allow_none=True)
     tabs = check_methods(methods)
     for tab in tabs:
         if isinstance(tab, IMEXTableau):

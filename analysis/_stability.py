@@ -13,7 +13,15 @@ from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, LinearOperator
 from torch import Tensor
 
 import odenet
-from analysis._common import check_positive, check_tensor, unwrap_func
+from analysis._common import (
+    check_bool,
+    check_int,
+    check_positive,
+    check_real,
+    check_seed,
+    check_tensor,
+    unwrap_func,
+)
 from analysis._jacobian import JacobianOperator
 from analysis._region import (
     StabilityRegion,
@@ -23,7 +31,8 @@ from analysis._region import (
 )
 from analysis._results import Result, new_figure
 from odenet import ButcherTableau, IMEXTableau
-from odenet.errors import ArgumentError, ArgumentTypeError
+from odenet.errors import ArgumentError, ArgumentTypeError, FunctionOutputError
+from odenet.solvers._problem import _check_output
 
 __all__ = ["StabilityResult", "flow_amplification", "stability"]
 
@@ -67,7 +76,7 @@ def _arpack(op, n: int, k: int, which: str, tol: float, seed: int, shift: float 
 
 def _implicit_spectrum(implicit, y: Tensor, seed: int, tol: float) -> tuple[float, float]:
     """Smallest and largest eigenvalue of a symmetric positive semi-definite ``L``."""
-    J = JacobianOperator(lambda x: implicit(x), torch.zeros_like(y))
+    J = JacobianOperator(lambda x: implicit(x), torch.zeros_like(y), name="implicit")
     n = J.n
     # symmetry check: <L x, z> == <x, L z>
     g = torch.Generator(device="cpu").manual_seed(seed)
@@ -198,7 +207,7 @@ def flow_amplification(
         return odenet.odeint(func, x, tt, method=method, step_size=step_size,
                              implicit=implicit, gradient="backprop")[-1]
 
-    J = JacobianOperator(flow, y0)
+    J = JacobianOperator(flow, y0, name="func (through the whole solve)")
     g = torch.Generator(device="cpu").manual_seed(seed)
     v0 = torch.randn(y0.shape, generator=g, dtype=torch.float64).to(y0)
     lam, its = _lanczos_max(lambda v: J.rmatvec(J.matvec(v)), v0, min(iterations, J.n), tol)
@@ -413,6 +422,14 @@ def stability(
     -------
     StabilityResult
 
+    Raises
+    ------
+    odenet.errors.ArgumentError, odenet.errors.ArgumentTypeError
+        A bad argument, named in the message.
+    odenet.errors.FunctionOutputError
+        ``func`` returns something other than a finite tensor of ``y``'s shape, dtype and
+        device at ``y``, or its Jacobian there is not finite.
+
     Examples
     --------
     >>> import torch, analysis
@@ -435,32 +452,55 @@ def stability(
     if isinstance(y, (tuple, list)):
         raise ArgumentTypeError("y: stability takes a single Tensor state, not a tuple")
     y = check_tensor(y, "y").detach()
-    if y.is_complex():
-        raise ArgumentTypeError("y: expected a real floating point tensor")
     tab = resolve_method("rk4" if method is None else method)
     if step_size is None:
         raise ArgumentError("step_size: required (the step h whose stability is checked)")
     h = check_positive(step_size, "step_size")
+    t = check_real(t, "t")
     if T is not None:
         T = check_positive(T, "T")
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ArgumentError(f"k: expected a positive integer, got {k!r}")
+    k = check_int(k, "k", 1)
+    if isinstance(which, str):
+        which = (which,)
+    if not isinstance(which, (list, tuple)):
+        raise ArgumentTypeError(
+            f"which: expected a sequence of ARPACK targets among {_WHICH}, got "
+            f"{type(which).__name__}"
+        )
     which = tuple(which)
-    bad = [w for w in which if w not in _WHICH]
+    bad = [w for w in which if not isinstance(w, str) or w not in _WHICH]
     if bad or not which:
         raise ArgumentError(f"which: expected entries among {_WHICH}, got {list(which)}")
+    dense = check_bool(dense, "dense", allow_none=True)
+    tol = check_positive(tol, "tol", allow_zero=True)
+    flow_tol = check_positive(flow_tol, "flow_tol")
+    power_iterations = check_int(power_iterations, "power_iterations", 1)
+    seed = check_seed(seed)
     if isinstance(tab, IMEXTableau):
         if implicit is None:
             raise ArgumentError(
                 f"implicit: method {tab.name!r} is an IMEX scheme and needs implicit=L"
+            )
+        if not (callable(implicit) and callable(getattr(implicit, "solve", None))):
+            raise ArgumentTypeError(
+                "implicit: expected a linear operator with L(y) and L.solve(r, gamma) (e.g. "
+                f"odenet.linear.ConvFFT), got {type(implicit).__name__}"
             )
     elif implicit is not None:
         raise ArgumentError(
             f"implicit: method {tab.name!r} is explicit and takes no implicit operator"
         )
 
-    tt = torch.tensor(float(t), dtype=y.dtype, device=y.device)
-    J = JacobianOperator(lambda x: f(tt, x), y)
+    tt = torch.tensor(t, dtype=y.dtype, device=y.device)
+    with torch.no_grad():
+        out = f(tt, y)
+    _check_output(out, y, False)  # a Tensor of the state's shape, dtype and device
+    if not bool(torch.isfinite(out).all()):
+        raise FunctionOutputError(
+            "func: returned non-finite values (NaN or inf) at y; its spectrum there is "
+            "undefined"
+        )
+    J = JacobianOperator(lambda x: f(tt, x), y, name="func")
     n = J.n
     use_dense = n <= _DENSE_LIMIT if dense is None else bool(dense)
 
@@ -551,7 +591,7 @@ def stability(
     iters = None
     if T is not None:
         amp, iters = flow_amplification(
-            f, y, tab, h, T, t0=float(t), implicit=implicit, iterations=power_iterations,
+            f, y, tab, h, T, t0=t, implicit=implicit, iterations=power_iterations,
             tol=flow_tol, seed=seed,
         )
 

@@ -22,7 +22,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from analysis._results import jsonable
-from odenet.errors import ArgumentError
+from odenet.errors import ArgumentError, ArgumentTypeError
 
 __all__ = ["CaseStore", "atomic_write", "run_cases"]
 
@@ -80,6 +80,10 @@ class CaseStore:
     """
 
     def __init__(self, path: str | os.PathLike | None, fingerprint: str):
+        if path is not None and not isinstance(path, (str, os.PathLike)):
+            raise ArgumentTypeError(
+                f"store: expected a file path or None, got {type(path).__name__}"
+            )
         self.path = None if path is None else Path(path)
         self.fingerprint = fingerprint
         self._done: dict[str, Any] = {}
@@ -103,7 +107,7 @@ class CaseStore:
                         fh.write(b"\n")
             else:
                 self.path.touch()
-        except PermissionError as err:
+        except (PermissionError, NotADirectoryError, FileExistsError, IsADirectoryError) as err:
             raise ArgumentError(f"store: cannot write {self.path}: {err.strerror}") from None
 
     @staticmethod

@@ -223,10 +223,17 @@ def count_cost(model: nn.Module, input_shape: tuple[int, ...]) -> CostReport:
     """
     if not isinstance(model, nn.Module):
         raise ArgumentTypeError(f"model: expected an nn.Module, got {type(model).__name__}")
+    if not isinstance(input_shape, (tuple, list, torch.Size)):
+        raise ArgumentTypeError(
+            f"input_shape: expected a tuple (C, H, W) or (B, C, H, W), got "
+            f"{type(input_shape).__name__}"
+        )
     shape = tuple(input_shape)
     if len(shape) == 3:
         shape = (1, *shape)
-    if len(shape) != 4 or not all(isinstance(s, int) and s > 0 for s in shape):
+    if len(shape) != 4 or not all(
+        isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape
+    ):
         raise ArgumentError(
             f"input_shape: expected (C, H, W) or (B, C, H, W) of positive ints, got {input_shape!r}"
         )
@@ -265,7 +272,13 @@ def count_cost(model: nn.Module, input_shape: tuple[int, ...]) -> CostReport:
     )
     try:
         with torch.no_grad(), _instrument_operators(ops, counts):
-            model(x)
+            try:
+                model(x)
+            except RuntimeError as err:  # e.g. a channel count the first layer does not take
+                first = str(err).splitlines()[0] if str(err) else type(err).__name__
+                raise ArgumentError(
+                    f"input_shape: the model does not take an input of shape {shape} ({first})"
+                ) from err
     finally:
         for h in hooks:
             h.remove()

@@ -45,11 +45,13 @@ def make_operator(
     >>> make_operator("lean", 8)
     LeanConv2d(8, 8, stencil=5, bias=False)
     """
+    check_positive_int("channels", channels)
     if callable(op) and not isinstance(op, str):
         made = op(channels)
         if not isinstance(made, nn.Module):
             raise ArgumentTypeError(
-                f"op: the factory returned a {type(made).__name__}; expected an nn.Module "
+                f"op: the factory returned an object of type {type(made).__name__}; expected an "
+                "nn.Module "
                 f"operator on {channels} channels (e.g. odenet.nn.LeanConv2d)"
             )
         return made
