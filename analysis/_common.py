@@ -476,6 +476,9 @@ def fingerprint(*parts: object) -> str:
     >>> W1, W2 = torch.ones(2), torch.zeros(2)
     >>> fingerprint(lambda t, y: W1 * y) == fingerprint(lambda t, y: W2 * y)  # closed-over weights
     False
+    >>> from odenet.nn import make_activation
+    >>> fingerprint(make_activation(lambda x: x)) == fingerprint(make_activation(lambda x: -x))
+    False
     """
     h = hashlib.sha256()
     depth = [0]
@@ -498,6 +501,10 @@ def fingerprint(*parts: object) -> str:
             feed(type(x).__qualname__)
             feed(repr(x))  # structure and settings (e.g. the activation)
             feed([p for p in x.state_dict().values()])
+            for m in x.modules():  # plain functions a module holds (an activation callable)
+                for v in vars(m).values():
+                    if callable(v) and not isinstance(v, (nn.Module, Tensor, type)):
+                        feed(v)
         elif isinstance(x, (ButcherTableau, IMEXTableau)):
             feed(repr(x))
             if isinstance(x, ButcherTableau):

@@ -64,12 +64,12 @@ def torchdiffeq_method(tab: ButcherTableau | IMEXTableau) -> str | None:
     return None
 
 
-def parse_strategy(spec: object) -> tuple[str, object]:
+def parse_strategy(spec: object, name: str = "strategies") -> tuple[str, object]:
     """``(display name, strategy)`` from a name of :data:`STRATEGIES`, ``"revolve:k"`` or an
     instance.
 
     The strategy is an :class:`odenet.GradientStrategy` or one of the strings
-    ``"torchdiffeq"`` / ``"torchdiffeq-adjoint"``.
+    ``"torchdiffeq"`` / ``"torchdiffeq-adjoint"``. Errors name the argument ``name``.
 
     Examples
     --------
@@ -83,7 +83,7 @@ def parse_strategy(spec: object) -> tuple[str, object]:
         return repr(spec), spec
     if not isinstance(spec, str):
         raise ArgumentTypeError(
-            f"strategies: expected names or GradientStrategy instances, got {type(spec).__name__}"
+            f"{name}: expected names or GradientStrategy instances, got {type(spec).__name__}"
         )
     key = spec.strip().lower()
     if key in ("torchdiffeq", "torchdiffeq-adjoint"):
@@ -93,18 +93,18 @@ def parse_strategy(spec: object) -> tuple[str, object]:
             k = int(key.split(":", 1)[1])
         except ValueError:
             raise ArgumentError(
-                f"strategies: {spec!r}: expected 'revolve:k' with an integer k"
+                f"{name}: {spec!r}: expected 'revolve:k' with an integer k"
             ) from None
         if k < 1:
             raise ArgumentError(
-                f"strategies: {spec!r}: expected 'revolve:k' with k >= 1 checkpoints"
+                f"{name}: {spec!r}: expected 'revolve:k' with k >= 1 checkpoints"
             )
         return key, odenet.Revolve(checkpoints=k)
     if key in ("backprop", "anode", "revolve", "adjoint"):
         return key, {"backprop": odenet.Backprop, "anode": odenet.ANODE,
                      "revolve": odenet.Revolve, "adjoint": odenet.Adjoint}[key]()
     raise ArgumentError(
-        f"strategies: unknown strategy {spec!r}; valid strategies are "
+        f"{name}: unknown strategy {spec!r}; valid strategies are "
         + ", ".join(repr(s) for s in STRATEGIES)
         + ", 'revolve:k' (or a GradientStrategy instance)"
     )
@@ -377,6 +377,10 @@ def gradient_consistency(
     if implicit is None and block:
         implicit = block.get("implicit")
     y0 = check_tensor(y0, "y0").detach()
+    if isinstance(t, (list, tuple)):
+        raise ArgumentTypeError(
+            f"t: expected a positive number T or a 1-D tensor of times, got {type(t).__name__}"
+        )
     if isinstance(t, Tensor) and t.ndim >= 1:
         tt = check_tensor(t, "t").detach().to(dtype=y0.dtype, device=y0.device)
         if tt.ndim != 1 or tt.numel() < 2:
@@ -402,7 +406,7 @@ def gradient_consistency(
         raise ArgumentError("strategies: expected at least one strategy to compare with the "
                             "reference")
     parsed = [parse_strategy(s) for s in strategies]
-    ref_name, ref_strategy = parse_strategy(reference)
+    ref_name, ref_strategy = parse_strategy(reference, "reference")
     if ref_name in ("torchdiffeq", "torchdiffeq-adjoint"):
         raise ArgumentError("reference: expected an odenet strategy (e.g. 'backprop')")
     names = [n for n, _ in parsed]

@@ -116,6 +116,11 @@ class ODEProblem:
                 "implicit: expected a linear operator with L(y) and L.solve(r, gamma) (e.g. "
                 f"MatrixOperator or odenet.linear.ConvFFT), got {type(implicit).__name__}"
             )
+        if isinstance(implicit, MatrixOperator) and implicit.matrix.shape[0] != y0.numel():
+            raise ArgumentError(
+                f"implicit: a {tuple(implicit.matrix.shape)} matrix does not act on y0 of "
+                f"{y0.numel()} entries"
+            )
         name = check_str(name, "name")
         description = check_str(description, "description")
         self.func = func

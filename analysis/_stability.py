@@ -446,7 +446,8 @@ def stability(
         if method is None:
             method = block.get("method")
         if step_size is None and "T" in block and "steps" in block:
-            step_size = float(block["T"]) / int(block["steps"])
+            step_size = check_positive(block["T"], "func.T") / check_int(
+                block["steps"], "func.steps", 1)
         if implicit is None:
             implicit = block.get("implicit")
     if isinstance(y, (tuple, list)):

@@ -11,6 +11,7 @@ Outputs of the caller's own callables (``func``, ``loss``, ``exact``) that do no
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -92,6 +93,20 @@ def net(**kw):
 
 def spec(**kw):
     return build_case({"channels": 2, "batch": 2, **kw})
+
+
+_FOLDER = Path(__file__).parent  # an existing folder: refused before anything is written
+
+
+class _Block:
+    """An ODE block (an ``rhs`` with ``T`` and ``steps``) whose step count is invalid."""
+
+    T = 1.0
+    steps = 0
+
+    @staticmethod
+    def rhs(t, y):
+        return -y
 
 
 CASES = [
@@ -426,6 +441,22 @@ CASES = [
      r"^input_shape: expected \(C, H, W\) or \(B, C, H, W\) of positive ints"),
     ("count_cost-wrong-channels", lambda: count_cost(net(), (3, 8, 8)), ArgumentError,
      r"^input_shape: the model does not take an input of shape \(1, 3, 8, 8\)"),
+    ("gradients-reference-unknown", lambda: grads(reference="foo"), ArgumentError,
+     r"^reference: unknown strategy 'foo'"),
+    ("gradients-t-list", lambda: grads(t=[0.0, 1.0]), ArgumentTypeError,
+     r"^t: expected a positive number T or a 1-D tensor of times, got list"),
+    ("gradients-imex-L-type", lambda: grads(methods="ars222", implicit=3), ArgumentTypeError,
+     r"^implicit: expected a linear operator"),
+    ("reversibility-store-folder", lambda: rev(store=_FOLDER), ArgumentError,
+     r"^store: .* is a folder; expected a JSON-lines file"),
+    ("order-matrix-size", lambda: problem(implicit=MatrixOperator(torch.eye(3, dtype=F64))),
+     ArgumentError, r"^implicit: a \(3, 3\) matrix does not act on y0 of 2 entries"),
+    ("order-progress-type", lambda: order(progress=3), ArgumentTypeError,
+     r"^progress: expected True, False or None, got int"),
+    ("stability-block-zero-steps", lambda: stab(func=_Block(), step_size=None), ArgumentError,
+     r"^func.steps: expected a positive integer, got 0"),
+    ("region-method-list", lambda: region(["euler"]), ArgumentTypeError,
+     r"^method: expected a method name or a ButcherTableau / IMEXTableau, got list"),
     ("max_stable_steps-numpy-object", lambda: analysis.max_stable_steps(
         "euler", np.array([1.0, "a"], dtype=object)), ArgumentTypeError,
      r"^eigenvalues: expected numbers, got str 'a'"),
