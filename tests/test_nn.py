@@ -196,8 +196,8 @@ def test_rhs_norms_and_activations(norm, activation):
 
 def test_rhs_errors():
     op = LeanConv2d(4, 4)
-    with pytest.raises(ArgumentError, match="activation: unknown name 'gelu'"):
-        ResidualRHS(op, activation="gelu")
+    with pytest.raises(ArgumentError, match="activation: unknown name 'swish'"):
+        ResidualRHS(op, activation="swish")
     with pytest.raises(ArgumentError, match="norm: unknown name 'layer'"):
         ResidualRHS(op, norm="layer")
     with pytest.raises(ArgumentTypeError, match="norm: expected None, a name or a module"):
