@@ -28,6 +28,7 @@ __all__ = [
     "GradientError",
     "NonFiniteStateError",
     "OdenetError",
+    "ShapeError",
     "TableauError",
     "UnknownMethodError",
     "UnknownOptionError",
@@ -86,6 +87,28 @@ class UnknownOptionError(ArgumentError):
     >>> from odenet.errors import UnknownOptionError
     >>> issubclass(UnknownOptionError, ValueError)
     True
+    """
+
+
+class ShapeError(ArgumentError, RuntimeError):
+    """Tensors handed to an operator have shapes that do not fit together.
+
+    The message gives the expected shape. It is an :class:`ArgumentError` (so a
+    :class:`ValueError`) and a :class:`RuntimeError`, the class PyTorch and
+    torchvision raise for the same mistake, so code written against either keeps
+    catching it.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from odenet.errors import ShapeError
+    >>> from odenet.nn.functional import deform_conv2d
+    >>> x, w = torch.randn(1, 2, 5, 5), torch.randn(3, 2, 3, 3)
+    >>> try:
+    ...     deform_conv2d(x, torch.zeros(1, 4, 5, 5), w, padding=1)
+    ... except RuntimeError as err:
+    ...     print(isinstance(err, ShapeError), "(1, 18, 5, 5)" in str(err))
+    True True
     """
 
 

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 from torch.autograd import Function
 
-from odenet.errors import ArgumentError
+from odenet.errors import ArgumentError, ShapeError
 from odenet.nn.functional._checks import check_image, check_like, check_param, pair
 
 
@@ -46,28 +46,26 @@ def _geometry(input, offset, weight, stride, padding, dilation, mask):
     check_image("input", input)
     check_image("offset", offset)
     check_image("weight", weight)
-    check_like("offset", offset, input)
-    check_like("weight", weight, input)
     sh, sw = pair("stride", stride, minimum=1)
     ph, pw = pair("padding", padding, minimum=0)
     dh, dw = pair("dilation", dilation, minimum=1)
     b, cin, h, w = input.shape
     cout, cin_g, kh, kw = weight.shape
-    if cin_g == 0 or cin % cin_g != 0:
-        raise ArgumentError(
+    if (cin_g == 0 and cin != 0) or (cin_g != 0 and cin % cin_g != 0):
+        raise ShapeError(
             f"weight: dimension 1 ({cin_g}) must divide the input channels ({cin}); "
             f"expected weight of shape (out_channels, {cin} // groups, kh, kw)"
         )
-    wg = cin // cin_g
+    wg = cin // cin_g if cin_g else 1  # no input channels: one (empty) group
     if cout % wg != 0:
-        raise ArgumentError(
+        raise ShapeError(
             f"weight: out_channels ({cout}) must be divisible by the weight groups ({wg} = "
             f"{cin} input channels / weight.shape[1] {cin_g})"
         )
     ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
     wo = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
     if ho <= 0 or wo <= 0:
-        raise ArgumentError(
+        raise ShapeError(
             f"input: spatial size {h}x{w} is too small for kernel {kh}x{kw} with padding "
             f"({ph}, {pw}), dilation ({dh}, {dw}), stride ({sh}, {sw}): the output would be "
             f"{ho}x{wo}"
@@ -76,19 +74,26 @@ def _geometry(input, offset, weight, stride, padding, dilation, mask):
     ob, oc, oh, ow = offset.shape
     og = oc // (2 * k) if oc % (2 * k) == 0 else 0
     if ob != b or og == 0 or (oh, ow) != (ho, wo) or cin % og != 0:
-        raise ArgumentError(
-            f"offset: expected shape ({b}, 2 * offset_groups * {kh} * {kw}, {ho}, {wo}) with "
-            f"offset_groups dividing the {cin} input channels, e.g. ({b}, {2 * k}, {ho}, {wo}); "
-            f"got {tuple(offset.shape)}"
+        raise ShapeError(
+            f"offset: the shape of the offset, {tuple(offset.shape)}, does not fit: expected "
+            f"({b}, 2 * offset_groups * {kh} * {kw}, {ho}, {wo}) (batch, two coordinates per "
+            f"kernel tap and offset group, output height, width) with offset_groups dividing "
+            f"the {cin} input channels, e.g. ({b}, {2 * k}, {ho}, {wo})"
         )
     if mask is not None:
         check_image("mask", mask)
-        check_like("mask", mask, input)
         if tuple(mask.shape) != (b, og * k, ho, wo):
-            raise ArgumentError(
-                f"mask: expected shape ({b}, {og * k}, {ho}, {wo}) (batch, offset_groups * "
-                f"{kh} * {kw}, out height, out width) to match offset, got {tuple(mask.shape)}"
+            what = "mask.shape[1] is not valid" if mask.shape[1] != og * k else "wrong shape"
+            raise ShapeError(
+                f"mask: {what}: expected shape ({b}, {og * k}, {ho}, {wo}) (batch, "
+                f"offset_groups * {kh} * {kw}, out height, out width) to match offset, "
+                f"got {tuple(mask.shape)}"
             )
+    # shapes first (as torchvision checks them), then dtypes and devices
+    check_like("offset", offset, input)
+    check_like("weight", weight, input)
+    if mask is not None:
+        check_like("mask", mask, input)
     return _Geo(b, cin, h, w, cout, kh, kw, wg, og, ho, wo, sh, sw, ph, pw, dh, dw)
 
 
@@ -104,7 +109,7 @@ def _sampling(offset, mask, geo):
     sh, sw, ph, pw, dh, dw = geo.sh, geo.sw, geo.ph, geo.pw, geo.dh, geo.dw
     k = kh * kw
     dev, dt = offset.device, offset.dtype
-    off = offset.view(b, og, k, 2, ho, wo).permute(0, 4, 5, 2, 1, 3)  # (B, Ho, Wo, K, og, 2)
+    off = offset.reshape(b, og, k, 2, ho, wo).permute(0, 4, 5, 2, 1, 3)  # (B, Ho, Wo, K, og, 2)
     ki = torch.arange(kh, device=dev).repeat_interleave(kw)
     kj = torch.arange(kw, device=dev).repeat(kh)
     by = (torch.arange(ho, device=dev) * sh - ph).view(1, ho, 1, 1, 1) + (ki * dh).view(
@@ -115,15 +120,19 @@ def _sampling(offset, mask, geo):
     )
     py = by.to(dt) + off[..., 0]
     px = bx.to(dt) + off[..., 1]
-    inside = (py > -1) & (py < h) & (px > -1) & (px < w)
     y0f, x0f = torch.floor(py), torch.floor(px)
     ly, lx = py - y0f, px - x0f
     hy, hx = 1 - ly, 1 - lx
-    y0, x0 = y0f.long(), x0f.long()
-    vy0 = inside & (y0 >= 0)
-    vy1 = inside & (y0 + 1 <= h - 1)
-    vx0 = x0 >= 0
-    vx1 = x0 + 1 <= w - 1
+    # a corner counts when it lies in the image: this alone makes a point with
+    # y <= -1, y >= H, x <= -1 or x >= W contribute nothing, and gives every offset
+    # the one-sided right derivative (torchvision's rule), at -1 and on the last
+    # row or column as at interior integer points
+    y0 = y0f.clamp(-2, h).long()
+    x0 = x0f.clamp(-2, w).long()
+    vy0 = (y0 >= 0) & (y0 <= h - 1)
+    vy1 = (y0 >= -1) & (y0 <= h - 2)
+    vx0 = (x0 >= 0) & (x0 <= w - 1)
+    vx1 = (x0 >= -1) & (x0 <= w - 2)
     valid = torch.stack((vy0 & vx0, vy0 & vx1, vy1 & vx0, vy1 & vx1), -1).to(dt)
     bil = torch.stack((hy * hx, hy * lx, ly * hx, ly * lx), -1)
     yc0, yc1 = y0.clamp(0, h - 1), (y0 + 1).clamp(0, h - 1)
@@ -137,7 +146,7 @@ def _sampling(offset, mask, geo):
         ],
         -1,
     )
-    m = None if mask is None else mask.view(b, og, k, ho, wo).permute(0, 3, 4, 2, 1)
+    m = None if mask is None else mask.reshape(b, og, k, ho, wo).permute(0, 3, 4, 2, 1)
     wgt = bil * valid if m is None else bil * valid * m.unsqueeze(-1)
     return idx.reshape(-1, 4), wgt.reshape(-1, 4), (hy, hx, ly, lx, valid, m)
 
@@ -146,7 +155,7 @@ def _columns(input, offset, mask, geo):
     """Bilinear samples ``(B·Ho·Wo, K·Cin)`` times the mask: the differentiable reference."""
     rows = _rows(input, geo)
     idx, wgt, _ = _sampling(offset, mask, geo)
-    vals = rows.index_select(0, idx.reshape(-1)).view(-1, 4, rows.shape[1])
+    vals = rows.index_select(0, idx.reshape(-1)).view(idx.shape[0], 4, rows.shape[1])
     cols = (vals * wgt.unsqueeze(-1)).sum(1)
     return cols.view(geo.b * geo.ho * geo.wo, geo.k * geo.cin)
 
@@ -156,7 +165,7 @@ def _weight_matrix(weight, geo):
     cin, cout, kh, kw, wg = (geo.cin, geo.cout, geo.kh, geo.kw, geo.wg)
     cin_g = cin // wg
     return (
-        weight.view(wg, cout // wg, cin_g, kh * kw)
+        weight.reshape(wg, cout // wg, cin_g, kh * kw)
         .permute(0, 3, 2, 1)
         .reshape(wg, kh * kw * cin_g, cout // wg)
     )
@@ -168,7 +177,8 @@ def _group_columns(cols, geo):
     if wg == 1:
         return cols.unsqueeze(0)
     n = cols.shape[0]
-    return cols.view(n, kh * kw, wg, cin // wg).permute(2, 0, 1, 3).reshape(wg, n, -1)
+    cin_g = cin // wg
+    return cols.view(n, kh * kw, wg, cin_g).permute(2, 0, 1, 3).reshape(wg, n, kh * kw * cin_g)
 
 
 def _ungroup_columns(gcols, geo):
@@ -177,7 +187,7 @@ def _ungroup_columns(gcols, geo):
     if wg == 1:
         return gcols[0]
     n = gcols.shape[1]
-    return gcols.view(wg, n, kh * kw, cin // wg).permute(1, 2, 0, 3).reshape(n, -1)
+    return gcols.view(wg, n, kh * kw, cin // wg).permute(1, 2, 0, 3).reshape(n, kh * kw * cin)
 
 
 def _output(cols, weight, bias, geo):
@@ -212,7 +222,7 @@ class _DeformConv(Function):
     def forward(input, offset, mask, weight, bias, geo):
         rows = _rows(input, geo)
         idx, wgt, _ = _sampling(offset, mask, geo)
-        cols = (_csr(idx, wgt, rows.shape[0]) @ rows).view(geo.b * geo.ho * geo.wo, -1)
+        cols = (_csr(idx, wgt, rows.shape[0]) @ rows).view(geo.b * geo.ho * geo.wo, geo.k * geo.cin)
         return _output(cols, weight, bias, geo), idx, wgt, cols
 
     @staticmethod
@@ -237,7 +247,7 @@ class _DeformConv(Function):
         k, cg = geo.k, cin // og
         # (wg, B·P, cout/wg)
         g2 = g.reshape(b, wg, cout // wg, ho, wo).permute(1, 0, 3, 4, 2)
-        g2 = g2.reshape(wg, b * ho * wo, -1)
+        g2 = g2.reshape(wg, b * ho * wo, cout // wg)
         g_in = g_off = g_mask = g_w = g_b = None
         if need[3]:
             gw = torch.bmm(_group_columns(cols, geo).transpose(1, 2), g2)  # (wg, K·cin_g, cout_g)
@@ -246,7 +256,7 @@ class _DeformConv(Function):
             g_b = g.sum((0, 2, 3))
         if need[0] or need[1] or need[2]:
             wmat = _weight_matrix(weight, geo)
-            gcols = _ungroup_columns(torch.bmm(g2, wmat.transpose(1, 2)), geo).reshape(-1, cg)
+            gcols = _ungroup_columns(torch.bmm(g2, wmat.transpose(1, 2)), geo).reshape(b * ho * wo * k * og, cg)
             if need[0]:
                 g_rows = _scatter_rows(gcols, idx, wgt, b * h * w * og)
                 g_in = g_rows.view(b, h, w, cin).permute(0, 3, 1, 2).contiguous()
@@ -303,7 +313,7 @@ def _corner_dots(gcols, rows, idx):
     pattern = _csr(idx, ones, rows.shape[0])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse.sampled_addmm(pattern, gcols, rows.t(), beta=0.0).values().view(-1, 4)
+        return torch.sparse.sampled_addmm(pattern, gcols, rows.t(), beta=0.0).values().view(idx.shape[0], 4)
 
 
 def _reference_grads(ctx, g):
@@ -375,8 +385,12 @@ def deform_conv2d(
 
     Raises
     ------
+    odenet.errors.ShapeError
+        Shapes that do not fit together (the message gives the expected shape); both
+        an :class:`~odenet.errors.ArgumentError` and a :class:`RuntimeError`, as
+        torchvision raises.
     odenet.errors.ArgumentError
-        Shapes that do not fit together (the message gives the expected shape).
+        Other bad arguments (negative padding, a non-tensor, mismatched dtypes).
 
     See Also
     --------
@@ -406,7 +420,8 @@ def deform_conv2d(
     geo = _geometry(input, offset, weight, stride, padding, dilation, mask)
     if bias is not None:
         check_param("bias", bias, (weight.shape[0],), input)
-    if input.dtype not in (torch.float32, torch.float64):
+    if input.dtype not in (torch.float32, torch.float64) or min(geo.b, geo.cin, geo.cout) == 0:
+        # empty sizes: the composite gives empty outputs and zero (or zero-size) gradients
         return _reference(input, offset, mask, weight, bias, geo)
     return _DeformConv.apply(input, offset, mask, weight, bias, geo)[0]
 

@@ -278,6 +278,17 @@ def _batched(x: Tensor) -> Tensor:
 def _check(input: Tensor, weight: Tensor, stencil_weight: Tensor) -> None:
     check_image("input", input)
     c = input.shape[1]
+    if (
+        isinstance(weight, Tensor)
+        and weight.ndim == 2
+        and weight.shape[0] == weight.shape[1]
+        and weight.shape[0] != c
+    ):
+        # a square weight fixes the channel count: the input is what does not fit
+        raise ArgumentError(
+            f"input: expected {weight.shape[0]} channels (dimension 1) for a weight of shape "
+            f"{tuple(weight.shape)}, got shape {tuple(input.shape)}"
+        )
     check_param("weight", weight, (c, c), input)
     if (
         not isinstance(stencil_weight, Tensor)
