@@ -145,6 +145,12 @@ class IMEXBlock(ODEBlock):
                 raise ArgumentError(
                     f"implicit: has {implicit.channels} channels, but channels={channels}"
                 )
+            width = getattr(rhs, "in_channels", None) or getattr(op, "in_channels", None)
+            if width is not None and getattr(implicit, "channels", width) != width:
+                raise ArgumentError(
+                    f"implicit: has {implicit.channels} channels, but rhs acts on {width} "
+                    "channels (its in_channels); the two parts of y' = f(y) - L y share one state"
+                )
         super().__init__(rhs, T=T, steps=steps, method=method, gradient=gradient,
                          implicit=implicit)
 

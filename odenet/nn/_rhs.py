@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from odenet.errors import ArgumentError, ArgumentTypeError
-from odenet.nn._checks import check_bool
+from odenet.nn._checks import check_bool, check_positive_int
 
 __all__ = [
     "ACTIVATIONS",
@@ -163,6 +163,8 @@ def make_norm(norm: str | nn.Module | None, channels: int) -> nn.Module:
         return nn.Identity()
     if isinstance(norm, nn.Module):
         return norm
+    if isinstance(norm, str) and norm in NORMS:
+        check_positive_int("channels", channels)
     if norm == "batch":
         return nn.BatchNorm2d(channels)
     if norm == "instance":

@@ -41,7 +41,9 @@ def check_like(name: str, p: Tensor, like: Tensor, like_name: str = "input") -> 
     """Check that ``p`` has the dtype and device of ``like``."""
     if p.dtype != like.dtype:
         raise ArgumentTypeError(
-            f"{name}: dtype {p.dtype} does not match {like_name}'s dtype {like.dtype}"
+            f"{name}: dtype {p.dtype} does not match {like_name}'s dtype {like.dtype} "
+            f"(bring both to one dtype, e.g. module.to({like.dtype}) or "
+            f"{like_name}.to({p.dtype}))"
         )
     if p.device != like.device:
         raise ArgumentError(f"{name}: on device {p.device}, but {like_name} is on {like.device}")

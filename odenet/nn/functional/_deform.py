@@ -256,7 +256,8 @@ class _DeformConv(Function):
             g_b = g.sum((0, 2, 3))
         if need[0] or need[1] or need[2]:
             wmat = _weight_matrix(weight, geo)
-            gcols = _ungroup_columns(torch.bmm(g2, wmat.transpose(1, 2)), geo).reshape(b * ho * wo * k * og, cg)
+            gcols = _ungroup_columns(torch.bmm(g2, wmat.transpose(1, 2)), geo)
+            gcols = gcols.reshape(b * ho * wo * k * og, cg)
             if need[0]:
                 g_rows = _scatter_rows(gcols, idx, wgt, b * h * w * og)
                 g_in = g_rows.view(b, h, w, cin).permute(0, 3, 1, 2).contiguous()
@@ -313,7 +314,8 @@ def _corner_dots(gcols, rows, idx):
     pattern = _csr(idx, ones, rows.shape[0])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse.sampled_addmm(pattern, gcols, rows.t(), beta=0.0).values().view(idx.shape[0], 4)
+        dots = torch.sparse.sampled_addmm(pattern, gcols, rows.t(), beta=0.0)
+    return dots.values().view(idx.shape[0], 4)
 
 
 def _reference_grads(ctx, g):
