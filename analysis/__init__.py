@@ -19,7 +19,8 @@ matplotlib Figure):
 
 Examples
 --------
->>> import torch, analysis
+>>> import torch
+>>> from odenet import analysis
 >>> analysis.stability_region("rk4").real_axis_limit  # doctest: +ELLIPSIS
 -2.785...
 >>> lin = torch.nn.Linear(3, 3).double()
@@ -30,14 +31,15 @@ Examples
 True
 """
 
-from analysis._convergence import ConvergenceResult, convergence_order
-from analysis._cost import CostResult, cost
-from analysis._gradients import GradientConsistencyResult, gradient_consistency
-from analysis._problems import ODEProblem
-from analysis._region import StabilityRegion, max_stable_steps, stability_region
-from analysis._report import report
-from analysis._reversibility import ReversibilityResult, reversibility
-from analysis._stability import StabilityResult, stability
+from odenet.analysis import _requirements  # noqa: F401  (first: names a missing extra)
+from odenet.analysis._convergence import ConvergenceResult, convergence_order
+from odenet.analysis._cost import CostResult, cost
+from odenet.analysis._gradients import GradientConsistencyResult, gradient_consistency
+from odenet.analysis._problems import ODEProblem
+from odenet.analysis._region import StabilityRegion, max_stable_steps, stability_region
+from odenet.analysis._report import report
+from odenet.analysis._reversibility import ReversibilityResult, reversibility
+from odenet.analysis._stability import StabilityResult, stability
 
 __all__ = [
     "ConvergenceResult",

@@ -1,8 +1,8 @@
-"""``python -m analysis``: the ``odenet-analysis`` command."""
+"""``python -m odenet.analysis``: the ``odenet-analysis`` command."""
 
 import sys
 
-from analysis._cli import main
+from odenet.analysis._cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,4 +1,4 @@
-"""The ``odenet-analysis`` command (also ``python -m analysis``)."""
+"""The ``odenet-analysis`` command (also ``python -m odenet.analysis``)."""
 
 from __future__ import annotations
 
@@ -122,7 +122,7 @@ _DTYPE_HELP = {
 
 
 def _model_options(p: argparse.ArgumentParser, command: str = "") -> None:
-    from analysis._models import DATA, DEFAULT_SPEC, FORMS, MODELS
+    from odenet.analysis._models import DATA, DEFAULT_SPEC, FORMS, MODELS
 
     g = p.add_argument_group("network (the ODE block analysed)")
     g.add_argument("--model", choices=MODELS, default=DEFAULT_SPEC["model"],
@@ -137,7 +137,7 @@ def _model_options(p: argparse.ArgumentParser, command: str = "") -> None:
                    help="channels of the block (default %(default)s)")
     g.add_argument("--batch", type=_pos_int, default=DEFAULT_SPEC["batch"],
                    help="images in the analysed batch (default %(default)s)")
-    from analysis import _models
+    from odenet.analysis import _models
 
     own = getattr(_models, "DEFAULT_METHODS", {})
     g.add_argument("--block-method", choices=_methods(), default=DEFAULT_SPEC["method"],
@@ -184,15 +184,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     Examples
     --------
-    >>> from analysis._cli import build_parser
+    >>> from odenet.analysis._cli import build_parser
     >>> args = build_parser().parse_args(["gradients", "--steps", "4,8"])
     >>> args.command, args.steps
     ('gradients', [4, 8])
     """
-    from analysis._gradients import STRATEGIES
-    from analysis._models import ACTIVATIONS
-    from analysis._problems import BUILTIN_PROBLEMS
-    from analysis._report import REPORT_DEFAULTS, strategy_error
+    from odenet.analysis._gradients import STRATEGIES
+    from odenet.analysis._models import ACTIVATIONS
+    from odenet.analysis._problems import BUILTIN_PROBLEMS
+    from odenet.analysis._report import REPORT_DEFAULTS, strategy_error
 
     methods = _methods()
     parser = _Parser(
@@ -319,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _spec(args: argparse.Namespace) -> dict[str, Any]:
-    from analysis._models import check_spec
+    from odenet.analysis._models import check_spec
 
     return check_spec(
         model=args.model, form=args.form, norm=None if args.norm == "none" else args.norm,
@@ -331,7 +331,7 @@ def _spec(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _default_gradient_methods(spec: dict[str, Any]) -> list[str]:
-    from analysis._report import REPORT_DEFAULTS
+    from odenet.analysis._report import REPORT_DEFAULTS
 
     key = "imex_gradient_methods" if spec["model"] == "imex" else "gradient_methods"
     return list(REPORT_DEFAULTS[key])
@@ -349,8 +349,8 @@ def _set_threads(n: int) -> None:
 
 def _files(name: str, result: Any, fig=None) -> dict[str, str | bytes]:
     """The files of a sub-command: ``NAME.json`` and ``NAME.png``."""
-    from analysis._report import figure_bytes
-    from analysis._results import jsonable
+    from odenet.analysis._report import figure_bytes
+    from odenet.analysis._results import jsonable
 
     files: dict[str, str | bytes] = {
         f"{name}.json": json.dumps(jsonable(result), indent=1, allow_nan=False)}
@@ -362,7 +362,7 @@ def _files(name: str, result: Any, fig=None) -> dict[str, str | bytes]:
 def _run(args: argparse.Namespace, command_line: str) -> int:
     import shutil
 
-    from analysis import _report as R
+    from odenet.analysis import _report as R
 
     if args.weights is not None:
         R.check_weights(args.weights)
@@ -455,7 +455,7 @@ _OPTIONS = {
 
 def _one_line(err: BaseException) -> str:
     """The first line of an error's message, with the command-line option it concerns."""
-    from analysis._report import OutputError
+    from odenet.analysis._report import OutputError
 
     text = str(err).strip()
     if isinstance(err, OSError) and not isinstance(err, OutputError) and err.strerror:
@@ -480,7 +480,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Examples
     --------
-    >>> from analysis._cli import main
+    >>> from odenet.analysis._cli import main
     >>> main(["order", "--steps", "0"])
     2
     """

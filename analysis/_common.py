@@ -47,7 +47,7 @@ def method_name(method: str | ButcherTableau | IMEXTableau) -> str:
 
     Examples
     --------
-    >>> from analysis._common import method_name
+    >>> from odenet.analysis._common import method_name
     >>> method_name("rk4")
     'rk4'
     """
@@ -59,7 +59,7 @@ def check_methods(methods: object, name: str = "methods") -> list[ButcherTableau
 
     Examples
     --------
-    >>> from analysis._common import check_methods
+    >>> from odenet.analysis._common import check_methods
     >>> [m.name for m in check_methods(["euler", "rk4"])]
     ['euler', 'rk4']
     >>> check_methods(["rk4", "rk4"])
@@ -67,7 +67,7 @@ def check_methods(methods: object, name: str = "methods") -> list[ButcherTableau
     ...
     odenet.errors.ArgumentError: methods: expected distinct methods, got 'rk4' twice
     """
-    from analysis._region import resolve_method
+    from odenet.analysis._region import resolve_method
 
     if isinstance(methods, (str, ButcherTableau, IMEXTableau)):
         methods = [methods]
@@ -97,7 +97,7 @@ def check_int(value: object, name: str, minimum: int | None = None,
 
     Examples
     --------
-    >>> from analysis._common import check_int
+    >>> from odenet.analysis._common import check_int
     >>> check_int(3, "k", 1)
     3
     >>> check_int(0, "k", 1)
@@ -122,7 +122,7 @@ def check_seed(value: object, name: str = "seed") -> int:
 
     Examples
     --------
-    >>> from analysis._common import check_seed
+    >>> from odenet.analysis._common import check_seed
     >>> check_seed(7)
     7
     """
@@ -134,7 +134,7 @@ def check_bool(value: object, name: str, *, allow_none: bool = False) -> bool | 
 
     Examples
     --------
-    >>> from analysis._common import check_bool
+    >>> from odenet.analysis._common import check_bool
     >>> check_bool(None, "progress", allow_none=True) is None
     True
     """
@@ -151,7 +151,7 @@ def check_str(value: object, name: str) -> str:
 
     Examples
     --------
-    >>> from analysis._common import check_str
+    >>> from odenet.analysis._common import check_str
     >>> check_str("tanh", "label")
     'tanh'
     """
@@ -165,7 +165,7 @@ def check_path(value: object, name: str = "store") -> str | None:
 
     Examples
     --------
-    >>> from analysis._common import check_path
+    >>> from odenet.analysis._common import check_path
     >>> check_path(None) is None
     True
     """
@@ -183,7 +183,7 @@ def check_steps(steps: object, name: str = "steps", *, minimum_count: int = 1) -
 
     Examples
     --------
-    >>> from analysis._common import check_steps
+    >>> from odenet.analysis._common import check_steps
     >>> check_steps([16, 4, 8])
     [4, 8, 16]
     >>> check_steps([8], minimum_count=2)
@@ -223,7 +223,7 @@ def check_real(value: object, name: str) -> float:
 
     Examples
     --------
-    >>> from analysis._common import check_real
+    >>> from odenet.analysis._common import check_real
     >>> check_real(-0.5, "t")
     -0.5
     """
@@ -243,7 +243,7 @@ def check_positive(value: object, name: str, *, allow_none: bool = False,
 
     Examples
     --------
-    >>> from analysis._common import check_positive
+    >>> from odenet.analysis._common import check_positive
     >>> check_positive(2, "T")
     2.0
     """
@@ -275,7 +275,7 @@ def check_numbers(
 
     Examples
     --------
-    >>> from analysis._common import check_numbers
+    >>> from odenet.analysis._common import check_numbers
     >>> check_numbers([-1, 2j], "eigenvalues").tolist()
     [(-1+0j), 2j]
     >>> check_numbers([float("nan")], "eigenvalues")
@@ -325,7 +325,7 @@ def check_tensor(value: object, name: str, *, allow_empty: bool = False) -> Tens
     Examples
     --------
     >>> import torch
-    >>> from analysis._common import check_tensor
+    >>> from odenet.analysis._common import check_tensor
     >>> check_tensor(torch.ones(2), "y0").shape
     torch.Size([2])
     """
@@ -350,7 +350,7 @@ def check_loss_value(value: object, name: str = "loss") -> Tensor:
     Examples
     --------
     >>> import torch
-    >>> from analysis._common import check_loss_value
+    >>> from odenet.analysis._common import check_loss_value
     >>> check_loss_value(torch.tensor(1.5)).item()
     1.5
     >>> check_loss_value(torch.ones(3))
@@ -386,7 +386,7 @@ def block_settings(obj: object) -> dict[str, Any]:
 
     Examples
     --------
-    >>> from analysis._common import block_settings
+    >>> from odenet.analysis._common import block_settings
     >>> block_settings(lambda t, y: -y)
     {}
     """
@@ -405,7 +405,7 @@ def unwrap_func(obj: object, name: str = "func") -> tuple[Callable, dict[str, An
 
     Examples
     --------
-    >>> from analysis._common import unwrap_func
+    >>> from odenet.analysis._common import unwrap_func
     >>> f, settings = unwrap_func(lambda t, y: -y)
     >>> settings
     {}
@@ -426,7 +426,7 @@ def collect_params(func: object, implicit: object = None, params: object = None)
     Examples
     --------
     >>> import torch
-    >>> from analysis._common import collect_params
+    >>> from odenet.analysis._common import collect_params
     >>> len(collect_params(torch.nn.Linear(2, 2)))
     2
     """
@@ -468,7 +468,7 @@ def fingerprint(*parts: object) -> str:
     Examples
     --------
     >>> import torch
-    >>> from analysis._common import fingerprint
+    >>> from odenet.analysis._common import fingerprint
     >>> fingerprint(torch.ones(2), "rk4") == fingerprint(torch.ones(2), "rk4")
     True
     >>> fingerprint(torch.ones(2)) == fingerprint(torch.zeros(2))

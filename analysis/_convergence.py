@@ -9,11 +9,11 @@ import numpy as np
 import torch
 
 import odenet
-from analysis._common import check_bool, check_methods, check_path, check_steps, fingerprint
-from analysis._problems import ODEProblem, builtin_problem
-from analysis._results import Result, new_figure, plain_log_axis
-from analysis._sweep import CaseStore, run_cases
 from odenet import ButcherTableau, IMEXTableau
+from odenet.analysis._common import check_bool, check_methods, check_path, check_steps, fingerprint
+from odenet.analysis._problems import ODEProblem, builtin_problem
+from odenet.analysis._results import Result, new_figure, plain_log_axis
+from odenet.analysis._sweep import CaseStore, run_cases
 from odenet.errors import ArgumentError, ArgumentTypeError
 
 __all__ = ["ConvergenceResult", "convergence_order", "fit_order"]
@@ -26,7 +26,7 @@ def fit_order(h: Sequence[float], err: Sequence[float], floor: float = 0.0) -> f
 
     Examples
     --------
-    >>> from analysis._convergence import fit_order
+    >>> from odenet.analysis._convergence import fit_order
     >>> fit_order([0.1, 0.05, 0.025], [1e-2, 2.5e-3, 6.25e-4])
     2.0
     """
@@ -48,7 +48,7 @@ class ConvergenceResult(Result):
 
     Examples
     --------
-    >>> import analysis
+    >>> from odenet import analysis
     >>> res = analysis.convergence_order("heun", steps=[8, 16, 32])
     >>> round(res.observed["heun"], 1)
     2.0
@@ -71,7 +71,7 @@ class ConvergenceResult(Result):
 
         Examples
         --------
-        >>> import analysis
+        >>> from odenet import analysis
         >>> fig = analysis.convergence_order(["euler", "rk4"], steps=[4, 8]).plot()
         >>> fig.axes[0].get_xscale()
         'log'
@@ -145,7 +145,7 @@ def convergence_order(
 
     Examples
     --------
-    >>> import analysis
+    >>> from odenet import analysis
     >>> res = analysis.convergence_order(["euler", "rk4"], "vanderpol", steps=[16, 32, 64])
     >>> {m: round(p) for m, p in res.observed.items()}
     {'euler': 1, 'rk4': 4}

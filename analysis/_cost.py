@@ -20,7 +20,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from analysis._common import (
+from odenet import ButcherTableau, GradientStrategy, IMEXTableau
+from odenet.analysis._common import (
     block_settings,
     check_positive,
     check_steps,
@@ -28,11 +29,10 @@ from analysis._common import (
     fingerprint,
     unwrap_func,
 )
-from analysis._gradients import parse_strategy, solve_with, torchdiffeq_method
-from analysis._region import resolve_method
-from analysis._results import Result, new_figure
-from analysis._sweep import CaseStore, run_cases
-from odenet import ButcherTableau, GradientStrategy, IMEXTableau
+from odenet.analysis._gradients import parse_strategy, solve_with, torchdiffeq_method
+from odenet.analysis._region import resolve_method
+from odenet.analysis._results import Result, new_figure
+from odenet.analysis._sweep import CaseStore, run_cases
 from odenet.errors import ArgumentError, ArgumentTypeError
 
 __all__ = ["CostResult", "cost", "measure", "measure_times"]
@@ -110,7 +110,7 @@ def _make_run(
     ``apply()`` puts the strategy on a network's blocks and returns the undos
     (nothing for a single solve); ``run()`` must be called between the two.
     """
-    from analysis._common import collect_params
+    from odenet.analysis._common import collect_params
 
     _, strat = parse_strategy(strategy)
     blocks = ode_blocks(func)
@@ -169,7 +169,7 @@ def measure(
     Examples
     --------
     >>> import torch
-    >>> from analysis._cost import measure
+    >>> from odenet.analysis._cost import measure
     >>> lin = torch.nn.Linear(8, 8)
     >>> m = measure(lambda t, y: torch.tanh(lin(y)), torch.randn(4, 8), "anode", "rk4", 8,
     ...             params=list(lin.parameters()), repeats=1)
@@ -218,7 +218,7 @@ def measure_times(
     Examples
     --------
     >>> import torch
-    >>> from analysis._cost import measure_times
+    >>> from odenet.analysis._cost import measure_times
     >>> lin = torch.nn.Linear(8, 8)
     >>> m = measure_times(lambda t, y: torch.tanh(lin(y)), torch.randn(4, 8),
     ...                   ["backprop", "anode"], "rk4", 4, params=list(lin.parameters()),
@@ -279,7 +279,7 @@ def ode_blocks(model: object) -> list:
     Examples
     --------
     >>> import odenet
-    >>> from analysis._cost import ode_blocks
+    >>> from odenet.analysis._cost import ode_blocks
     >>> net = odenet.models.ODEResNet(1, 2, widths=(4,), blocks=3, steps=2)
     >>> len(ode_blocks(net))
     3
@@ -366,7 +366,7 @@ def _worker_main() -> None:  # pragma: no cover - runs in the child process
     torch.set_num_threads(payload.pop("threads"))
     spec = payload.pop("spec", None)
     if spec is not None:
-        from analysis._models import build_network
+        from odenet.analysis._models import build_network
 
         net, x, _ = build_network(spec)
         payload.update(func=net, y0=x)
@@ -409,7 +409,8 @@ class CostResult(Result):
 
     Examples
     --------
-    >>> import torch, analysis
+    >>> import torch
+    >>> from odenet import analysis
     >>> class F(torch.nn.Module):
     ...     def __init__(self):
     ...         super().__init__()
@@ -445,7 +446,8 @@ class CostResult(Result):
 
         Examples
         --------
-        >>> import torch, analysis
+        >>> import torch
+        >>> from odenet import analysis
         >>> A = torch.randn(8, 8)
         >>> res = analysis.cost(lambda t, y: y @ A, torch.randn(4, 8), ["anode"], steps=2,
         ...                     repeats=2, isolate=False)
@@ -605,7 +607,8 @@ def cost(
 
     Examples
     --------
-    >>> import torch, analysis
+    >>> import torch
+    >>> from odenet import analysis
     >>> block = analysis._models.build_case({"model": "dense", "channels": 2}).block
     >>> res = analysis.cost(block, torch.randn(4, 2, 8, 8, dtype=torch.float64),
     ...                     ["anode", "adjoint"], steps=8, repeats=3, isolate=False)
@@ -619,10 +622,10 @@ def cost(
     network = False
     block: dict[str, Any] = {}
     if spec is not None:
-        from analysis._models import build_network, check_spec
+        from odenet.analysis._models import build_network, check_spec
 
         if spec.get("weights") is not None:
-            from analysis._report import check_weights
+            from odenet.analysis._report import check_weights
 
             check_weights(spec["weights"])
         spec = check_spec(spec, **{k: v for k, v in (("method", method), ("steps", steps),
@@ -678,7 +681,7 @@ def cost(
         )
     for s in strategies:
         if isinstance(s, str):
-            from analysis._report import strategy_error
+            from odenet.analysis._report import strategy_error
 
             msg = strategy_error(s)
             if msg:

@@ -11,7 +11,8 @@ import torch
 from torch import Tensor
 
 import odenet
-from analysis._common import (
+from odenet import METHODS, ButcherTableau, GradientStrategy, IMEXTableau
+from odenet.analysis._common import (
     check_bool,
     check_int,
     check_loss_value,
@@ -26,9 +27,8 @@ from analysis._common import (
     fingerprint,
     unwrap_func,
 )
-from analysis._results import Result, new_figure, steps_axis
-from analysis._sweep import CaseStore, run_cases
-from odenet import METHODS, ButcherTableau, GradientStrategy, IMEXTableau
+from odenet.analysis._results import Result, new_figure, steps_axis
+from odenet.analysis._sweep import CaseStore, run_cases
 from odenet.errors import ArgumentError, ArgumentTypeError
 
 __all__ = [
@@ -39,7 +39,7 @@ __all__ = [
     "torchdiffeq_method",
 ]
 
-#: Strategy names understood by :func:`gradient_consistency` and :func:`analysis.cost`
+#: Strategy names understood by :func:`gradient_consistency` and :func:`odenet.analysis.cost`
 #: (``"revolve:k"`` sets the number of checkpoints).
 STRATEGIES = ("backprop", "anode", "revolve", "adjoint", "torchdiffeq", "torchdiffeq-adjoint")
 
@@ -52,7 +52,7 @@ def torchdiffeq_method(tab: ButcherTableau | IMEXTableau) -> str | None:
     Examples
     --------
     >>> import odenet
-    >>> from analysis._gradients import torchdiffeq_method
+    >>> from odenet.analysis._gradients import torchdiffeq_method
     >>> torchdiffeq_method(odenet.METHODS["rk4_38"]), torchdiffeq_method(odenet.METHODS["rk4"])
     ('rk4', None)
     """
@@ -73,7 +73,7 @@ def parse_strategy(spec: object, name: str = "strategies") -> tuple[str, object]
 
     Examples
     --------
-    >>> from analysis._gradients import parse_strategy
+    >>> from odenet.analysis._gradients import parse_strategy
     >>> parse_strategy("revolve:3")
     ('revolve:3', Revolve(checkpoints=3))
     >>> parse_strategy("torchdiffeq-adjoint")
@@ -169,7 +169,8 @@ class GradientConsistencyResult(Result):
 
     Examples
     --------
-    >>> import torch, analysis
+    >>> import torch
+    >>> from odenet import analysis
     >>> lin = torch.nn.Linear(3, 3).double()
     >>> res = analysis.gradient_consistency(lambda t, y: torch.tanh(lin(y)),
     ...     torch.randn(2, 3, dtype=torch.float64), 1.0, "rk4", [4], ["anode"],
@@ -198,7 +199,8 @@ class GradientConsistencyResult(Result):
 
         Examples
         --------
-        >>> import torch, analysis
+        >>> import torch
+        >>> from odenet import analysis
         >>> w = torch.tensor(-1.0, dtype=torch.float64, requires_grad=True)
         >>> res = analysis.gradient_consistency(lambda t, y: w * y, torch.ones(2,
         ...     dtype=torch.float64), 1.0, "euler", [8], ["adjoint"], params=[w])
@@ -220,7 +222,8 @@ class GradientConsistencyResult(Result):
 
         Examples
         --------
-        >>> import torch, analysis
+        >>> import torch
+        >>> from odenet import analysis
         >>> w = torch.tensor(-1.0, dtype=torch.float64, requires_grad=True)
         >>> res = analysis.gradient_consistency(lambda t, y: w * y, torch.ones(2,
         ...     dtype=torch.float64), 1.0, "euler", [2, 4], ["adjoint"], params=[w])
@@ -360,7 +363,8 @@ def gradient_consistency(
 
     Examples
     --------
-    >>> import torch, analysis
+    >>> import torch
+    >>> from odenet import analysis
     >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
     <torch._C.Generator object at ...>
     >>> lin = torch.nn.Linear(4, 4).double()
@@ -526,8 +530,9 @@ def combine(results: Sequence[GradientConsistencyResult]) -> GradientConsistency
 
     Examples
     --------
-    >>> import torch, analysis
-    >>> from analysis._gradients import combine
+    >>> import torch
+    >>> from odenet import analysis
+    >>> from odenet.analysis._gradients import combine
     >>> w = torch.tensor(-1.0, dtype=torch.float64, requires_grad=True)
     >>> y0 = torch.ones(2, dtype=torch.float64)
     >>> a, b = (analysis.gradient_consistency(lambda t, y: w * y, y0, 1.0, "euler", [2],

@@ -37,7 +37,7 @@ class JacobianOperator:
     Examples
     --------
     >>> import torch
-    >>> from analysis._jacobian import JacobianOperator
+    >>> from odenet.analysis._jacobian import JacobianOperator
     >>> A = torch.tensor([[1.0, 2.0], [3.0, 4.0]], dtype=torch.float64)
     >>> J = JacobianOperator(lambda x: A @ x, torch.zeros(2, dtype=torch.float64))
     >>> J.matvec(torch.tensor([1.0, 0.0], dtype=torch.float64)).tolist()

@@ -88,7 +88,7 @@ def check_spec(spec: Mapping[str, Any] | None = None, **overrides: Any) -> dict[
 
     Examples
     --------
-    >>> from analysis._models import check_spec
+    >>> from odenet.analysis._models import check_spec
     >>> check_spec(model="dense", steps=8)["steps"]
     8
     >>> check_spec(model="imex")["method"]
@@ -169,7 +169,7 @@ def check_spec(spec: Mapping[str, Any] | None = None, **overrides: Any) -> dict[
                 f"{key}: expected an integer in [{low}, {high if high is not None else 'inf'}], "
                 f"got {v!r}"
             )
-    from analysis._region import resolve_method
+    from odenet.analysis._region import resolve_method
 
     if out["method"] is None:
         out["method"] = DEFAULT_METHODS[out["model"]]
@@ -232,7 +232,7 @@ def load_data(kind: str, n: int, seed: int) -> tuple[Tensor, Tensor, str]:
 
     Examples
     --------
-    >>> from analysis._models import load_data
+    >>> from odenet.analysis._models import load_data
     >>> x, y, _ = load_data("synthetic", 4, 0)
     >>> tuple(x.shape), tuple(y.shape)
     ((4, 1, 8, 8), (4,))
@@ -260,7 +260,7 @@ def make_network(
 
     Examples
     --------
-    >>> from analysis._models import check_spec, make_network
+    >>> from odenet.analysis._models import check_spec, make_network
     >>> net, stem, blocks, head = make_network(check_spec(model="sparse", channels=4), 10)
     >>> type(blocks[0].rhs.op).__name__, type(blocks[0]).__name__
     ('SparseConv2d', 'ODEBlock')
@@ -268,7 +268,7 @@ def make_network(
     import copy
 
     import odenet.nn as onn
-    from analysis._region import resolve_method
+    from odenet.analysis._region import resolve_method
     from odenet.models import ODEResNet
 
     s = check_spec(spec)
@@ -338,7 +338,7 @@ def build_network(spec: Mapping[str, Any] | None = None) -> tuple[nn.Module, Ten
 
     Examples
     --------
-    >>> from analysis._models import build_network
+    >>> from odenet.analysis._models import build_network
     >>> net, x, _ = build_network({"model": "lean", "channels": 2, "batch": 3, "blocks": 2})
     >>> tuple(net(x).shape)
     (3, 10)
@@ -386,7 +386,7 @@ def build_case(spec: Mapping[str, Any] | None = None) -> Case:
 
     Examples
     --------
-    >>> from analysis._models import build_case
+    >>> from odenet.analysis._models import build_case
     >>> case = build_case({"model": "lean", "channels": 2, "batch": 3})
     >>> tuple(case.y0.shape), case.method, case.steps
     ((3, 2, 8, 8), 'rk4', 4)

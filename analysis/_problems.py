@@ -11,7 +11,7 @@ import scipy.linalg
 import torch
 from torch import Tensor
 
-from analysis._common import check_positive, check_str, check_tensor
+from odenet.analysis._common import check_positive, check_str, check_tensor
 from odenet.errors import ArgumentError, ArgumentTypeError, FunctionOutputError
 from odenet.solvers._problem import _check_output
 
@@ -27,7 +27,7 @@ class MatrixOperator:
     Examples
     --------
     >>> import torch
-    >>> from analysis._problems import MatrixOperator
+    >>> from odenet.analysis._problems import MatrixOperator
     >>> L = MatrixOperator(torch.diag(torch.tensor([1.0, 3.0], dtype=torch.float64)))
     >>> L.solve(torch.tensor([2.0, 4.0], dtype=torch.float64), 1.0).tolist()
     [1.0, 1.0]
@@ -84,7 +84,7 @@ class ODEProblem:
     Examples
     --------
     >>> import torch
-    >>> from analysis._problems import ODEProblem
+    >>> from odenet.analysis._problems import ODEProblem
     >>> p = ODEProblem(lambda t, y: -y, torch.ones(1, dtype=torch.float64), 1.0, name="decay")
     >>> round(p.reference().item(), 10)   # DOP853 reference
     0.3678794412
@@ -262,7 +262,7 @@ def builtin_problem(name: str) -> ODEProblem:
 
     Examples
     --------
-    >>> from analysis._problems import builtin_problem
+    >>> from odenet.analysis._problems import builtin_problem
     >>> builtin_problem("vanderpol")
     ODEProblem('vanderpol', size 2, T=2)
     """

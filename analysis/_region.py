@@ -26,9 +26,9 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 from numpy.polynomial import polynomial as P
 
-from analysis._common import check_int, check_numbers, check_positive
-from analysis._results import Result, new_figure
 from odenet import METHODS, ButcherTableau, IMEXTableau
+from odenet.analysis._common import check_int, check_numbers, check_positive
+from odenet.analysis._results import Result, new_figure
 from odenet.errors import ArgumentError, ArgumentTypeError, UnknownMethodError
 
 __all__ = [
@@ -48,7 +48,7 @@ def resolve_method(method: object, name: str = "method") -> ButcherTableau | IME
 
     Examples
     --------
-    >>> from analysis._region import resolve_method
+    >>> from odenet.analysis._region import resolve_method
     >>> resolve_method("rk4").order
     4
     """
@@ -177,7 +177,7 @@ def evaluate_R(tab: ButcherTableau | IMEXTableau, z, w=0.0) -> np.ndarray:
     Examples
     --------
     >>> from odenet import METHODS
-    >>> from analysis._region import evaluate_R
+    >>> from odenet.analysis._region import evaluate_R
     >>> evaluate_R(METHODS["imex_euler"], [-1.0, 1.0], 1.0).real.tolist()  # (1 + z) / (1 + w)
     [0.0, 1.0]
     """
@@ -210,7 +210,7 @@ def max_stable_steps(
 
     Examples
     --------
-    >>> from analysis._region import max_stable_steps
+    >>> from odenet.analysis._region import max_stable_steps
     >>> max_stable_steps("euler", [-4.0, -1 + 1j, 2.0]).round(6).tolist()
     [0.5, 1.0, 0.0]
     """
@@ -277,7 +277,7 @@ class StabilityRegion(Result):
 
     Examples
     --------
-    >>> import analysis
+    >>> from odenet import analysis
     >>> reg = analysis.stability_region("euler")
     >>> reg.real_axis_limit
     -2.0
@@ -330,7 +330,7 @@ class StabilityRegion(Result):
 
         Examples
         --------
-        >>> import analysis
+        >>> from odenet import analysis
         >>> complex(analysis.stability_region("rk4").R(-1.0)).real  # 1 - 1 + 1/2 - 1/6 + 1/24
         0.375
         """
@@ -349,7 +349,7 @@ class StabilityRegion(Result):
 
         Examples
         --------
-        >>> import analysis
+        >>> from odenet import analysis
         >>> analysis.stability_region("rk4").contains([-2.7, -2.9]).tolist()
         [True, False]
         """
@@ -363,7 +363,7 @@ class StabilityRegion(Result):
 
         Examples
         --------
-        >>> import analysis
+        >>> from odenet import analysis
         >>> analysis.stability_region("euler").max_step([-10.0, -2.0])
         0.2
         """
@@ -404,7 +404,7 @@ class StabilityRegion(Result):
 
         Examples
         --------
-        >>> import analysis
+        >>> from odenet import analysis
         >>> fig = analysis.stability_region("rk4").plot(spectra=[-1.0, -2 + 1j])
         >>> fig.axes[0].get_xlabel()
         'Re z'
@@ -504,7 +504,7 @@ def stability_region(
 
     Examples
     --------
-    >>> import analysis
+    >>> from odenet import analysis
     >>> reg = analysis.stability_region("rk4")
     >>> round(reg.real_axis_limit, 4), round(reg.imaginary_axis_limit, 4)
     (-2.7853, 2.8284)

@@ -24,19 +24,19 @@ import numpy as np
 import torch
 
 import odenet
-from analysis._convergence import ConvergenceResult, convergence_order
-from analysis._cost import CostResult, cost
-from analysis._gradients import STRATEGIES, GradientConsistencyResult, gradient_consistency
-from analysis._gradients import combine as combine_gradients
-from analysis._models import Case, build_case, check_spec
-from analysis._problems import BUILTIN_PROBLEMS, ODEProblem
-from analysis._region import StabilityRegion, resolve_method, stability_region
-from analysis._results import Result, finish_figure, jsonable, new_figure
-from analysis._reversibility import ReversibilityResult, reversibility
-from analysis._reversibility import combine as combine_reversibility
-from analysis._stability import StabilityResult, stability
-from analysis._sweep import atomic_write
 from odenet import IMEXTableau
+from odenet.analysis._convergence import ConvergenceResult, convergence_order
+from odenet.analysis._cost import CostResult, cost
+from odenet.analysis._gradients import STRATEGIES, GradientConsistencyResult, gradient_consistency
+from odenet.analysis._gradients import combine as combine_gradients
+from odenet.analysis._models import Case, build_case, check_spec
+from odenet.analysis._problems import BUILTIN_PROBLEMS, ODEProblem
+from odenet.analysis._region import StabilityRegion, resolve_method, stability_region
+from odenet.analysis._results import Result, finish_figure, jsonable, new_figure
+from odenet.analysis._reversibility import ReversibilityResult, reversibility
+from odenet.analysis._reversibility import combine as combine_reversibility
+from odenet.analysis._stability import StabilityResult, stability
+from odenet.analysis._sweep import atomic_write
 from odenet.errors import ArgumentError, ArgumentTypeError
 
 __all__ = [
@@ -94,7 +94,7 @@ def strategy_error(name: object) -> str | None:
 
     Examples
     --------
-    >>> from analysis._report import strategy_error
+    >>> from odenet.analysis._report import strategy_error
     >>> strategy_error("revolve:4") is None
     True
     >>> strategy_error("revolve:0")
@@ -125,7 +125,7 @@ def check_weights(path: object) -> str:
     Examples
     --------
     >>> import tempfile, pathlib, torch
-    >>> from analysis._report import check_weights
+    >>> from odenet.analysis._report import check_weights
     >>> with tempfile.TemporaryDirectory() as d:
     ...     p = pathlib.Path(d) / "w.pt"
     ...     torch.save({"w": torch.tensor([1.0, float("nan")])}, p)
@@ -226,7 +226,7 @@ def check_settings(settings: Mapping[str, Any] | None) -> dict[str, Any]:
 
     Examples
     --------
-    >>> from analysis._report import check_settings
+    >>> from odenet.analysis._report import check_settings
     >>> check_settings({"cost_repeats": 2})["cost_repeats"]
     2
     >>> try:
@@ -235,9 +235,9 @@ def check_settings(settings: Mapping[str, Any] | None) -> dict[str, Any]:
     ...     print(str(err).split(":")[0])
     settings['strategies']
     """
-    from analysis._common import check_steps
-    from analysis._models import ACTIVATIONS
-    from analysis._problems import BUILTIN_PROBLEMS
+    from odenet.analysis._common import check_steps
+    from odenet.analysis._models import ACTIVATIONS
+    from odenet.analysis._problems import BUILTIN_PROBLEMS
 
     if settings is not None and not isinstance(settings, Mapping):
         raise ArgumentTypeError(
@@ -280,7 +280,7 @@ class OutputError(OSError):
 
     Examples
     --------
-    >>> from analysis._report import OutputError
+    >>> from odenet.analysis._report import OutputError
     >>> isinstance(OutputError("output: busy"), OSError)
     True
     """
@@ -291,7 +291,7 @@ def output_path(output: object) -> Path:
 
     Examples
     --------
-    >>> from analysis._report import output_path
+    >>> from odenet.analysis._report import output_path
     >>> output_path("r").name
     'r'
     >>> try:
@@ -435,7 +435,7 @@ def claim_output(output: object, *, force: bool = False) -> OutputFolder:
     Examples
     --------
     >>> import tempfile, pathlib
-    >>> from analysis._report import claim_output
+    >>> from odenet.analysis._report import claim_output
     >>> with tempfile.TemporaryDirectory() as d:
     ...     with claim_output(pathlib.Path(d) / "r") as out:
     ...         _ = out.commit({"a.txt": "hello"})
@@ -502,12 +502,12 @@ def claim_output(output: object, *, force: bool = False) -> OutputFolder:
 
 
 def figure_bytes(fig) -> bytes:
-    """The PNG of a figure, after :func:`analysis._results.finish_figure`.
+    """The PNG of a figure, after :func:`odenet.analysis._results.finish_figure`.
 
     Examples
     --------
-    >>> from analysis._results import new_figure
-    >>> from analysis._report import figure_bytes
+    >>> from odenet.analysis._results import new_figure
+    >>> from odenet.analysis._report import figure_bytes
     >>> figure_bytes(new_figure()[0])[:4]
     b'\\x89PNG'
     """
@@ -523,8 +523,8 @@ def write_figure(fig, path: Path) -> Path:
     Examples
     --------
     >>> import tempfile, pathlib
-    >>> from analysis._results import new_figure
-    >>> from analysis._report import write_figure
+    >>> from odenet.analysis._results import new_figure
+    >>> from odenet.analysis._report import write_figure
     >>> fig, (ax,) = new_figure()
     >>> with tempfile.TemporaryDirectory() as d:
     ...     p = write_figure(fig, pathlib.Path(d) / "f.png")
@@ -560,7 +560,7 @@ def run_gradients(
 
     Examples
     --------
-    >>> from analysis._report import run_gradients
+    >>> from odenet.analysis._report import run_gradients
     >>> res = run_gradients({"model": "dense", "channels": 2, "batch": 2}, ["tanh"], ["euler"],
     ...                     [2], ["anode"], progress=False)
     >>> [r["strategy"] for r in res.rows]
@@ -601,7 +601,7 @@ def run_reversibility(
 
     Examples
     --------
-    >>> from analysis._report import run_reversibility
+    >>> from odenet.analysis._report import run_reversibility
     >>> res = run_reversibility({"model": "dense", "channels": 2, "batch": 2}, ["tanh"],
     ...                         ["euler"], [2, 4], progress=False)
     >>> len(res.rows)
@@ -706,8 +706,8 @@ def plot_regions(regions: Sequence[StabilityRegion], spectra: np.ndarray, title:
     Examples
     --------
     >>> import numpy as np
-    >>> from analysis._region import stability_region
-    >>> from analysis._report import plot_regions
+    >>> from odenet.analysis._region import stability_region
+    >>> from odenet.analysis._report import plot_regions
     >>> fig = plot_regions([stability_region("rk4")], np.array([-0.2, -0.01 + 0.02j]), "demo")
     >>> len(fig.axes)
     2
@@ -789,7 +789,7 @@ def run_order(
 
     Examples
     --------
-    >>> from analysis._report import run_order
+    >>> from odenet.analysis._report import run_order
     >>> [r.problem for r in run_order(None, ["euler"], ["linear"], [8, 16], progress=False)]
     ['linear']
     """
@@ -1025,7 +1025,7 @@ def network_state(spec: Mapping[str, Any]) -> str:
 
     Examples
     --------
-    >>> from analysis._report import network_state
+    >>> from odenet.analysis._report import network_state
     >>> network_state({"weights": None, "train_steps": 0, "seed": 0})
     'untrained: weights drawn at random from seed 0'
     """
@@ -1069,7 +1069,7 @@ def report(
     output : str or path-like
         The report folder (created).
     spec : dict, optional
-        The model specification (:data:`analysis._models.DEFAULT_SPEC` keys).
+        The model specification (:data:`odenet.analysis._models.DEFAULT_SPEC` keys).
     settings : dict, optional
         Sweep settings overriding :data:`REPORT_DEFAULTS`.
     sections : sequence of str
@@ -1102,7 +1102,7 @@ def report(
     Examples
     --------
     >>> import tempfile, pathlib
-    >>> from analysis import report
+    >>> from odenet.analysis import report
     >>> with tempfile.TemporaryDirectory() as d:
     ...     index = report(pathlib.Path(d) / "r", {"model": "dense", "channels": 2, "batch": 2},
     ...                    settings={"activations": ["tanh"], "order_problems": ["linear"],

@@ -34,7 +34,7 @@ def jsonable(value: Any, *, strict: bool = True) -> Any:
     Examples
     --------
     >>> import numpy as np
-    >>> from analysis._results import jsonable
+    >>> from odenet.analysis._results import jsonable
     >>> jsonable({"a": np.float64(1.5), "b": [1 + 2j, float("inf")], "c": np.arange(2)})
     {'a': 1.5, 'b': [[1.0, 2.0], 'inf'], 'c': [0, 1]}
     """
@@ -92,7 +92,7 @@ def format_table(
 
     Examples
     --------
-    >>> from analysis._results import format_table
+    >>> from odenet.analysis._results import format_table
     >>> print(format_table(["method", "error"], [["euler", 0.5], ["rk4", 1.25e-9]]))
     method  error
     ------  --------
@@ -120,7 +120,7 @@ def new_figure(nrows: int = 1, ncols: int = 1, *, width: float = 6.4, height: fl
 
     Examples
     --------
-    >>> from analysis._results import new_figure
+    >>> from odenet.analysis._results import new_figure
     >>> fig, axes = new_figure(1, 2)
     >>> len(axes)
     2
@@ -137,7 +137,7 @@ def steps_axis(ax, steps) -> None:
 
     Examples
     --------
-    >>> from analysis._results import new_figure, steps_axis
+    >>> from odenet.analysis._results import new_figure, steps_axis
     >>> fig, (ax,) = new_figure()
     >>> steps_axis(ax, [2, 4, 8])
     >>> [t.get_text() for t in ax.get_xticklabels()]
@@ -171,7 +171,7 @@ class Result:
 
     Examples
     --------
-    >>> from analysis._results import Result
+    >>> from odenet.analysis._results import Result
     >>> class Demo(Result):
     ...     kind = "demo"
     ...     columns = ("x", "y")
@@ -263,7 +263,7 @@ def overlapping_lines(ax, tol: float = 3.0) -> list[list]:
 
     Examples
     --------
-    >>> from analysis._results import new_figure, overlapping_lines
+    >>> from odenet.analysis._results import new_figure, overlapping_lines
     >>> fig, (ax,) = new_figure()
     >>> _ = ax.plot([1, 2, 3], [1, 4, 9], label="a")
     >>> _ = ax.plot([1, 2, 3], [1, 4, 9], label="b")
@@ -322,7 +322,7 @@ def finish_figure(fig, *, legend_size: float = LEGEND_MIN_SIZE) -> list[list[str
 
     Examples
     --------
-    >>> from analysis._results import new_figure, finish_figure
+    >>> from odenet.analysis._results import new_figure, finish_figure
     >>> fig, (ax,) = new_figure()
     >>> _ = ax.plot([1, 2, 3], [1, 4, 9], label="odenet")
     >>> _ = ax.plot([1, 2, 3], [1, 4, 9], label="torchdiffeq")

@@ -9,7 +9,8 @@ import torch
 from torch import Tensor
 
 import odenet
-from analysis._common import (
+from odenet import ButcherTableau, IMEXTableau
+from odenet.analysis._common import (
     check_bool,
     check_methods,
     check_path,
@@ -21,9 +22,8 @@ from analysis._common import (
     fingerprint,
     unwrap_func,
 )
-from analysis._results import Result, new_figure, steps_axis
-from analysis._sweep import CaseStore, run_cases
-from odenet import ButcherTableau, IMEXTableau
+from odenet.analysis._results import Result, new_figure, steps_axis
+from odenet.analysis._sweep import CaseStore, run_cases
 from odenet.errors import ArgumentError, NonFiniteStateError
 
 __all__ = ["ReversibilityResult", "reversibility"]
@@ -37,7 +37,8 @@ class ReversibilityResult(Result):
 
     Examples
     --------
-    >>> import torch, analysis
+    >>> import torch
+    >>> from odenet import analysis
     >>> res = analysis.reversibility(lambda t, y: -y, torch.ones(3, dtype=torch.float64),
     ...                              1.0, ["euler", "rk4"], [4, 8])
     >>> res.rows[0]["method"], res.rows[0]["steps"]
@@ -55,7 +56,8 @@ class ReversibilityResult(Result):
 
         Examples
         --------
-        >>> import torch, analysis
+        >>> import torch
+        >>> from odenet import analysis
         >>> res = analysis.reversibility(lambda t, y: -y, torch.ones(3, dtype=torch.float64),
         ...                              1.0, ["euler"], [2, 4])
         >>> res.plot().axes[0].get_yscale()
@@ -146,7 +148,8 @@ def reversibility(
 
     Examples
     --------
-    >>> import torch, analysis
+    >>> import torch
+    >>> from odenet import analysis
     >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
     <torch._C.Generator object at ...>
     >>> W = torch.randn(4, 4, dtype=torch.float64)
@@ -205,8 +208,9 @@ def combine(results: Sequence[ReversibilityResult]) -> ReversibilityResult:
 
     Examples
     --------
-    >>> import torch, analysis
-    >>> from analysis._reversibility import combine
+    >>> import torch
+    >>> from odenet import analysis
+    >>> from odenet.analysis._reversibility import combine
     >>> y0 = torch.ones(2, dtype=torch.float64)
     >>> a = analysis.reversibility(lambda t, y: -y, y0, 1.0, "euler", [2], label="a")
     >>> b = analysis.reversibility(lambda t, y: y, y0, 1.0, "euler", [2], label="b")

@@ -13,7 +13,8 @@ from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, LinearOperator
 from torch import Tensor
 
 import odenet
-from analysis._common import (
+from odenet import ButcherTableau, IMEXTableau
+from odenet.analysis._common import (
     check_bool,
     check_int,
     check_positive,
@@ -22,15 +23,14 @@ from analysis._common import (
     check_tensor,
     unwrap_func,
 )
-from analysis._jacobian import JacobianOperator
-from analysis._region import (
+from odenet.analysis._jacobian import JacobianOperator
+from odenet.analysis._region import (
     StabilityRegion,
     evaluate_R,
     max_stable_steps,
     resolve_method,
 )
-from analysis._results import Result, new_figure
-from odenet import ButcherTableau, IMEXTableau
+from odenet.analysis._results import Result, new_figure
 from odenet.errors import ArgumentError, ArgumentTypeError, FunctionOutputError
 from odenet.solvers._problem import _check_output
 
@@ -193,7 +193,7 @@ def flow_amplification(
     Examples
     --------
     >>> import torch
-    >>> from analysis._stability import flow_amplification
+    >>> from odenet.analysis._stability import flow_amplification
     >>> A = torch.tensor([[-1.0, 0.0], [0.0, 0.5]], dtype=torch.float64)
     >>> amp, _ = flow_amplification(lambda t, y: A @ y, torch.ones(2, dtype=torch.float64),
     ...                             "rk4", 0.01, 2.0)
@@ -241,7 +241,8 @@ class StabilityResult(Result):
 
     Examples
     --------
-    >>> import torch, analysis
+    >>> import torch
+    >>> from odenet import analysis
     >>> A = torch.diag(torch.tensor([-1.0, -4.0], dtype=torch.float64))
     >>> res = analysis.stability(lambda t, y: A @ y, torch.ones(2, dtype=torch.float64),
     ...                          "euler", 0.25, T=None)
@@ -307,7 +308,8 @@ class StabilityResult(Result):
 
         Examples
         --------
-        >>> import torch, analysis
+        >>> import torch
+        >>> from odenet import analysis
         >>> A = torch.diag(torch.tensor([-1.0, -4.0], dtype=torch.float64))
         >>> res = analysis.stability(lambda t, y: A @ y, torch.ones(2, dtype=torch.float64),
         ...                          "rk4", 0.25, T=None)
@@ -432,7 +434,8 @@ def stability(
 
     Examples
     --------
-    >>> import torch, analysis
+    >>> import torch
+    >>> from odenet import analysis
     >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
     <torch._C.Generator object at ...>
     >>> K = torch.randn(20, 20, dtype=torch.float64) / 20 ** 0.5

@@ -21,7 +21,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from analysis._results import jsonable
+from odenet.analysis._results import jsonable
 from odenet.errors import ArgumentError, ArgumentTypeError
 
 __all__ = ["CaseStore", "atomic_write", "run_cases"]
@@ -36,7 +36,7 @@ def atomic_write(path: str | os.PathLike, data: str | bytes) -> Path:
     Examples
     --------
     >>> import tempfile, pathlib
-    >>> from analysis._sweep import atomic_write
+    >>> from odenet.analysis._sweep import atomic_write
     >>> with tempfile.TemporaryDirectory() as d:
     ...     p = atomic_write(pathlib.Path(d) / "a.txt", "hello")
     ...     p.read_text()
@@ -71,7 +71,7 @@ class CaseStore:
     Examples
     --------
     >>> import tempfile, pathlib
-    >>> from analysis._sweep import CaseStore
+    >>> from odenet.analysis._sweep import CaseStore
     >>> with tempfile.TemporaryDirectory() as d:
     ...     s = CaseStore(pathlib.Path(d) / "cases.jsonl", "abc")
     ...     s.put(["rk4", 8], {"error": 1e-6})
@@ -155,7 +155,7 @@ def run_cases(
 
     Examples
     --------
-    >>> from analysis._sweep import CaseStore, run_cases
+    >>> from odenet.analysis._sweep import CaseStore, run_cases
     >>> run_cases([1, 2, 3], lambda k: {"square": k * k}, CaseStore(None, "x"), progress=False)
     [{'square': 1}, {'square': 4}, {'square': 9}]
     """

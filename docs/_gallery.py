@@ -16,10 +16,10 @@ def reset_torch(gallery_conf, fname):
 def result_figures(block, block_vars, gallery_conf):
     """Scrape the matplotlib Figures an example holds in its global variables.
 
-    The ``plot()`` methods of :mod:`analysis` return :class:`matplotlib.figure.Figure` objects that
-    pyplot does not manage (so that they never leak into a user's pyplot state); sphinx-gallery's
-    matplotlib scraper only sees pyplot figures. This scraper shows every Figure bound to a global
-    name of the example, once, after the code block that created it.
+    The ``plot()`` methods of :mod:`odenet.analysis` return :class:`matplotlib.figure.Figure`
+    objects that pyplot does not manage (so that they never leak into a user's pyplot state);
+    sphinx-gallery's matplotlib scraper only sees pyplot figures. This scraper shows every Figure
+    bound to a global name of the example, once, after the code block that created it.
     """
     from matplotlib.figure import Figure
     from sphinx_gallery.scrapers import figure_rst

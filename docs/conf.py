@@ -134,7 +134,7 @@ sphinx_gallery_conf = {
     "plot_gallery": "True",
     "within_subsection_order": "FileNameSortKey",
     "backreferences_dir": "api/generated/backreferences",
-    "doc_module": ("odenet", "analysis"),
+    "doc_module": ("odenet",),
     "reset_modules": ("matplotlib", "_gallery.reset_torch"),
     "image_scrapers": ("_gallery.result_figures", "matplotlib"),
     "remove_config_comments": True,
@@ -163,7 +163,7 @@ html_context = {"default_mode": "light"}
 
 
 # -- API pages generated from each package's __all__ ------------------------------------------
-API_ROOTS = ("odenet", "analysis")
+API_ROOTS = ("odenet", "odenet.analysis")
 _GENERATED = DOCS / "api" / "generated"
 
 #: id of each documented object -> the name of its API page (the first module exporting it).

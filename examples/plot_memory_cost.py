@@ -5,7 +5,7 @@ Memory cost of the gradient strategies
 Every gradient strategy of :func:`odenet.odeint` except the continuous adjoint computes the same
 gradient — the exact gradient of the discrete network — and they differ in what they keep in
 memory (:doc:`/guide/gradients`, :doc:`/theory/anode`, :doc:`/theory/revolve`). This example
-measures peak memory and time of forward + backward with :func:`analysis.cost` and prints the
+measures peak memory and time of forward + backward with :func:`odenet.analysis.cost` and prints the
 ratios to plain backpropagation, with torchdiffeq's ``odeint`` and ``odeint_adjoint`` beside.
 """
 
@@ -24,7 +24,7 @@ import time
 
 import matplotlib.pyplot as plt
 
-import analysis
+from odenet import analysis
 
 start = time.perf_counter()
 spec = {"model": "dense", "form": "residual", "channels": 16, "batch": 256,

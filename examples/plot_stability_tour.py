@@ -6,10 +6,10 @@ A step of a Runge–Kutta method multiplies each eigen-direction of the linearis
 :math:`R(h\lambda)`; the step is stable when every :math:`h\lambda` lies in the stability region
 :math:`|R| \le 1` (see :doc:`/theory/stability`). This example trains a small convolutional ODE
 block on scikit-learn's digits, computes the spectrum of its Jacobian at a data point with
-:func:`analysis.stability`, and draws it against the regions of ``euler``, ``rk4`` and the IMEX
-pair ``ars222``. It then adds a stiff linear smoothing term :math:`-Ly` and shows that an explicit
-method must shrink its step by orders of magnitude, while ``ars222`` — treating :math:`L`
-implicitly with FFT solves — keeps the step of the network.
+:func:`odenet.analysis.stability`, and draws it against the regions of ``euler``, ``rk4`` and
+the IMEX pair ``ars222``. It then adds a stiff linear smoothing term :math:`-Ly` and shows that
+an explicit method must shrink its step by orders of magnitude, while ``ars222`` — treating
+:math:`L` implicitly with FFT solves — keeps the step of the network.
 """
 
 # %%
@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from sklearn.datasets import load_digits
 
-import analysis
 import odenet
+from odenet import analysis
 from odenet.linear import ConvFFT
 
 torch.manual_seed(0)
@@ -79,9 +79,9 @@ print(f"test accuracy after 5 epochs: {accuracy:.3f}")
 # %%
 # The spectrum of the trained block
 # ---------------------------------
-# :func:`analysis.stability` linearises the right-hand side at a state (here the block input of one
-# test digit, 6×8×8 = 384 unknowns, small enough for the dense spectrum) and tests every
-# :math:`h\lambda` against the method's exact stability function.
+# :func:`odenet.analysis.stability` linearises the right-hand side at a state (here the block
+# input of one test digit, 6×8×8 = 384 unknowns, small enough for the dense spectrum) and tests
+# every :math:`h\lambda` against the method's exact stability function.
 with torch.no_grad():
     state = network(x[test][:1])[1][0].double()
 

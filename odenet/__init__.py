@@ -21,6 +21,17 @@ from odenet.solvers import METHODS, ButcherTableau, IMEXTableau
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    # odenet.analysis (the diagnostics) is imported on first use: it needs the "analysis" extra
+    # and matplotlib, which the solvers do not
+    if name == "analysis":
+        import importlib
+
+        return importlib.import_module("odenet.analysis")
+    raise AttributeError(f"module 'odenet' has no attribute {name!r}")
+
+
 __all__ = [
     "ANODE",
     "METHODS",

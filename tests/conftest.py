@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import os
+import pkgutil
+import sys
 
 import pytest
 import torch
@@ -16,6 +19,18 @@ settings.register_profile(
     derandomize=True,
 )
 settings.load_profile("odenet")
+
+# The folder analysis/ installs as odenet.analysis. pytest's doctest collection imports its files
+# by folder name ("analysis._cost"); point those names at the installed modules, so that the
+# doctests run on odenet.analysis itself and nothing is imported twice.
+import odenet.analysis  # noqa: E402
+
+sys.modules.setdefault("analysis", odenet.analysis)
+for _module in pkgutil.iter_modules(odenet.analysis.__path__):
+    if _module.name != "__main__":
+        sys.modules.setdefault(
+            f"analysis.{_module.name}", importlib.import_module(f"odenet.analysis.{_module.name}")
+        )
 
 torch.set_num_threads(1)
 

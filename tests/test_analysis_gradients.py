@@ -9,9 +9,9 @@ import pickle
 import pytest
 import torch
 
-import analysis
-import analysis._gradients as G
-from analysis._sweep import CaseStore, atomic_write, run_cases
+import odenet.analysis._gradients as G
+from odenet import analysis
+from odenet.analysis._sweep import CaseStore, atomic_write, run_cases
 from odenet.errors import ArgumentError, ArgumentTypeError
 
 
@@ -219,7 +219,7 @@ def test_cost_in_fresh_processes():
 
 
 def test_analysis_on_cuda(cuda):
-    from analysis._cost import measure
+    from odenet.analysis._cost import measure
 
     f = ConvRHS(channels=2).double().to(cuda)
     y0 = _y0(channels=2, size=4).to(cuda)

@@ -9,9 +9,15 @@ import torch
 from torch import nn
 
 import odenet
-from analysis._cli import build_parser, main
-from analysis._models import ACTIVATIONS, DEFAULT_METHODS, build_case, check_spec, make_network
 from odenet import METHODS, IMEXTableau
+from odenet.analysis._cli import build_parser, main
+from odenet.analysis._models import (
+    ACTIVATIONS,
+    DEFAULT_METHODS,
+    build_case,
+    check_spec,
+    make_network,
+)
 from odenet.errors import ArgumentError
 from odenet.models import ODEResNet
 from odenet.nn import IMEXBlock, LeanConv2d, ParabolicRHS, ResidualRHS, make_activation

@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-import analysis
-from analysis._convergence import fit_order
-from analysis._problems import BUILTIN_PROBLEMS, MatrixOperator, builtin_problem
-from odenet import METHODS, IMEXTableau
+from odenet import METHODS, IMEXTableau, analysis
+from odenet.analysis._convergence import fit_order
+from odenet.analysis._problems import BUILTIN_PROBLEMS, MatrixOperator, builtin_problem
 from odenet.errors import ArgumentError, ArgumentTypeError, UnknownMethodError
 
 

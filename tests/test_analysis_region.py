@@ -11,11 +11,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import analysis
 import odenet
-from analysis._problems import MatrixOperator
-from analysis._region import evaluate_R, max_stable_steps
-from odenet import METHODS, ButcherTableau, IMEXTableau
+from odenet import METHODS, ButcherTableau, IMEXTableau, analysis
+from odenet.analysis._problems import MatrixOperator
+from odenet.analysis._region import evaluate_R, max_stable_steps
 from odenet.errors import ArgumentError, ArgumentTypeError, UnknownMethodError
 
 EXPLICIT = [m for m, t in METHODS.items() if isinstance(t, ButcherTableau)]

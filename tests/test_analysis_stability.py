@@ -11,11 +11,11 @@ import scipy.linalg
 import torch
 from threadpoolctl import threadpool_limits
 
-import analysis
 import odenet
-from analysis._jacobian import JacobianOperator
-from analysis._problems import MatrixOperator
-from analysis._stability import flow_amplification
+from odenet import analysis
+from odenet.analysis._jacobian import JacobianOperator
+from odenet.analysis._problems import MatrixOperator
+from odenet.analysis._stability import flow_amplification
 from odenet.errors import ArgumentError, ArgumentTypeError
 
 

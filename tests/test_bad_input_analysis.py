@@ -18,9 +18,9 @@ import pytest
 import torch
 from torch import nn
 
-import analysis
-from analysis._models import build_case, check_spec, make_network
-from analysis._problems import MatrixOperator
+from odenet import analysis
+from odenet.analysis._models import build_case, check_spec, make_network
+from odenet.analysis._problems import MatrixOperator
 from odenet.errors import (
     ArgumentError,
     ArgumentTypeError,

@@ -2,9 +2,9 @@
 
 Every row is ``(id, argv or callable, expected, pattern)``:
 
-- ``argv``: a command line run in-process through :func:`analysis._cli.main`; ``expected`` is the
-  exit status (2: a bad argument, 1: a folder in use, a full disk, permissions) and ``pattern`` a
-  regular expression the single line on stderr must match (it names the option);
+- ``argv``: a command line run in-process through :func:`odenet.analysis._cli.main`; ``expected``
+  is the exit status (2: a bad argument, 1: a folder in use, a full disk, permissions) and
+  ``pattern`` a regular expression the single line on stderr must match (it names the option);
 - a callable ``fn(paths)``: a call of the Python API; ``expected`` is the exception class and
   ``pattern`` must match the start of its message (which names the argument).
 
@@ -22,9 +22,9 @@ import sys
 import pytest
 import torch
 
-import analysis
-import analysis._report as R
-from analysis._cli import main
+import odenet.analysis._report as R
+from odenet import analysis
+from odenet.analysis._cli import main
 from odenet.errors import ArgumentError, ArgumentTypeError
 
 GUARD = {
@@ -218,7 +218,7 @@ CASES = [
 @pytest.fixture
 def paths(tmp_path):
     """Prepared files and folders for the rows, as ``{name: path}``."""
-    from analysis._models import build_network
+    from odenet.analysis._models import build_network
 
     net, _, _ = build_network({"model": "lean", "channels": 2, "batch": 2})
     state = net.state_dict()
@@ -286,7 +286,7 @@ def _listing(paths) -> list[str]:
 
 def test_entry_point_prints_one_line_for_bad_weights(paths):
     proc = subprocess.run(
-        [sys.executable, "-m", "analysis", "report", "--weights", paths["nan"],
+        [sys.executable, "-m", "odenet.analysis", "report", "--weights", paths["nan"],
          "-o", paths["out"]],
         capture_output=True, text=True, timeout=120,
     )

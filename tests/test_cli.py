@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-import analysis._gradients as G
-from analysis._cli import main
-from analysis._models import build_case, check_spec
+import odenet.analysis._gradients as G
+from odenet.analysis._cli import main
+from odenet.analysis._models import build_case, check_spec
 from odenet.errors import ArgumentError
 
 TINY = ["--channels", "2", "--batch", "2", "--no-progress"]
@@ -126,7 +126,7 @@ def test_python_dash_m_and_help(capsys):
     assert main(["report", "--help"]) == 0
     text = capsys.readouterr().out
     assert "examples:" in text and "--activations" in text and "--quick" in text
-    proc = subprocess.run([sys.executable, "-m", "analysis", "order", "--steps", "0"],
+    proc = subprocess.run([sys.executable, "-m", "odenet.analysis", "order", "--steps", "0"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
 
@@ -166,7 +166,7 @@ def test_imex_report_uses_imex_methods(tmp_path, capsys):
 def test_weights_file_is_loaded_without_unpickling(tmp_path, capsys):
     import torch
 
-    from analysis._models import build_network
+    from odenet.analysis._models import build_network
 
     net, _, _ = build_network({"model": "lean", "channels": 2, "batch": 2, "seed": 7})
     path = tmp_path / "net.pt"

@@ -14,10 +14,10 @@ import re
 import pytest
 import torch
 
-import analysis
-import analysis._cost as C
-import analysis._report as R
-from analysis._cli import main
+import odenet.analysis._cost as C
+import odenet.analysis._report as R
+from odenet import analysis
+from odenet.analysis._cli import main
 from odenet.errors import ArgumentError, ArgumentTypeError
 
 TINY = ["--channels", "2", "--batch", "2", "--no-progress"]
@@ -125,7 +125,7 @@ def test_full_disk_or_permission_error_exits_1_and_keeps_the_old_report(tmp_path
 
 
 def test_full_disk_while_recording_a_case_exits_1(tmp_path, capsys, monkeypatch):
-    import analysis._sweep as S
+    import odenet.analysis._sweep as S
 
     def full(self, key, record):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path))
@@ -249,7 +249,7 @@ def test_page_states_the_settings_and_explains_coinciding_adjoints(tmp_path, cap
 
 
 def test_written_figures_have_legible_legends_and_distinct_overlapping_curves():
-    from analysis._results import finish_figure, new_figure
+    from odenet.analysis._results import finish_figure, new_figure
 
     fig, (ax,) = new_figure()
     a = ax.plot([1, 2, 3], [1, 2, 3], "-", color="C0", label="adjoint")[0]
@@ -267,7 +267,7 @@ def test_dtype_help_matches_what_runs(capsys):
         capsys.readouterr().out.split())
     assert main(["cost", "--help"]) == 0
     assert "(default float32" in " ".join(capsys.readouterr().out.split())
-    from analysis._cli import build_parser
+    from odenet.analysis._cli import build_parser
 
     assert build_parser().parse_args(["cost"]).dtype == "float32"
     assert build_parser().parse_args(["report"]).dtype == "float64"
