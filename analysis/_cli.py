@@ -137,13 +137,11 @@ def _model_options(p: argparse.ArgumentParser, command: str = "") -> None:
                    help="channels of the block (default %(default)s)")
     g.add_argument("--batch", type=_pos_int, default=DEFAULT_SPEC["batch"],
                    help="images in the analysed batch (default %(default)s)")
-    from odenet.analysis import _models
+    from odenet.analysis._models import DEFAULT_METHODS as own
 
-    own = getattr(_models, "DEFAULT_METHODS", {})
     g.add_argument("--block-method", choices=_methods(), default=DEFAULT_SPEC["method"],
                    help=f"the block's own method (default "
-                        f"{DEFAULT_SPEC['method'] or own.get('lean', 'rk4')}; imex model: "
-                        f"{own.get('imex', 'ars222')})")
+                        f"{DEFAULT_SPEC['method'] or own['lean']}; imex model: {own['imex']})")
     g.add_argument("--block-steps", type=_pos_int, default=DEFAULT_SPEC["steps"],
                    help="the block's own number of steps (default %(default)s)")
     g.add_argument("--T", type=_pos_float, default=DEFAULT_SPEC["T"],

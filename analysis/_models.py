@@ -242,9 +242,9 @@ def load_data(kind: str, n: int, seed: int) -> tuple[Tensor, Tensor, str]:
 
 # -- the networks ---------------------------------------------------------------------------------
 def _imex_names() -> str:
-    from odenet import METHODS
+    from odenet.solvers import method_names
 
-    return ", ".join(repr(n) for n, t in METHODS.items() if isinstance(t, IMEXTableau))
+    return method_names("imex")
 
 
 def make_network(

@@ -26,10 +26,10 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 from numpy.polynomial import polynomial as P
 
-from odenet import METHODS, ButcherTableau, IMEXTableau
+from odenet import ButcherTableau, IMEXTableau, solvers
 from odenet.analysis._common import check_int, check_numbers, check_positive
 from odenet.analysis._results import Result, new_figure
-from odenet.errors import ArgumentError, ArgumentTypeError, UnknownMethodError
+from odenet.errors import ArgumentError, ArgumentTypeError
 
 __all__ = [
     "StabilityRegion",
@@ -44,7 +44,8 @@ _BOUNDARY_TOL = 1e-10  # |R| <= 1 + tol counts as inside
 
 
 def resolve_method(method: object, name: str = "method") -> ButcherTableau | IMEXTableau:
-    """A tableau from a method name of :data:`odenet.METHODS` or a tableau.
+    """:func:`odenet.solvers.resolve_method`, also for implicit Butcher tableaux (whose
+    stability regions the diagnostics draw although odenet never steps with them).
 
     Examples
     --------
@@ -52,20 +53,7 @@ def resolve_method(method: object, name: str = "method") -> ButcherTableau | IME
     >>> resolve_method("rk4").order
     4
     """
-    if isinstance(method, (ButcherTableau, IMEXTableau)):
-        return method
-    if isinstance(method, str):
-        try:
-            return METHODS[method]
-        except KeyError:
-            raise UnknownMethodError(
-                f"{name}: unknown method {method!r}; valid methods are "
-                + ", ".join(repr(m) for m in METHODS)
-            ) from None
-    raise ArgumentTypeError(
-        f"{name}: expected a method name or a ButcherTableau / IMEXTableau, got "
-        f"{type(method).__name__}"
-    )
+    return solvers.resolve_method(method, name, explicit_only=False)
 
 
 # -- exact polynomial algebra --------------------------------------------------------------------

@@ -38,6 +38,7 @@ from odenet.analysis._reversibility import combine as combine_reversibility
 from odenet.analysis._stability import StabilityResult, stability
 from odenet.analysis._sweep import atomic_write
 from odenet.errors import ArgumentError, ArgumentTypeError
+from odenet.solvers import EXPLICIT_METHODS, IMEX_METHODS, method_names
 
 __all__ = [
     "MARKER",
@@ -63,14 +64,13 @@ __all__ = [
 REPORT_DEFAULTS: dict[str, Any] = {
     "activations": ("tanh", "relu"),
     "gradient_methods": ("euler", "midpoint", "rk4_38"),
-    "imex_gradient_methods": ("imex_euler", "ars222", "ars443"),
+    "imex_gradient_methods": IMEX_METHODS,
     "gradient_steps": (2, 4, 8, 16, 32, 64),
     "strategies": ("anode", "revolve", "adjoint", "torchdiffeq-adjoint"),
     "fd_directions": 2,
     "reversibility_methods": ("euler", "midpoint", "rk4"),
     "reversibility_steps": (2, 4, 8, 16, 32, 64),
-    "order_methods": ("euler", "midpoint", "heun", "ssprk3", "rk4", "rk4_38",
-                      "imex_euler", "ars222", "ars443"),
+    "order_methods": EXPLICIT_METHODS + IMEX_METHODS,
     "order_problems": ("linear", "vanderpol", "lotka_volterra", "convnet", "model"),
     "order_steps": (8, 16, 32, 64, 128),
     "cost_strategies": ("anode", "revolve", "adjoint", "torchdiffeq", "torchdiffeq-adjoint"),
@@ -572,7 +572,7 @@ def run_gradients(
             explicit = [m for m in methods if not isinstance(resolve_method(m), IMEXTableau)]
             if explicit:
                 raise ArgumentError(
-                    f"methods: the IMEX model needs IMEX methods (imex_euler, ars222, ars443), "
+                    f"methods: the IMEX model needs IMEX methods ({method_names('imex')}), "
                     f"got {explicit[0]!r}"
                 )
         results.append(
@@ -653,10 +653,9 @@ def run_stability(
     if isinstance(tab, IMEXTableau):
         mus = res._mu * h
         ws = [float(w) for w in np.unique(np.quantile(mus, [0.0, 0.5, 1.0]))]
-        regions = [stability_region(n, implicit_values=ws, spectra=z)
-                   for n in ("imex_euler", "ars222", "ars443")]
+        regions = [stability_region(n, implicit_values=ws, spectra=z) for n in IMEX_METHODS]
     else:
-        regions = [stability_region(n, spectra=z) for n in ("euler", "midpoint", "ssprk3", "rk4")]
+        regions = [stability_region(n, spectra=z) for n in _distinct_regions(EXPLICIT_METHODS)]
     return res, regions
 
 
@@ -833,11 +832,29 @@ def plot_orders(results: Sequence[ConvergenceResult]):
     return fig
 
 
+def _distinct_regions(names: Sequence[str]) -> list[str]:
+    """The first of each group of explicit methods that share one stability polynomial
+    ``R(z) = 1 + Σ_k b·A^(k-1)·1 z^k`` (heun and midpoint, rk4 and rk4_38 draw one region)."""
+    seen, out = set(), []
+    for n in names:
+        tab = odenet.METHODS[n]
+        a, b = np.asarray(tab.a, dtype=float), np.asarray(tab.b, dtype=float)
+        v, coeffs = np.ones(len(b)), []
+        for _ in range(len(b)):
+            coeffs.append(round(float(b @ v), 12))
+            v = a @ v
+        key = tuple(coeffs)
+        if key not in seen:
+            seen.add(key)
+            out.append(n)
+    return out
+
+
 def run_cost(
     spec: Mapping[str, Any],
     strategies: Sequence[str],
     *,
-    method: str = "rk4_38",
+    method: str | None = "rk4_38",
     steps: int = 16,
     batch: int = 32,
     blocks: int = 4,
@@ -845,11 +862,18 @@ def run_cost(
     stores: Path | None = None,
     progress: bool | None = None,
 ) -> CostResult:
-    """Cost of the strategies on the specification's network with ``blocks`` ODE blocks."""
+    """Cost of the strategies on the specification's network with ``blocks`` ODE blocks.
+
+    ``method`` steps the explicit models. An IMEX model keeps the IMEX method of ``spec``
+    (its own default when that is None) unless ``method`` is itself an IMEX scheme; ``None``
+    means the model's method in every case.
+    """
+    if method is not None and spec.get("model") == "imex" and not isinstance(
+        resolve_method(method), IMEXTableau
+    ):
+        method = spec.get("method")
     s = check_spec({**spec, "batch": batch, "steps": steps, "method": method,
                     "blocks": blocks})
-    if s["model"] == "imex":
-        s["method"] = "ars222"
     return cost(s, strategies=strategies, repeats=repeats, store=_store(stores, "cost"),
                 progress=progress)
 

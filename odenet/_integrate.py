@@ -12,10 +12,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from odenet.errors import ArgumentError, ArgumentTypeError, UnknownMethodError, UnknownOptionError
+from odenet.errors import ArgumentError, ArgumentTypeError, UnknownOptionError
 from odenet.gradients._base import GradientStrategy, resolve_gradient
 from odenet.solvers._grid import MAX_NUM_STEPS, time_resolution
-from odenet.solvers._methods import METHODS
+from odenet.solvers._methods import check_implicit, resolve_method
 from odenet.solvers._problem import Problem, State
 from odenet.solvers._tableau import ButcherTableau, IMEXTableau
 
@@ -28,31 +28,6 @@ _REFUSED_OPTIONS = {
 }
 # torchdiffeq's callbacks, looked up as attributes of func.
 _UNSUPPORTED_CALLBACKS = ("callback_accept_step", "callback_reject_step")
-
-
-def _resolve_method(method: object) -> ButcherTableau | IMEXTableau:
-    if isinstance(method, str):
-        try:
-            return METHODS[method]
-        except KeyError:
-            raise UnknownMethodError(
-                f"method: unknown method {method!r}; valid methods are "
-                + ", ".join(repr(m) for m in METHODS)
-                + " (or pass a ButcherTableau / IMEXTableau)"
-            ) from None
-    if isinstance(method, IMEXTableau):
-        return method
-    if isinstance(method, ButcherTableau):
-        if not method.is_explicit:
-            raise ArgumentError(
-                f"method: the tableau {method.name!r} is implicit (non-zero diagonal); odeint "
-                "takes explicit Butcher tableaux, or an IMEXTableau with implicit=L"
-            )
-        return method
-    raise ArgumentTypeError(
-        f"method: expected a method name or a ButcherTableau / IMEXTableau, got "
-        f"{type(method).__name__}"
-    )
 
 
 def _bool_option(opts: Mapping, key: str, default: bool) -> bool:
@@ -392,25 +367,16 @@ def odeint(
     >>> abs(y[-1, 0].item() - torch.e ** -1) < 1e-6
     True
     """
-    tableau = _resolve_method(method)
+    tableau = resolve_method(method)
     opts = _resolve_options(options, step_size)
     y0, tuple_state = _check_y0(y0)
     first = y0 if not tuple_state else y0[0]
     t = _check_t(t, first.device)
     check_signature("func", func)
+    check_implicit(tableau, implicit)
     if isinstance(tableau, IMEXTableau):
-        if implicit is None:
-            raise ArgumentError(
-                f"implicit: method {tableau.name!r} is an IMEX scheme for y' = func(t, y) - L y "
-                "and needs implicit=L (e.g. odenet.linear.ConvFFT)"
-            )
         if tuple_state:
             raise ArgumentError("y0: IMEX methods need a single Tensor state, not a tuple")
-        if not (callable(implicit) and callable(getattr(implicit, "solve", None))):
-            raise ArgumentTypeError(
-                "implicit: expected a linear operator with L(y) and L.solve(r, gamma), got "
-                f"{type(implicit).__name__}"
-            )
         channels = getattr(implicit, "channels", None)
         if isinstance(channels, int) and (y0.ndim < 3 or y0.shape[-3] != channels):
             raise ArgumentError(
@@ -427,11 +393,6 @@ def odeint(
                 "t: gradients with respect to the output times are not supported by the IMEX "
                 "methods (the implicit solve depends on the step size); pass t.detach()"
             )
-    elif implicit is not None:
-        raise ArgumentError(
-            f"implicit: method {tableau.name!r} is explicit and takes no implicit operator; "
-            "use an IMEX method (imex_euler, ars222, ars443) or drop implicit="
-        )
     strategy = resolve_gradient(gradient)
     params = _collect_params(func, implicit, params)
     time_dtype = first.real.dtype

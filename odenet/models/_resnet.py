@@ -7,7 +7,6 @@ from collections.abc import Callable, Sequence
 
 from torch import Tensor, nn
 
-from odenet._integrate import _resolve_method
 from odenet.errors import ArgumentError, ArgumentTypeError
 from odenet.gradients._base import GradientStrategy, resolve_gradient
 from odenet.nn._base import ConvOperator
@@ -19,6 +18,7 @@ from odenet.nn._lean import LeanConv2d
 from odenet.nn._rhs import ParabolicRHS, ResidualRHS, make_activation, make_norm
 from odenet.nn._sparse import SparseConv2d
 from odenet.nn.functional._lean import STENCILS
+from odenet.solvers._methods import resolve_method
 from odenet.solvers._tableau import IMEXTableau
 
 __all__ = ["OPERATORS", "ODEResNet", "make_operator"]
@@ -181,7 +181,7 @@ class ODEResNet(nn.Module):
         # refuse bad settings before building anything (also when no stage has a block)
         if isinstance(stencil, bool) or stencil not in STENCILS:
             raise ArgumentError(f"stencil: expected one of {sorted(STENCILS)}, got {stencil!r}")
-        tableau = _resolve_method(method)
+        tableau = resolve_method(method)
         if isinstance(tableau, IMEXTableau):
             raise ArgumentError(
                 f"method: {tableau.name!r} is an IMEX scheme; the blocks of an ODEResNet are "

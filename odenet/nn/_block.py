@@ -8,10 +8,11 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from odenet._integrate import _resolve_method, check_signature, odeint
+from odenet._integrate import check_signature, odeint
 from odenet.errors import ArgumentError, ArgumentTypeError
 from odenet.gradients._base import GradientStrategy, resolve_gradient
 from odenet.nn._checks import check_positive_int
+from odenet.solvers._methods import check_implicit, resolve_method
 from odenet.solvers._tableau import ButcherTableau, IMEXTableau
 
 __all__ = ["ODEBlock"]
@@ -41,6 +42,13 @@ class ODEBlock(nn.Module):
     implicit : linear operator, optional
         ``L`` of ``y' = rhs(t, y) − L y`` (e.g. :class:`odenet.linear.ConvFFT`).
 
+    Attributes
+    ----------
+    method : str or tableau
+        ``method`` as given (a name stays a name).
+    tableau : ButcherTableau or IMEXTableau
+        The resolved method (:func:`odenet.solvers.resolve_method`), what the block steps with.
+
     Examples
     --------
     >>> import torch, odenet
@@ -66,19 +74,11 @@ class ODEBlock(nn.Module):
         if not math.isfinite(T) or T <= 0:
             raise ArgumentError(f"T: expected a finite positive number, got {T}")
         check_positive_int("steps", steps)
-        tableau = _resolve_method(method)
-        if isinstance(tableau, IMEXTableau) and implicit is None:
-            raise ArgumentError(
-                f"implicit: method {tableau.name!r} is an IMEX scheme and needs implicit=L"
-            )
-        if not isinstance(tableau, IMEXTableau) and implicit is not None:
-            raise ArgumentError(
-                f"implicit: method {tableau.name!r} is explicit; use an IMEX method "
-                "(imex_euler, ars222, ars443) with implicit="
-            )
+        tableau = resolve_method(method)
+        check_implicit(tableau, implicit)
         self.rhs = rhs
         self.implicit = implicit
-        self.T, self.steps, self.method = float(T), steps, method
+        self.T, self.steps, self.method, self.tableau = float(T), steps, method, tableau
         self.gradient = resolve_gradient(gradient)
 
     def forward(self, y: Tensor) -> Tensor:
@@ -96,7 +96,7 @@ class ODEBlock(nn.Module):
             self.rhs,
             y,
             t,
-            method=self.method,
+            method=self.tableau,
             step_size=self.T / self.steps,
             gradient=self.gradient,
             implicit=self.implicit,
@@ -104,5 +104,5 @@ class ODEBlock(nn.Module):
         return out[-1]
 
     def extra_repr(self) -> str:
-        name = self.method if isinstance(self.method, str) else self.method.name
+        name = self.tableau.name
         return f"T={self.T}, steps={self.steps}, method={name!r}, gradient={self.gradient!r}"

@@ -8,13 +8,13 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from odenet.errors import ArgumentError, ArgumentTypeError, UnknownMethodError
+from odenet.errors import ArgumentError, ArgumentTypeError
 from odenet.gradients._base import GradientStrategy
 from odenet.linear import ConvFFT
 from odenet.nn._block import ODEBlock
 from odenet.nn._rhs import ParabolicRHS
-from odenet.solvers._methods import METHODS
-from odenet.solvers._tableau import ButcherTableau, IMEXTableau
+from odenet.solvers._methods import METHODS, method_names, resolve_method
+from odenet.solvers._tableau import IMEXTableau
 
 __all__ = ["IMEXBlock"]
 
@@ -75,7 +75,8 @@ class IMEXBlock(ODEBlock):
     steps : int, default 1
         Number of time steps (step size ``T / steps``).
     method : str or IMEXTableau, default "imex_euler"
-        An IMEX scheme: ``"imex_euler"``, ``"ars222"``, ``"ars443"`` or an ``IMEXTableau``.
+        An IMEX scheme: a name of :data:`odenet.solvers.IMEX_METHODS` (``"imex_euler"``,
+        ``"ars222"``, ``"ars443"``, …) or an ``IMEXTableau``.
     gradient : str or GradientStrategy, default "anode"
         Gradient strategy of :func:`odenet.odeint` (as :class:`~odenet.nn.ODEBlock`: ANODE
         stores the block's input only and recomputes its steps in backward; ``"backprop"``
@@ -172,28 +173,17 @@ class IMEXBlock(ODEBlock):
         return super().forward(y)
 
 
-def _imex_names() -> str:
-    return ", ".join(repr(m) for m, t in METHODS.items() if isinstance(t, IMEXTableau))
-
-
-def _check_imex_method(method: object) -> None:
+def _check_imex_method(method: object) -> IMEXTableau:
     """Refuse anything but an IMEX scheme, decided by the tableau's type (never by its name)."""
-    if isinstance(method, str):
-        if method not in METHODS:
-            raise UnknownMethodError(
-                f"method: unknown method {method!r}; IMEXBlock takes an IMEX scheme: "
-                + _imex_names()
-            )
-        method = METHODS[method]
-    elif not isinstance(method, (IMEXTableau, ButcherTableau)):
-        raise ArgumentTypeError(
-            f"method: expected an IMEX method name or an IMEXTableau, got {type(method).__name__}"
-        )
-    if not isinstance(method, IMEXTableau):
+    if isinstance(method, str) and method not in METHODS:
+        resolve_method(method, kind="imex")  # the unknown-name error, listing the IMEX schemes
+    tableau = resolve_method(method)
+    if not isinstance(tableau, IMEXTableau):
         raise ArgumentError(
-            f"method: IMEXBlock needs an IMEX scheme ({_imex_names()} or an IMEXTableau), got "
-            f"{getattr(method, 'name', method)!r}; use ODEBlock for explicit ones"
+            f"method: IMEXBlock needs an IMEX scheme ({method_names('imex')} or an IMEXTableau), "
+            f"got {tableau.name!r}; use ODEBlock for explicit ones"
         )
+    return tableau
 
 
 def _default_implicit(rhs, op, channels, kernel_size, boundary) -> ConvFFT:

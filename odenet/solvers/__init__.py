@@ -1,12 +1,21 @@
 """Solver core: tableaux, the generic stepper and the :class:`Problem` strategies drive."""
 
 from odenet.solvers._grid import Grid, time_resolution
-from odenet.solvers._methods import METHODS
+from odenet.solvers._methods import (
+    EXPLICIT_METHODS,
+    IMEX_METHODS,
+    METHODS,
+    check_implicit,
+    method_names,
+    resolve_method,
+)
 from odenet.solvers._problem import Problem, State, build_grid, detach_state
 from odenet.solvers._stepper import StepFn, make_step
 from odenet.solvers._tableau import ButcherTableau, IMEXTableau
 
 __all__ = [
+    "EXPLICIT_METHODS",
+    "IMEX_METHODS",
     "METHODS",
     "ButcherTableau",
     "Grid",
@@ -15,7 +24,10 @@ __all__ = [
     "State",
     "StepFn",
     "build_grid",
+    "check_implicit",
     "detach_state",
     "make_step",
+    "method_names",
+    "resolve_method",
     "time_resolution",
 ]

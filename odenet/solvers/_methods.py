@@ -5,9 +5,17 @@ from __future__ import annotations
 import math
 from types import MappingProxyType
 
+from odenet.errors import ArgumentError, ArgumentTypeError, UnknownMethodError
 from odenet.solvers._tableau import ButcherTableau, IMEXTableau
 
-__all__ = ["METHODS"]
+__all__ = [
+    "EXPLICIT_METHODS",
+    "IMEX_METHODS",
+    "METHODS",
+    "check_implicit",
+    "method_names",
+    "resolve_method",
+]
 
 EULER = ButcherTableau(a=[[0.0]], b=[1.0], c=[0.0], order=1, name="euler")
 
@@ -104,3 +112,179 @@ METHODS = MappingProxyType(
         for tab in (EULER, MIDPOINT, HEUN, SSPRK3, RK4, RK4_38, IMEX_EULER, ARS222, ARS443)
     }
 )
+
+#: Names of the explicit methods of :data:`METHODS`, in its order (derived, never listed by hand).
+EXPLICIT_METHODS: tuple[str, ...] = tuple(
+    n for n, tab in METHODS.items() if isinstance(tab, ButcherTableau)
+)
+#: Names of the IMEX pairs of :data:`METHODS`, in its order (derived, never listed by hand).
+IMEX_METHODS: tuple[str, ...] = tuple(
+    n for n, tab in METHODS.items() if isinstance(tab, IMEXTableau)
+)
+
+_KINDS = {None: tuple(METHODS), "explicit": EXPLICIT_METHODS, "imex": IMEX_METHODS}
+
+
+def method_names(kind: str | None = None) -> str:
+    """The names of :data:`METHODS` of one kind, quoted and comma-separated, for messages.
+
+    Parameters
+    ----------
+    kind : {None, "explicit", "imex"}
+        Every method, the explicit ones or the IMEX pairs.
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> from odenet.solvers import method_names
+    >>> method_names("imex")
+    "'imex_euler', 'ars222', 'ars443'"
+    """
+    if kind not in _KINDS:
+        raise ArgumentError(f"kind: expected None, 'explicit' or 'imex', got {kind!r}")
+    return ", ".join(repr(n) for n in _KINDS[kind])
+
+
+def resolve_method(
+    method: object,
+    name: str = "method",
+    *,
+    kind: str | None = None,
+    explicit_only: bool = True,
+) -> ButcherTableau | IMEXTableau:
+    """The tableau of a method: the one owner of "name → tableau".
+
+    :func:`odenet.odeint`, the ODE blocks, the models, the torchdiffeq compat module and
+    :mod:`odenet.analysis` all resolve methods here, so a new entry of :data:`METHODS`
+    (or a user's tableau) is accepted everywhere at once.
+
+    Parameters
+    ----------
+    method : str, ButcherTableau or IMEXTableau
+        A key of :data:`METHODS` or a tableau (returned as is).
+    name : str, default "method"
+        The argument's name in error messages.
+    kind : {None, "explicit", "imex"}
+        Restrict to explicit tableaux or to IMEX pairs (an :class:`~odenet.errors.ArgumentError`
+        names the accepted ones otherwise).
+    explicit_only : bool, default True
+        Refuse a :class:`ButcherTableau` with a non-zero diagonal: odenet's solvers step with
+        explicit stages only (the stability analysis of an implicit tableau passes ``False``).
+
+    Returns
+    -------
+    ButcherTableau or IMEXTableau
+
+    Raises
+    ------
+    odenet.errors.UnknownMethodError
+        An unknown name; the message lists :data:`METHODS` (of the requested kind).
+    odenet.errors.ArgumentError
+        A method of the wrong kind, or an implicit Butcher tableau.
+    odenet.errors.ArgumentTypeError
+        Neither a name nor a tableau.
+
+    Examples
+    --------
+    >>> from odenet.solvers import resolve_method
+    >>> resolve_method("rk4").order
+    4
+    >>> resolve_method("ars222", kind="imex").name
+    'ars222'
+    >>> try:
+    ...     resolve_method("rk4", kind="imex")
+    ... except ValueError as err:
+    ...     print(str(err).split(";")[0])
+    method: 'rk4' is not an IMEX scheme
+    """
+    if kind not in _KINDS:
+        raise ArgumentError(f"kind: expected None, 'explicit' or 'imex', got {kind!r}")
+    if isinstance(method, str):
+        if method not in METHODS:
+            which = {None: "valid methods", "explicit": "the explicit methods",
+                     "imex": "the IMEX schemes"}[kind]
+            tableaux = {None: "a ButcherTableau / IMEXTableau", "explicit": "a ButcherTableau",
+                        "imex": "an IMEXTableau"}[kind]
+            raise UnknownMethodError(
+                f"{name}: unknown method {method!r}; {which} are {method_names(kind)} "
+                f"(or pass {tableaux})"
+            )
+        tableau = METHODS[method]
+    elif isinstance(method, (ButcherTableau, IMEXTableau)):
+        tableau = method
+    else:
+        raise ArgumentTypeError(
+            f"{name}: expected a method name or a ButcherTableau / IMEXTableau, got "
+            f"{type(method).__name__}"
+        )
+    label = tableau.name or type(tableau).__name__
+    if kind == "imex" and not isinstance(tableau, IMEXTableau):
+        raise ArgumentError(
+            f"{name}: {label!r} is not an IMEX scheme; expected one of {method_names('imex')} "
+            "or an IMEXTableau"
+        )
+    if kind == "explicit" and not isinstance(tableau, ButcherTableau):
+        raise ArgumentError(
+            f"{name}: {label!r} is an IMEX scheme; expected an explicit method "
+            f"({method_names('explicit')}) or a ButcherTableau"
+        )
+    if explicit_only and isinstance(tableau, ButcherTableau) and not tableau.is_explicit:
+        raise ArgumentError(
+            f"{name}: the tableau {label!r} is implicit (non-zero diagonal); odenet steps with "
+            "explicit Butcher tableaux, or an IMEXTableau with implicit=L"
+        )
+    return tableau
+
+
+def check_implicit(tableau: ButcherTableau | IMEXTableau, implicit: object) -> None:
+    """The one owner of "this tableau needs / refuses an implicit operator".
+
+    An :class:`IMEXTableau` solves ``y' = f(t, y) - L y`` and needs ``implicit=L``, a linear
+    operator with ``L(y)`` and ``L.solve(r, gamma)``; an explicit tableau takes none.
+
+    Parameters
+    ----------
+    tableau : ButcherTableau or IMEXTableau
+        A resolved method (:func:`resolve_method`).
+    implicit : linear operator or None
+        What the caller passed as ``implicit``.
+
+    Raises
+    ------
+    odenet.errors.ArgumentError
+        A missing operator for an IMEX scheme, or one given to an explicit method.
+    odenet.errors.ArgumentTypeError
+        An ``implicit`` that is not a linear operator with ``solve``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from odenet.linear import ConvFFT
+    >>> from odenet.solvers import METHODS, check_implicit
+    >>> check_implicit(METHODS["ars222"], ConvFFT(torch.randn(2, 1, 3, 3)))  # fine
+    >>> try:
+    ...     check_implicit(METHODS["ars222"], None)
+    ... except ValueError as err:
+    ...     print(str(err).split(" for ")[0])
+    implicit: method 'ars222' is an IMEX scheme
+    """
+    label = tableau.name or type(tableau).__name__
+    if isinstance(tableau, IMEXTableau):
+        if implicit is None:
+            raise ArgumentError(
+                f"implicit: method {label!r} is an IMEX scheme for y' = f(t, y) - L y and "
+                "needs implicit=L (e.g. odenet.linear.ConvFFT)"
+            )
+        if not (callable(implicit) and callable(getattr(implicit, "solve", None))):
+            raise ArgumentTypeError(
+                "implicit: expected a linear operator with L(y) and L.solve(r, gamma) (e.g. "
+                f"odenet.linear.ConvFFT), got {type(implicit).__name__}"
+            )
+    elif implicit is not None:
+        raise ArgumentError(
+            f"implicit: method {label!r} is explicit and takes no implicit operator; use an IMEX "
+            f"method ({method_names('imex')}) or drop implicit="
+        )
