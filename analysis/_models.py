@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from odenet import IMEXTableau
 from odenet.errors import ArgumentError, ArgumentTypeError
+from odenet.models import OPERATORS
 from odenet.nn._rhs import ACTIVATIONS as _ACTIVATIONS
 from odenet.nn._rhs import activation_name, make_activation
 
@@ -39,16 +40,16 @@ __all__ = [
 
 #: Models of the command: an ODE-ResNet with lean / sparse / deformable / dense
 #: operators, or IMEXnet (dense explicit part, FFT-implicit depthwise smoothing).
-MODELS = ("lean", "sparse", "deform", "dense", "imex")
+#: The ODE-ResNet models are the operators of :data:`odenet.models.OPERATORS` (registered when
+#: this module is imported), plus ``"imex"``.
+MODELS = (*OPERATORS, "imex")
 
 #: Activations by name: the names :func:`odenet.nn.make_activation` resolves (the same mapping,
 #: so every name a specification or the command accepts builds).
 ACTIVATIONS: Mapping[str, Callable[[Tensor], Tensor]] = _ACTIVATIONS
 
 #: The block method of each model when the specification's ``method`` is ``None``.
-DEFAULT_METHODS: dict[str, str] = {
-    "lean": "rk4", "sparse": "rk4", "deform": "rk4", "dense": "rk4", "imex": "ars222",
-}
+DEFAULT_METHODS: dict[str, str] = {**dict.fromkeys(OPERATORS, "rk4"), "imex": "ars222"}
 
 FORMS = ("parabolic", "residual")
 NORMS = (None, "group", "instance")
@@ -443,7 +444,7 @@ def build_case(spec: Mapping[str, Any] | None = None) -> Case:
 
     params = [p for p in block.parameters() if p.requires_grad]
     kind = {"lean": "lean", "sparse": "pre-defined sparse (psc4)", "deform": "deformable",
-            "dense": "dense 3x3", "imex": "dense 3x3"}[s["model"]]
+            "dense": "dense 3x3", "imex": "dense 3x3"}.get(s["model"], repr(s["model"]))
     norm = f", {s['norm']} normalisation" if s["norm"] and s["model"] != "imex" else ""
     desc = (
         f"ODE block of {'an IMEXnet' if s['model'] == 'imex' else 'an ODE-ResNet'} with "

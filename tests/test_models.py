@@ -118,3 +118,20 @@ def test_errors():
 def test_custom_operator_factory():
     net = ODEResNet(1, 2, widths=(8,), op=lambda c: odenet.nn.LeanConv2d(c, c, stencil=9))
     assert net.operators()[0].stencil == 9
+
+
+def test_a_registered_operator_is_usable_by_name_everywhere():
+    from odenet.models import register_operator
+
+    def shifted(channels, stencil=5):  # receives the options its signature names
+        return odenet.nn.LeanConv2d(channels, channels, stencil=stencil)
+
+    register_operator("test-shifted", shifted, replace=True)
+    assert OPERATORS["test-shifted"] is shifted
+    assert make_operator("test-shifted", 3, stencil=9).stencil == 9
+    net = ODEResNet(1, 10, widths=(4,), blocks=1, op="test-shifted", steps=1)
+    assert net(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+    with pytest.raises(ArgumentError, match="name: the operator 'test-shifted' is already"):
+        register_operator("test-shifted", lambda c: odenet.nn.DenseConv2d(c, c))
+    with pytest.raises(ArgumentError, match="name: expected a non-empty string"):
+        register_operator("", shifted)

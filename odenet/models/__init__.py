@@ -6,6 +6,14 @@ a dense network of the same shape).
 """
 
 from odenet.models._cost import CostReport, LayerCost, count_cost
-from odenet.models._resnet import OPERATORS, ODEResNet, make_operator
+from odenet.models._resnet import OPERATORS, ODEResNet, make_operator, register_operator
 
-__all__ = ["OPERATORS", "CostReport", "LayerCost", "ODEResNet", "count_cost", "make_operator"]
+__all__ = [
+    "OPERATORS",
+    "CostReport",
+    "LayerCost",
+    "ODEResNet",
+    "count_cost",
+    "make_operator",
+    "register_operator",
+]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 
 from torch import Tensor, nn
 
@@ -21,10 +23,84 @@ from odenet.nn.functional._lean import STENCILS
 from odenet.solvers._methods import resolve_method
 from odenet.solvers._tableau import IMEXTableau
 
-__all__ = ["OPERATORS", "ODEResNet", "make_operator"]
+__all__ = ["OPERATORS", "ODEResNet", "make_operator", "register_operator"]
 
-#: Operator names of :func:`make_operator` / :class:`ODEResNet`.
-OPERATORS = ("dense", "lean", "sparse", "deform")
+_FACTORIES: dict[str, Callable[..., nn.Module]] = {}
+
+#: The operator registry: name -> factory ``factory(channels, **options)`` of a
+#: ``channels -> channels`` operator, read by :func:`make_operator`, :class:`ODEResNet` and
+#: the models of :mod:`odenet.analysis`. Extend it with :func:`register_operator`.
+OPERATORS: Mapping[str, Callable[..., nn.Module]] = MappingProxyType(_FACTORIES)
+
+
+def register_operator(
+    name: str, factory: Callable[..., nn.Module], *, replace: bool = False
+) -> Callable[..., nn.Module]:
+    """Make ``factory`` available by ``name`` to :func:`make_operator` and :class:`ODEResNet`.
+
+    An operator is its functional form, its module, and this one line.
+
+    Parameters
+    ----------
+    name : str
+        The operator's name (``op=name``).
+    factory : callable
+        ``factory(channels, **options)`` returning a ``channels -> channels`` module; of the
+        options :func:`make_operator` knows (``stencil``, ``period``) it receives those its
+        signature names.
+    replace : bool, default False
+        Allow replacing an operator already registered under ``name``.
+
+    Returns
+    -------
+    callable
+        ``factory`` (so that the function can be used as a decorator through
+        ``functools.partial``).
+
+    Raises
+    ------
+    odenet.errors.ArgumentError
+        ``name`` is taken (without ``replace=True``) or empty.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from odenet.models import OPERATORS, make_operator, register_operator
+    >>> _ = register_operator("conv5", lambda c: torch.nn.Conv2d(c, c, 5, padding=2))
+    >>> make_operator("conv5", 4).kernel_size
+    (5, 5)
+    >>> "conv5" in OPERATORS
+    True
+    """
+    if not isinstance(name, str) or not name:
+        raise ArgumentError(f"name: expected a non-empty string, got {name!r}")
+    if not callable(factory):
+        raise ArgumentTypeError(f"factory: expected a callable, got {type(factory).__name__}")
+    if name in _FACTORIES and not replace and _FACTORIES[name] is not factory:
+        raise ArgumentError(
+            f"name: the operator {name!r} is already registered; pass replace=True to replace it"
+        )
+    _FACTORIES[name] = factory
+    return factory
+
+
+register_operator("lean", lambda channels, stencil=5: LeanConv2d(channels, channels,
+                                                                 stencil=stencil))
+register_operator("sparse", lambda channels, period=8: SparseConv2d(channels, channels, "psc4",
+                                                                    period=period))
+register_operator("deform", lambda channels: DeformConv2d(channels, channels, 3, padding=1,
+                                                          modulated=True))
+register_operator("dense", lambda channels: DenseConv2d(channels, channels, 3))
+
+
+def _call_factory(factory: Callable[..., nn.Module], channels: int, options: dict) -> nn.Module:
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # builtins without a signature: channels only
+        return factory(channels)
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return factory(channels, **options)
+    return factory(channels, **{k: v for k, v in options.items() if k in params})
 
 _FORMS = {"residual": ResidualRHS, "parabolic": ParabolicRHS}
 
@@ -32,7 +108,8 @@ _FORMS = {"residual": ResidualRHS, "parabolic": ParabolicRHS}
 def make_operator(
     op: str | Callable[[int], nn.Module], channels: int, *, stencil: int = 5, period: int = 8
 ) -> nn.Module:
-    """A ``channels → channels`` operator by name, or from a factory ``op(channels)``.
+    """A ``channels → channels`` operator by name (:data:`OPERATORS`), or from a factory
+    ``op(channels)``.
 
     ``"dense"``: :class:`~odenet.nn.DenseConv2d` (3×3); ``"lean"``:
     :class:`~odenet.nn.LeanConv2d` (``stencil``); ``"sparse"``:
@@ -46,7 +123,21 @@ def make_operator(
     LeanConv2d(8, 8, stencil=5, bias=False)
     """
     check_positive_int("channels", channels)
-    if callable(op) and not isinstance(op, str):
+    if isinstance(op, str):
+        if op not in OPERATORS:
+            raise ArgumentError(
+                f"op: unknown operator {op!r}; valid names are "
+                + ", ".join(repr(o) for o in OPERATORS)
+                + " (or pass a factory op(channels), or register one with register_operator)"
+            )
+        made = _call_factory(OPERATORS[op], channels, {"stencil": stencil, "period": period})
+        if not isinstance(made, nn.Module):
+            raise ArgumentTypeError(
+                f"op: the registered factory of {op!r} returned an object of type "
+                f"{type(made).__name__}; expected an nn.Module operator"
+            )
+        return made
+    if callable(op):
         made = op(channels)
         if not isinstance(made, nn.Module):
             raise ArgumentTypeError(
@@ -55,20 +146,6 @@ def make_operator(
                 f"operator on {channels} channels (e.g. odenet.nn.LeanConv2d)"
             )
         return made
-    if op == "dense":
-        return DenseConv2d(channels, channels, 3)
-    if op == "lean":
-        return LeanConv2d(channels, channels, stencil=stencil)
-    if op == "sparse":
-        return SparseConv2d(channels, channels, "psc4", period=period)
-    if op == "deform":
-        return DeformConv2d(channels, channels, 3, padding=1, modulated=True)
-    if isinstance(op, str):
-        raise ArgumentError(
-            f"op: unknown operator {op!r}; valid names are "
-            + ", ".join(repr(o) for o in OPERATORS)
-            + " (or pass a factory op(channels))"
-        )
     raise ArgumentTypeError(f"op: expected a name or a callable, got {type(op).__name__}")
 
 
