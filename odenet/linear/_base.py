@@ -11,9 +11,12 @@ __all__ = ["ImplicitOperator"]
 
 @runtime_checkable
 class ImplicitOperator(Protocol):
-    r"""What :func:`odenet.odeint` needs of ``implicit=L`` for ``y' = f(t, y) - L y``.
+    r"""The contract of an implicit operator ``L`` for ``y' = f(t, y) - L y``.
 
-    Contract:
+    :func:`odenet.odeint` itself needs only ``L(y)`` and ``L.solve`` (checked by
+    :func:`odenet.solvers.check_implicit`); ``L.adjoint``, when present, serves the continuous
+    adjoint (``gradient="adjoint"``), which otherwise transposes ``L`` by a vector–Jacobian
+    product. The operators of :mod:`odenet.linear` implement all three. Contract:
 
     * ``L(y)`` applies the linear operator to a state ``y``, returning a tensor like ``y``;
     * ``L.adjoint(z)`` applies its transpose :math:`L^\top` (with respect to the Euclidean
