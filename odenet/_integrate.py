@@ -19,7 +19,7 @@ from odenet.solvers._methods import check_implicit, resolve_method
 from odenet.solvers._problem import Problem, State
 from odenet.solvers._tableau import ButcherTableau, IMEXTableau
 
-__all__ = ["odeint"]
+__all__ = ["check_signature", "odeint"]
 
 _OPTIONS = ("step_size", "check_finite", "perturb", "grid_constructor", "max_num_steps")
 _REFUSED_OPTIONS = {

@@ -19,6 +19,7 @@ from odenet.nn._rhs import (
     NORMS,
     ParabolicRHS,
     ResidualRHS,
+    activation_name,
     make_activation,
     make_norm,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "ParabolicRHS",
     "ResidualRHS",
     "SparseConv2d",
+    "activation_name",
     "functional",
     "make_activation",
     "make_norm",

@@ -62,7 +62,7 @@ def activation_name(activation: object) -> str:
     Examples
     --------
     >>> import torch
-    >>> from odenet.nn._rhs import activation_name
+    >>> from odenet.nn import activation_name
     >>> activation_name("gelu"), activation_name(torch.sigmoid), activation_name(torch.nn.SiLU())
     ('gelu', 'sigmoid', 'SiLU')
     """
