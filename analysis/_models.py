@@ -23,8 +23,8 @@ from torch import Tensor, nn
 from odenet import IMEXTableau
 from odenet.errors import ArgumentError, ArgumentTypeError
 from odenet.models import OPERATORS
-from odenet.nn._rhs import ACTIVATIONS as _ACTIVATIONS
-from odenet.nn._rhs import activation_name, make_activation
+from odenet.nn import ACTIVATIONS as _ACTIVATIONS
+from odenet.nn import activation_name, make_activation
 
 __all__ = [
     "ACTIVATIONS",
