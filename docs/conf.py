@@ -13,8 +13,8 @@ ODENET_INTERSPHINX
     written at build time (no network); ``online`` fetches the projects' published inventories;
     ``off`` disables the cross-project links.
 ODENET_MATHJAX
-    Optional path or URL of ``MathJax.js``/``tex-chtml.js`` to use instead of the default CDN (for
-    reading the pages without a network).
+    Optional path or URL of ``MathJax.js``/``tex-chtml.js`` to use instead of the copy that
+    sphinx-mathjax-offline puts into the built site (the default, which needs no network).
 """
 
 from __future__ import annotations
