@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import datetime
 import errno
-import html
 import io
 import json
-import math
 import os
 import pickle
 import platform
@@ -16,23 +14,36 @@ import shutil
 import time
 import warnings
 import zipfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
 import odenet
 from odenet import IMEXTableau
+from odenet.analysis import _html as H
 from odenet.analysis._convergence import ConvergenceResult, convergence_order
 from odenet.analysis._cost import CostResult, cost
 from odenet.analysis._gradients import STRATEGIES, GradientConsistencyResult, gradient_consistency
 from odenet.analysis._gradients import combine as combine_gradients
+from odenet.analysis._html import adjoint_note
 from odenet.analysis._models import Case, build_case, check_spec
 from odenet.analysis._problems import BUILTIN_PROBLEMS, ODEProblem
 from odenet.analysis._region import StabilityRegion, resolve_method, stability_region
-from odenet.analysis._results import Result, finish_figure, jsonable, new_figure
+from odenet.analysis._report_figures import (
+    order_figures,
+    plot_orders,
+    plot_regions,
+    result_figures,
+    stability_figures,
+)
+from odenet.analysis._report_figures import (  # noqa: F401  (the command draws with it)
+    zoom_stability_figure as _zoom_stability_figure,
+)
+from odenet.analysis._results import Result, finish_figure, jsonable
 from odenet.analysis._reversibility import ReversibilityResult, reversibility
 from odenet.analysis._reversibility import combine as combine_reversibility
 from odenet.analysis._stability import StabilityResult, stability
@@ -43,13 +54,19 @@ from odenet.solvers import EXPLICIT_METHODS, IMEX_METHODS, method_names
 __all__ = [
     "MARKER",
     "REPORT_DEFAULTS",
+    "REPORT_SECTIONS",
     "OutputError",
     "OutputFolder",
+    "ReportSection",
     "check_settings",
     "check_weights",
     "claim_output",
     "figure_bytes",
+    "key_numbers",
+    "network_state",
     "output_path",
+    "plot_orders",
+    "plot_regions",
     "report",
     "run_cost",
     "run_gradients",
@@ -659,114 +676,6 @@ def run_stability(
     return res, regions
 
 
-def _zoom_box(z: np.ndarray, overview: Sequence[float]) -> tuple[float, float, float, float] | None:
-    """A square box around the points ``z`` and the imaginary axis, or ``None`` when the points
-    already fill the ``overview`` box ``(x0, x1, y0, y1)``."""
-    z = np.asarray(z, dtype=complex).ravel()
-    z = z[np.isfinite(z)]
-    if not z.size:
-        return None
-    x0, x1 = min(float(z.real.min()), 0.0), max(float(z.real.max()), 0.0)
-    y0, y1 = float(z.imag.min()), float(z.imag.max())
-    width = float(overview[1] - overview[0])
-    span = max(x1 - x0, y1 - y0, 0.02 * width)
-    half = 0.5 * 1.3 * span
-    if 2 * half > 0.4 * width:
-        return None
-    cx, cy = 0.5 * (x0 + x1), 0.5 * (y0 + y1)
-    return cx - half, cx + half, cy - half, cy + half
-
-
-def _draw_regions(ax, regions: Sequence[StabilityRegion], z: np.ndarray,
-                  box: Sequence[float], *, ms: float, label: bool) -> None:
-    x0, x1, y0, y1 = box
-    X, Y = np.meshgrid(np.linspace(x0, x1, 401), np.linspace(y0, y1, 401))
-    for i, r in enumerate(regions):
-        ax.contour(X, Y, r.abs_R(X + 1j * Y), levels=[1], colors=[f"C{i}"], linewidths=1.5)
-        if label:
-            ax.plot([], [], color=f"C{i}", label=f"{r.label} (real limit {r.real_axis_limit:.3g})")
-    ax.plot(z.real, z.imag, "o", color="k", ms=ms, mew=0, alpha=0.5,
-            label="h·λ of the block" if label else None)
-    ax.axhline(0, color="0.6", lw=0.6)
-    ax.axvline(0, color="0.6", lw=0.6)
-    ax.set_xlim(x0, x1)
-    ax.set_ylim(y0, y1)
-    ax.set_aspect("equal")
-    ax.set_xlabel("Re z")
-    ax.set_ylabel("Im z")
-
-
-def plot_regions(regions: Sequence[StabilityRegion], spectra: np.ndarray, title: str):
-    """The boundaries of several regions with the points ``spectra`` (h·λ).
-
-    Left: the whole regions; right (when the spectrum is small against them):
-    a zoom on the spectrum, marked by a rectangle on the left.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from odenet.analysis._region import stability_region
-    >>> from odenet.analysis._report import plot_regions
-    >>> fig = plot_regions([stability_region("rk4")], np.array([-0.2, -0.01 + 0.02j]), "demo")
-    >>> len(fig.axes)
-    2
-    """
-    from matplotlib.patches import Rectangle
-
-    z = np.asarray(spectra, dtype=complex).ravel()
-    box = np.array([r.extent(z) for r in regions])
-    full = (box[:, 0].min(), box[:, 1].max(), box[:, 2].min(), box[:, 3].max())
-    zoom = _zoom_box(z, full)
-    fig, axes = new_figure(1, 2 if zoom else 1, width=5.4, height=5.6)
-    _draw_regions(axes[0], regions, z, full, ms=3, label=True)
-    axes[0].set_title("the regions" if zoom else title, fontsize=10)
-    if zoom:
-        axes[0].add_patch(Rectangle((zoom[0], zoom[2]), zoom[1] - zoom[0], zoom[3] - zoom[2],
-                                    fill=False, ec="k", lw=1.0, ls="--"))
-        _draw_regions(axes[1], regions, z, zoom, ms=5, label=False)
-        axes[1].set_title("zoom on the spectrum (dashed box on the left)", fontsize=10)
-        fig.suptitle(title, fontsize=11)
-    handles, names = axes[0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="outside lower center", ncols=min(len(names), 3),
-               fontsize=9)
-    return fig
-
-
-def _zoom_stability_figure(fig, st: StabilityResult) -> None:
-    """Zoom the left panel of ``StabilityResult.plot()`` on the spectrum; the whole region
-    goes into an inset."""
-    from matplotlib.patches import Rectangle
-
-    ax = fig.axes[0]
-    z = st.hlambda_all()
-    full = (*ax.get_xlim(), *ax.get_ylim())
-    zoom = _zoom_box(z, full)
-    for line in ax.get_lines():  # the eigenvalues: small, translucent markers
-        if len(np.atleast_1d(line.get_xdata())) > 2 and line.get_marker() not in ("None", ""):
-            line.set(markersize=4, alpha=0.5, markeredgewidth=0)
-    if zoom is None:
-        return
-    reg = st.region()
-    X, Y = np.meshgrid(np.linspace(zoom[0], zoom[1], 301), np.linspace(zoom[2], zoom[3], 301))
-    ax.contour(X, Y, reg.abs_R(X + 1j * Y), levels=[1], colors=["C0"], linewidths=1.6)
-    ax.set_xlim(zoom[0], zoom[1])
-    ax.set_ylim(zoom[2], zoom[3])
-    ax.set_title(f"{st.method}: h·λ at h = {st.step_size:.3g} (zoom; inset: the whole region)",
-                 fontsize=10)
-    ins = ax.inset_axes([0.6, 0.6, 0.38, 0.38])
-    Xf, Yf = np.meshgrid(np.linspace(full[0], full[1], 201), np.linspace(full[2], full[3], 201))
-    A = reg.abs_R(Xf + 1j * Yf)
-    ins.contourf(Xf, Yf, A, levels=[0, 1], colors=["C0"], alpha=0.25)
-    ins.contour(Xf, Yf, A, levels=[1], colors=["C0"], linewidths=1.0)
-    ins.plot(z.real, z.imag, "o", color="k", ms=2, mew=0, alpha=0.5)
-    ins.add_patch(Rectangle((zoom[0], zoom[2]), zoom[1] - zoom[0], zoom[3] - zoom[2],
-                            fill=False, ec="k", lw=0.8, ls="--"))
-    ins.set_xlim(full[0], full[1])
-    ins.set_ylim(full[2], full[3])
-    ins.set_aspect("equal")
-    ins.tick_params(labelsize=7)
-
-
 def _model_problem(spec: Mapping[str, Any]) -> ODEProblem:
     case = build_case({**spec, "dtype": "float64", "batch": 1})
     return ODEProblem(case.func, case.y0, case.T, implicit=case.implicit, name="model",
@@ -816,22 +725,6 @@ def run_order(
     return out
 
 
-def plot_orders(results: Sequence[ConvergenceResult]):
-    """One panel per problem."""
-    n = len(results)
-    cols = min(n, 3)
-    rows = math.ceil(n / cols)
-    fig, axes = new_figure(rows, cols, width=5.6, height=6.0)
-    for ax, r in zip(axes, results):
-        r.plot(ax)
-        ax.set_title(f"{r.problem} (T = {r.T:g})", fontsize=10)
-        ax.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncols=2,
-                  frameon=False)
-    for ax in axes[n:]:
-        ax.set_visible(False)
-    return fig
-
-
 def _distinct_regions(names: Sequence[str]) -> list[str]:
     """The first of each group of explicit methods that share one stability polynomial
     ``R(z) = 1 + Σ_k b·A^(k-1)·1 z^k`` (heun and midpoint, rk4 and rk4_38 draw one region)."""
@@ -878,152 +771,205 @@ def run_cost(
                 progress=progress)
 
 
-# -- HTML ------------------------------------------------------------------------------------------
-_CSS = """
-body { font-family: system-ui, -apple-system, Segoe UI, Roboto, sans-serif; margin: 2rem auto;
-       max-width: 1200px; padding: 0 1rem; color: #1d1d1f; line-height: 1.45; }
-h1 { font-size: 1.6rem; margin-bottom: .2rem; }
-h2 { margin-top: 2.2rem; border-bottom: 1px solid #ddd; }
-table { border-collapse: collapse; font-size: .82rem; margin: .6rem 0; }
-th, td { border: 1px solid #ddd; padding: .2rem .5rem; text-align: right; }
-th { background: #f3f3f5; } td.l, th.l { text-align: left; }
-img { max-width: 100%; border: 1px solid #eee; margin: .5rem 0; }
-.key { background: #f7f9fc; border: 1px solid #dbe4f0; padding: .6rem 1rem; border-radius: 6px; }
-.meta { color: #666; font-size: .85rem; } details { margin: .4rem 0; }
-.settings { background: #fbf8ef; border: 1px solid #eadfbf; padding: .5rem 1rem;
-            border-radius: 6px; font-size: .9rem; }
-code { background: #f3f3f5; padding: 0 .2rem; border-radius: 3px; }
-"""
-
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, (int, np.integer)):
-        return str(int(v))
-    if isinstance(v, (float, np.floating)):
-        v = float(v)
-        if not math.isfinite(v):
-            return str(v)
-        if v == 0:
-            return "0"
-        return f"{v:.4g}" if 1e-3 <= abs(v) < 1e5 else f"{v:.2e}"
-    if isinstance(v, complex):
-        return f"{_fmt(v.real)} {'+' if v.imag >= 0 else '−'} {_fmt(abs(v.imag))}i"
-    return html.escape(str(v))
-
-
-def _table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
-    cols = [c for c in columns if any(r.get(c) not in (None, "") for r in rows)] or list(columns)
-    head = "".join(f'<th class="{"l" if i == 0 else ""}">{html.escape(c)}</th>'
-                   for i, c in enumerate(cols))
-    body = []
-    for r in rows:
-        cells = "".join(
-            f'<td class="{"l" if isinstance(r.get(c), str) else ""}">{_fmt(r.get(c))}</td>'
-            for c in cols
-        )
-        body.append(f"<tr>{cells}</tr>")
-    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
-
-
-def _section(title: str, intro: str, figures: Sequence[str], tables: Sequence[str],
-             notes: Sequence[str] = ()) -> str:
-    parts = [f"<h2>{html.escape(title)}</h2>", f"<p>{intro}</p>"]
-    parts += [f'<img src="{html.escape(f)}" alt="{html.escape(f)}">' for f in figures]
-    parts += [f"<p class='meta'>{html.escape(n)}</p>" for n in notes]
-    if tables:
-        rows = sum(t.count("<tr>") - 1 for t in tables)
-        attr = " open" if rows <= 30 else ""
-        parts.append(f"<details{attr}><summary>table ({rows} rows)</summary>"
-                     + "".join(tables) + "</details>")
-    return "\n".join(parts)
-
-
 # -- key numbers -----------------------------------------------------------------------------------
-def key_numbers(results: Mapping[str, Any]) -> list[str]:
-    """The report's headline findings, as sentences (also printed by the command)."""
-    out: list[str] = []
+def _gradients_keys(results: Mapping[str, Any]) -> list[str]:
     g = results.get("gradients")
-    if isinstance(g, GradientConsistencyResult):
-        labels = list(dict.fromkeys(r["label"] for r in g.rows))
-        steps = sorted({r["steps"] for r in g.rows})
-        same = _adjoint_note(g) is not None
-        for strat in ("adjoint", "torchdiffeq-adjoint"):
-            if same and strat == "torchdiffeq-adjoint":
-                continue
-            rows = [r for r in g.rows if r["strategy"] == strat and r["grad_error"] is not None]
-            if not rows:
-                continue
-            meth = rows[-1]["method"]
-            parts = []
-            for lab in labels:
-                e = {r["steps"]: r["grad_error"] for r in rows
-                     if r["label"] == lab and r["method"] == meth}
-                if e:
-                    lo, hi = min(e), max(e)
-                    parts.append(f"{lab or 'model'}: {e[lo]:.2e} at Nt = {lo}, {e[hi]:.2e} at "
-                                 f"Nt = {hi}")
-            who = ("adjoint and torchdiffeq-adjoint (optimize-then-discretize; the same errors)"
-                   if same and strat == "adjoint" else f"{strat} (optimize-then-discretize)")
-            out.append(f"{who} vs backprop, {meth}, relative "
-                       f"∂L/∂θ error — " + "; ".join(parts))
-        dto = [r["grad_error"] for r in g.rows if r["strategy"] in ("anode", "revolve")
-               or r["strategy"].startswith("revolve:")]
-        dto = [e for e in dto if e is not None]
-        if dto:
-            out.append(f"ANODE / Revolve vs backprop: largest relative error {max(dto):.1e} "
-                       f"over {len(dto)} cases (Nt = {steps[0]}…{steps[-1]})")
+    if not isinstance(g, GradientConsistencyResult):
+        return []
+    out: list[str] = []
+    labels = list(dict.fromkeys(r["label"] for r in g.rows))
+    steps = sorted({r["steps"] for r in g.rows})
+    same = adjoint_note(g) is not None
+    for strat in ("adjoint", "torchdiffeq-adjoint"):
+        if same and strat == "torchdiffeq-adjoint":
+            continue
+        rows = [r for r in g.rows if r["strategy"] == strat and r["grad_error"] is not None]
+        if not rows:
+            continue
+        meth = rows[-1]["method"]
         parts = []
         for lab in labels:
-            fd = [r["fd_error"] for r in g.rows if r["strategy"] == g.reference
-                  and r["label"] == lab and r["fd_error"] is not None]
-            if fd:
-                parts.append(f"{lab or 'model'} {max(fd):.1e}")
-        if parts:
-            out.append("backprop vs central finite differences, largest relative deviation: "
-                       + "; ".join(parts))
-    rv = results.get("reversibility")
-    if isinstance(rv, ReversibilityResult):
-        parts = []
-        for lab in dict.fromkeys(r["label"] for r in rv.rows):
-            rows = [r for r in rv.rows if r["label"] == lab]
-            m = rows[-1]["method"]
-            e = {r["steps"]: r["error"] for r in rows if r["method"] == m}
-            lo, hi = min(e), max(e)
-            parts.append(f"{lab}: {e[lo]:.2e} (Nt = {lo}) → {e[hi]:.2e} (Nt = {hi})")
-        out.append(f"reverse-time reconstruction of y0 with {m}: " + "; ".join(parts))
-    st = results.get("stability")
-    if isinstance(st, StabilityResult):
-        line = (f"stability of {st.method} at h = {st.step_size:.3g}: spectral radius "
-                f"{st.spectral_radius:.3g}, max Re λ {st.max_real:.2e}; all hλ in the region: "
-                f"{'yes' if st.stable else 'NO'}; largest stable step {st.max_step:.3g}")
-        if st.flow_amplification is not None:
-            line += f"; flow-map amplification {st.flow_amplification:.3g}"
-        out.append(line)
-    orders = results.get("order")
-    if orders:
-        for r in orders:
-            if r.problem in ("model", "vanderpol"):
-                out.append(f"observed orders on {r.problem}: " + ", ".join(
-                    f"{m} {p:.2f}" for m, p in r.observed.items()))
-    c = results.get("cost")
-    if isinstance(c, CostResult):
-        parts = [f"{r['strategy']} time ×{r['time_ratio']:.2f} ({r['time_ratio_min']:.2f}–"
-                 f"{r['time_ratio_max']:.2f}) memory ×{r['memory_ratio']:.2f}"
-                 for r in c.rows[1:] if r.get("time_ratio") is not None
-                 and r.get("memory_ratio") is not None]
-        if parts:
-            out.append(f"cost vs backprop ({c.method}, Nt = {c.steps}, {c.blocks} blocks, "
-                       f"{c.dtype}; time: median and min–max over {c.repeats} interleaved "
-                       "rounds): " + "; ".join(parts))
+            e = {r["steps"]: r["grad_error"] for r in rows
+                 if r["label"] == lab and r["method"] == meth}
+            if e:
+                lo, hi = min(e), max(e)
+                parts.append(f"{lab or 'model'}: {e[lo]:.2e} at Nt = {lo}, {e[hi]:.2e} at "
+                             f"Nt = {hi}")
+        who = ("adjoint and torchdiffeq-adjoint (optimize-then-discretize; the same errors)"
+               if same and strat == "adjoint" else f"{strat} (optimize-then-discretize)")
+        out.append(f"{who} vs backprop, {meth}, relative "
+                   f"∂L/∂θ error — " + "; ".join(parts))
+    dto = [r["grad_error"] for r in g.rows if r["strategy"] in ("anode", "revolve")
+           or r["strategy"].startswith("revolve:")]
+    dto = [e for e in dto if e is not None]
+    if dto:
+        out.append(f"ANODE / Revolve vs backprop: largest relative error {max(dto):.1e} "
+                   f"over {len(dto)} cases (Nt = {steps[0]}…{steps[-1]})")
+    parts = []
+    for lab in labels:
+        fd = [r["fd_error"] for r in g.rows if r["strategy"] == g.reference
+              and r["label"] == lab and r["fd_error"] is not None]
+        if fd:
+            parts.append(f"{lab or 'model'} {max(fd):.1e}")
+    if parts:
+        out.append("backprop vs central finite differences, largest relative deviation: "
+                   + "; ".join(parts))
     return out
 
 
+def _reversibility_keys(results: Mapping[str, Any]) -> list[str]:
+    rv = results.get("reversibility")
+    if not isinstance(rv, ReversibilityResult):
+        return []
+    parts = []
+    for lab in dict.fromkeys(r["label"] for r in rv.rows):
+        rows = [r for r in rv.rows if r["label"] == lab]
+        m = rows[-1]["method"]
+        e = {r["steps"]: r["error"] for r in rows if r["method"] == m}
+        lo, hi = min(e), max(e)
+        parts.append(f"{lab}: {e[lo]:.2e} (Nt = {lo}) → {e[hi]:.2e} (Nt = {hi})")
+    return [f"reverse-time reconstruction of y0 with {m}: " + "; ".join(parts)]
+
+
+def _stability_keys(results: Mapping[str, Any]) -> list[str]:
+    st = results.get("stability")
+    if not isinstance(st, StabilityResult):
+        return []
+    line = (f"stability of {st.method} at h = {st.step_size:.3g}: spectral radius "
+            f"{st.spectral_radius:.3g}, max Re λ {st.max_real:.2e}; all hλ in the region: "
+            f"{'yes' if st.stable else 'NO'}; largest stable step {st.max_step:.3g}")
+    if st.flow_amplification is not None:
+        line += f"; flow-map amplification {st.flow_amplification:.3g}"
+    return [line]
+
+
+def _order_keys(results: Mapping[str, Any]) -> list[str]:
+    return [f"observed orders on {r.problem}: " + ", ".join(
+                f"{m} {p:.2f}" for m, p in r.observed.items())
+            for r in results.get("order") or () if r.problem in ("model", "vanderpol")]
+
+
+def _cost_keys(results: Mapping[str, Any]) -> list[str]:
+    c = results.get("cost")
+    if not isinstance(c, CostResult):
+        return []
+    parts = [f"{r['strategy']} time ×{r['time_ratio']:.2f} ({r['time_ratio_min']:.2f}–"
+             f"{r['time_ratio_max']:.2f}) memory ×{r['memory_ratio']:.2f}"
+             for r in c.rows[1:] if r.get("time_ratio") is not None
+             and r.get("memory_ratio") is not None]
+    if not parts:
+        return []
+    return [f"cost vs backprop ({c.method}, Nt = {c.steps}, {c.blocks} blocks, "
+            f"{c.dtype}; time: median and min–max over {c.repeats} interleaved "
+            "rounds): " + "; ".join(parts)]
+
+
+def key_numbers(results: Mapping[str, Any]) -> list[str]:
+    """The report's headline findings, as sentences (also printed by the command), section by
+    section in the order of :data:`REPORT_SECTIONS`.
+
+    Examples
+    --------
+    >>> from odenet.analysis._report import key_numbers
+    >>> key_numbers({})
+    []
+    """
+    return [line for s in REPORT_SECTIONS for line in s.key_numbers(results)]
+
+
+# -- the table of sections -------------------------------------------------------------------------
+class _Context(NamedTuple):
+    """What every section's runner gets: the checked specification and settings."""
+
+    spec: dict[str, Any]
+    cfg: dict[str, Any]
+    gradient_methods: Sequence[str]
+    stores: Path
+    progress: bool | None
+
+
+def _run_gradients(c: _Context) -> dict[str, Any]:
+    return {"gradients": run_gradients(
+        c.spec, c.cfg["activations"], c.gradient_methods, c.cfg["gradient_steps"],
+        c.cfg["strategies"], fd_directions=c.cfg["fd_directions"], stores=c.stores,
+        progress=c.progress)}
+
+
+def _run_reversibility(c: _Context) -> dict[str, Any]:
+    return {"reversibility": run_reversibility(
+        c.spec, c.cfg["activations"], c.cfg["reversibility_methods"],
+        c.cfg["reversibility_steps"], stores=c.stores, progress=c.progress)}
+
+
+def _run_stability(c: _Context) -> dict[str, Any]:
+    res, regions = run_stability(c.spec, k=c.cfg["stability_k"])
+    return {"regions": regions, "stability": res}
+
+
+def _run_order(c: _Context) -> dict[str, Any]:
+    return {"order": run_order(c.spec, c.cfg["order_methods"], c.cfg["order_problems"],
+                               c.cfg["order_steps"], stores=c.stores, progress=c.progress)}
+
+
+def _run_cost(c: _Context) -> dict[str, Any]:
+    return {"cost": run_cost(
+        c.spec, c.cfg["cost_strategies"], method=c.cfg["cost_method"],
+        steps=c.cfg["cost_steps"], batch=c.cfg["cost_batch"], blocks=c.cfg["cost_blocks"],
+        repeats=c.cfg["cost_repeats"], stores=c.stores, progress=c.progress)}
+
+
+@dataclass(frozen=True)
+class ReportSection:
+    """One section of the report, as :func:`report` runs, draws and writes it.
+
+    Attributes
+    ----------
+    name : str
+        The name in ``sections`` (and ``--sections``), the key of its result in
+        ``results.json`` and of its time in ``meta.section_seconds``.
+    what : str
+        The progress line printed when the section starts.
+    run : callable
+        ``run(context) -> {key: result}``: the results to store, in order (the
+        stability section also stores its ``"regions"``).
+    figures : callable
+        ``figures(results)`` yields ``(file name, figure)`` pairs (see
+        :mod:`odenet.analysis._report_figures`).
+    html : callable
+        ``html(results, figure files, overlapping curves)`` -> the section's
+        HTML, or ``None`` (see :mod:`odenet.analysis._html`).
+    key_numbers : callable
+        ``key_numbers(results)`` -> the section's headline sentences.
+    """
+
+    name: str
+    what: str
+    run: Callable[[_Context], dict[str, Any]]
+    figures: Callable[[Mapping[str, Any]], Iterable[tuple[str, Any]]]
+    html: Callable[[Mapping[str, Any], Sequence[str], Sequence[Sequence[str]]], str | None]
+    key_numbers: Callable[[Mapping[str, Any]], list[str]]
+
+
+#: The report's sections, in the order they run and appear (the names are ``sections``' choices).
+REPORT_SECTIONS: tuple[ReportSection, ...] = (
+    ReportSection("gradients",
+                  "gradient consistency (strategies vs backprop and finite differences)",
+                  _run_gradients, result_figures("gradients"), H.gradients_section,
+                  _gradients_keys),
+    ReportSection("reversibility", "reverse-time reconstruction", _run_reversibility,
+                  result_figures("reversibility"), H.reversibility_section, _reversibility_keys),
+    ReportSection("stability", "spectrum of the block's Jacobian and stability regions",
+                  _run_stability, stability_figures, H.stability_section, _stability_keys),
+    ReportSection("order", "observed convergence orders", _run_order, order_figures,
+                  H.order_section, _order_keys),
+    ReportSection("cost", "memory (a fresh process per strategy) and time (interleaved rounds) "
+                          "per strategy",
+                  _run_cost, result_figures("cost"), H.cost_section, _cost_keys),
+)
+
+
 # -- the report ------------------------------------------------------------------------------------
-_SECTIONS = ("gradients", "reversibility", "stability", "order", "cost")
+_SECTIONS = tuple(s.name for s in REPORT_SECTIONS)
 
 
 def _check_sections(sections: object) -> list[str]:
@@ -1162,80 +1108,75 @@ def _write_report(folder: OutputFolder, spec: dict[str, Any], cfg: dict[str, Any
     stores.mkdir(exist_ok=True)
     started = time.perf_counter()
     case = build_case(spec)
-    n_params = sum(p.numel() for p in case.params)
     _say(f"odenet-analysis report: {case.description}", quiet)
-    _say(f"  {network_state(spec)}; {spec['dtype']}; {n_params} parameters in the block, block "
-         f"input {tuple(case.y0.shape)}, writing to {out.resolve()}", quiet)
-    results: dict[str, Any] = {}
-    pngs: dict[str, bytes] = {}
-    figures: dict[str, list[str]] = {}
-    overlaps: dict[str, list[list[str]]] = {}
-    timings: dict[str, float] = {}
-    steps_total = len(sections)
-
-    def step(i: int, name: str, what: str, fn: Callable[[], Any]) -> None:
-        _say(f"[{i}/{steps_total}] {what}", quiet)
-        t0 = time.perf_counter()
-        results[name] = fn()
-        timings[name] = time.perf_counter() - t0
-
-    def figure(section: str, fig, name: str) -> None:
-        overlaps.setdefault(section, []).extend(finish_figure(fig))
-        pngs[name] = figure_bytes(fig)
-        figures.setdefault(section, []).append(name)
-
-    i = 0
-    if "gradients" in sections:
-        i += 1
-        step(i, "gradients", "gradient consistency (strategies vs backprop and finite differences)",
-             lambda: run_gradients(spec, cfg["activations"], gradient_methods,
-                                   cfg["gradient_steps"], cfg["strategies"],
-                                   fd_directions=cfg["fd_directions"], stores=stores,
-                                   progress=progress))
-        figure("gradients", results["gradients"].plot(), "gradients.png")
-    if "reversibility" in sections:
-        i += 1
-        step(i, "reversibility", "reverse-time reconstruction",
-             lambda: run_reversibility(spec, cfg["activations"], cfg["reversibility_methods"],
-                                       cfg["reversibility_steps"], stores=stores,
-                                       progress=progress))
-        figure("reversibility", results["reversibility"].plot(), "reversibility.png")
-    if "stability" in sections:
-        i += 1
-
-        def stab() -> StabilityResult:
-            res, regions = run_stability(spec, k=cfg["stability_k"])
-            results["regions"] = regions
-            return res
-
-        step(i, "stability", "spectrum of the block's Jacobian and stability regions", stab)
-        st = results["stability"]
-        fig = st.plot()
-        _zoom_stability_figure(fig, st)
-        figure("stability", fig, "stability.png")
-        figure("stability", plot_regions(results["regions"], st.hlambda_all(),
-                                         f"stability regions and h·λ at h = {st.step_size:.3g}"),
-               "regions.png")
-    if "order" in sections:
-        i += 1
-        step(i, "order", "observed convergence orders",
-             lambda: run_order(spec, cfg["order_methods"], cfg["order_problems"],
-                               cfg["order_steps"], stores=stores, progress=progress))
-        if results["order"]:
-            figure("order", plot_orders(results["order"]), "order.png")
-    if "cost" in sections:
-        i += 1
-        step(i, "cost", "memory (a fresh process per strategy) and time (interleaved rounds) "
-                        "per strategy",
-             lambda: run_cost(spec, cfg["cost_strategies"], method=cfg["cost_method"],
-                              steps=cfg["cost_steps"], batch=cfg["cost_batch"],
-                              blocks=cfg["cost_blocks"],
-                              repeats=cfg["cost_repeats"], stores=stores, progress=progress))
-        figure("cost", results["cost"].plot(), "cost.png")
-
-    keys = key_numbers(results)
+    _say(f"  {network_state(spec)}; {spec['dtype']}; {_n_params(case)} parameters in the block, "
+         f"block input {tuple(case.y0.shape)}, writing to {out.resolve()}", quiet)
+    made = _Made()
+    chosen = [s for s in REPORT_SECTIONS if s.name in sections]
+    context = _Context(spec, cfg, gradient_methods, stores, progress)
+    for i, s in enumerate(chosen, 1):
+        _say(f"[{i}/{len(chosen)}] {s.what}", quiet)
+        made.run(s, context)
+    keys = key_numbers(made.results)
     elapsed = time.perf_counter() - started
-    meta = {
+    meta = _meta(spec, cfg, case, elapsed, made.timings, keys, command)
+    folder.commit(made.files(meta))
+    index = out / "index.html"
+    _say(f"done in {elapsed:.0f} s. Key numbers:", quiet)
+    for k in keys:
+        _say(f"  - {k}", quiet)
+    _say(f"report: {index.resolve()}", quiet)
+    return index
+
+
+def _n_params(case: Case) -> int:
+    return sum(p.numel() for p in case.params)
+
+
+class _Made:
+    """What the sections made: their results, times, figures (PNG) and overlapping curves."""
+
+    def __init__(self) -> None:
+        self.results: dict[str, Any] = {}
+        self.timings: dict[str, float] = {}
+        self.pngs: dict[str, bytes] = {}
+        self.figures: dict[str, list[str]] = {}
+        self.overlaps: dict[str, list[list[str]]] = {}
+
+    def run(self, section: ReportSection, context: _Context) -> None:
+        """Run one section and draw its figures."""
+        t0 = time.perf_counter()
+        self.results.update(section.run(context))
+        self.timings[section.name] = time.perf_counter() - t0
+        for name, fig in section.figures(self.results):
+            self.overlaps.setdefault(section.name, []).extend(finish_figure(fig))
+            self.pngs[name] = figure_bytes(fig)
+            self.figures.setdefault(section.name, []).append(name)
+
+    def page(self, meta: Mapping[str, Any]) -> str:
+        """``index.html``: every section's HTML, in the table's order."""
+        parts = [s.html(self.results, self.figures.get(s.name, []),
+                        self.overlaps.get(s.name, [])) for s in REPORT_SECTIONS]
+        return H.page(meta, self.results, [p for p in parts if p])
+
+    def files(self, meta: dict[str, Any]) -> dict[str, str | bytes]:
+        """The report's files: the figures, ``results.json`` and ``index.html``."""
+        data: dict[str, Any] = {"meta": meta}
+        for name, value in self.results.items():
+            if isinstance(value, Result):
+                data[name] = value.to_dict()
+            elif isinstance(value, list):
+                data[name] = [v.to_dict() for v in value]
+        files: dict[str, str | bytes] = dict(self.pngs)
+        files["results.json"] = json.dumps(jsonable(data), indent=1, allow_nan=False)
+        files["index.html"] = self.page(meta)
+        return files
+
+
+def _meta(spec: dict[str, Any], cfg: dict[str, Any], case: Case, elapsed: float,
+          timings: dict[str, float], keys: list[str], command: str | None) -> dict[str, Any]:
+    """The report's ``meta`` record (the top of ``results.json`` and of the page)."""
+    return {
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "model": case.description,
         "network_state": network_state(spec),
@@ -1243,7 +1184,7 @@ def _write_report(folder: OutputFolder, spec: dict[str, Any], cfg: dict[str, Any
         "trained": bool(spec.get("weights") or spec.get("train_steps")),
         "spec": spec,
         "settings": cfg,
-        "block_parameters": n_params,
+        "block_parameters": _n_params(case),
         "block_input_shape": list(case.y0.shape),
         "seconds": elapsed,
         "section_seconds": timings,
@@ -1254,182 +1195,3 @@ def _write_report(folder: OutputFolder, spec: dict[str, Any], cfg: dict[str, Any
         "key_numbers": keys,
         "command": command,
     }
-    data: dict[str, Any] = {"meta": meta}
-    for name, value in results.items():
-        if isinstance(value, Result):
-            data[name] = value.to_dict()
-        elif isinstance(value, list):
-            data[name] = [v.to_dict() for v in value]
-    files: dict[str, str | bytes] = dict(pngs)
-    files["results.json"] = json.dumps(jsonable(data), indent=1, allow_nan=False)
-    files["index.html"] = _html(meta, results, figures, overlaps)
-    folder.commit(files)
-    index = out / "index.html"
-    _say(f"done in {elapsed:.0f} s. Key numbers:", quiet)
-    for k in keys:
-        _say(f"  - {k}", quiet)
-    _say(f"report: {index.resolve()}", quiet)
-    return index
-
-
-def _settings_html(meta: Mapping[str, Any], results: Mapping[str, Any]) -> str:
-    s = meta["spec"]
-    items = [
-        f"<b>network</b>: {html.escape(meta['network_state'])}",
-        f"<b>dtype</b> {html.escape(s['dtype'])} (every section, cost included)",
-        f"<b>block</b>: {html.escape(str(meta.get('block_method') or s['method']))}, "
-        f"{s['steps']} steps on [0, {s['T']:g}]",
-        f"<b>seed</b> {s['seed']}",
-        f"<b>batch</b> {s['batch']}",
-        f"<b>device</b> {html.escape(str(s['device']))}",
-    ]
-    c = results.get("cost")
-    if isinstance(c, CostResult):
-        items.append(f"<b>cost</b>: {c.blocks} block(s), {html.escape(c.method)}, Nt = "
-                     f"{c.steps}, input {tuple(c.state_shape)}, {c.repeats} timed round(s)")
-    return "<p class='settings'>" + " · ".join(items) + "</p>"
-
-
-def _adjoint_note(g: GradientConsistencyResult) -> str | None:
-    """A note when odenet's and torchdiffeq's adjoints give the same errors (curves coincide)."""
-    a = {(r["label"], r["method"], r["steps"]): r for r in g.rows if r["strategy"] == "adjoint"}
-    b = {(r["label"], r["method"], r["steps"]): r for r in g.rows
-         if r["strategy"] == "torchdiffeq-adjoint"}
-    both = [(a[k], b[k]) for k in a if k in b]
-    if not both:
-        return None
-    worst = 0.0
-    for ra, rb in both:
-        for key in ("grad_error", "y0_error"):
-            x, y = ra.get(key), rb.get(key)
-            if x is None or y is None:
-                continue
-            worst = max(worst, abs(x - y) / max(abs(x), abs(y), 1e-300))
-    if worst > 1e-3:
-        return None
-    return (f"odenet's adjoint and torchdiffeq's odeint_adjoint solve the same continuous "
-            f"adjoint with the same steps: their errors agree to {worst:.0e} (relative) in all "
-            f"{len(both)} cases, so their curves coincide. In the figure the adjoint is the "
-            "wide band with the large hollow markers, torchdiffeq-adjoint the thin line on top.")
-
-
-def _stability_notes(st: StabilityResult) -> list[str]:
-    """The stability notes, with ARPACK's convergence flag only where it matters."""
-    out = []
-    err = st.summary.get("arpack_error")
-    for n in st.notes():
-        if n.startswith("ARPACK did not converge"):
-            if err is not None and err < 1e-8:
-                continue  # the dense spectrum is used and ARPACK's values agree with it
-            n = ("ARPACK did not converge for every requested eigenvalue and no dense spectrum "
-                 "cross-checks it: the eigenvalues shown may be incomplete, and the largest "
-                 "stable step may be too optimistic" if err is None else
-                 f"ARPACK did not converge for every requested eigenvalue; its values differ "
-                 f"from the dense spectrum by up to {err:.1e} (relative); h·λ and the step "
-                 "limit use the dense spectrum")
-        elif n.startswith("ARPACK vs dense"):
-            n += (" (ARPACK's extreme eigenvalues against the dense spectrum; h·λ and the step "
-                  "limit use the dense spectrum)")
-        out.append(n)
-    return out
-
-
-def _html(meta: Mapping[str, Any], results: Mapping[str, Any], figures: Mapping[str, list],
-          overlaps: Mapping[str, list[list[str]]] | None = None) -> str:
-    overlaps = overlaps or {}
-    body = [
-        "<h1>odenet diagnostic report</h1>",
-        f"<p class='meta'>{html.escape(meta['model'])}<br>{meta['block_parameters']} parameters "
-        f"in the block; block input {tuple(meta['block_input_shape'])}; created "
-        f"{meta['created']} in {meta['seconds']:.0f} s; odenet {meta['versions']['odenet']}, "
-        f"torch {meta['versions']['torch']}, {meta['threads']} thread(s).</p>",
-        _settings_html(meta, results),
-    ]
-    if meta["key_numbers"]:
-        body.append("<div class='key'><b>Key numbers</b><ul>"
-                    + "".join(f"<li>{html.escape(k)}</li>" for k in meta["key_numbers"])
-                    + "</ul></div>")
-
-    def coincide(section: str) -> list[str]:
-        groups = []
-        for group in overlaps.get(section, []):
-            names = list(dict.fromkeys(n.split(":")[0] for n in group))
-            if len(names) > 1:
-                groups.append(" and ".join(names))
-        if not groups:
-            return []
-        return ["Curves that coincide in the figure (each drawn as a pale wide band under a thin "
-                "line, with nested hollow markers): " + "; ".join(dict.fromkeys(groups)) + "."]
-
-    g = results.get("gradients")
-    if g is not None:
-        note = _adjoint_note(g)
-        notes = [*([note] if note else []), *g.notes()]
-        body.append(_section(
-            "Gradient consistency",
-            "Relative error of ∂L/∂θ and ∂L/∂y₀ (L: the network's classification loss on the "
-            "block output) of each strategy against backprop, the exact gradient of the discrete "
-            "network; <code>fd_error</code> compares directional derivatives with central finite "
-            "differences. Discretize-then-optimize strategies (ANODE, Revolve) must agree to "
-            "round-off; the optimize-then-discretize adjoint (odenet's <code>adjoint</code>, "
-            "torchdiffeq's <code>odeint_adjoint</code>) is only O(hᵖ)-close, and less for "
-            "non-smooth activations. Finite differences check smooth activations to about "
-            "1e-7; where ReLU pre-activations sit exactly at the kink (zero background pixels "
-            "with zero bias), central differences average the two one-sided derivatives and "
-            "deviate from every gradient, backprop included.",
-            figures.get("gradients", []),
-            [_table(g.rows, g.columns)], notes))
-    rv = results.get("reversibility")
-    if rv is not None:
-        body.append(_section(
-            "Reverse-time reconstruction",
-            "The block is solved forward over [0, T], then backward from y(T) with the same "
-            "method and steps, as the continuous adjoint does; the relative error of the "
-            "reconstructed y₀ (∞: the backward solve blew up).",
-            figures.get("reversibility", []), [_table(rv.rows, rv.columns)],
-            coincide("reversibility")))
-    st = results.get("stability")
-    if st is not None:
-        body.append(_section(
-            "Stability",
-            "Eigenvalues λ of the block's Jacobian at the first sample's block input (ARPACK "
-            "extreme eigenvalues, matrix-free, and the dense spectrum as a cross-check), h·λ "
-            "against the exact stability region of the method, the largest stable step along "
-            "the spectrum, and the amplification of input perturbations by the whole solve. "
-            "Where the spectrum is small against the region, the pictures zoom on it (the "
-            "whole region in an inset, and on the left of the second figure).",
-            figures.get("stability", []), [_table(st.rows, st.columns)], _stability_notes(st)))
-    orders = results.get("order")
-    if orders:
-        rows = [{"problem": r.problem, "method": m, "observed": p, "declared": r.declared[m]}
-                for r in orders for m, p in r.observed.items()]
-        body.append(_section(
-            "Observed order of convergence",
-            "Relative error at T against an exact solution or scipy's DOP853 at tolerance "
-            "1e-13, fitted by least squares in log-log; <code>model</code> is the network's "
-            "own block (float64). Non-smooth activations (ReLU) can lower the observed order.",
-            figures.get("order", []),
-            [_table(rows, ["problem", "method", "observed", "declared"])],
-            coincide("order")))
-    c = results.get("cost")
-    if c is not None:
-        body.append(_section(
-            "Cost",
-            f"Peak memory and forward+backward time of each strategy on the network with "
-            f"{c.blocks} ODE block(s) ({html.escape(c.method)}, Nt = {c.steps} per block, input "
-            f"{tuple(c.state_shape)}, {html.escape(c.dtype)}), as ratios to backprop; every row "
-            "comes from this run (an interrupted cost measurement is repeated whole). Memory: "
-            "the peak of each strategy, each in a fresh process. Time: all strategies in one "
-            f"process, in {c.repeats} interleaved round(s) (each round runs every strategy once, "
-            "in a rotated order); the ratio is the median over the rounds of that round's ratio "
-            "to backprop, with its min–max range. Every block uses the strategy; ANODE keeps "
-            "each block's input and recomputes one block at a time in backward (memory O(L) + "
-            "O(Nt) instead of O(L·Nt) over L blocks); Revolve and the adjoints trade "
-            "recomputation for memory within each block.",
-            figures.get("cost", []), [_table(c.rows, c.columns)], c.skipped))
-    made = (f" Generated by <code>{html.escape(meta['command'])}</code>."
-            if meta.get("command") else "")
-    body.append(f"<p class='meta'>Raw data: <a href='results.json'>results.json</a>.{made}</p>")
-    return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-            "<title>odenet diagnostic report</title>"
-            f"<style>{_CSS}</style></head><body>" + "\n".join(body) + "</body></html>\n")
