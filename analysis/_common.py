@@ -12,7 +12,7 @@ import hashlib
 import math
 import numbers
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -36,6 +36,7 @@ __all__ = [
     "check_steps",
     "check_str",
     "check_tensor",
+    "collect_params",
     "fingerprint",
     "method_name",
     "unwrap_func",
@@ -546,9 +547,3 @@ def fingerprint(*parts: object) -> str:
         feed(p)
     return h.hexdigest()[:16]
 
-
-def as_sequence(value: object) -> Sequence:
-    """A list from a scalar or an iterable (strings are scalars)."""
-    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
-        return [value]
-    return list(value)

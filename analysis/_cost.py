@@ -35,7 +35,7 @@ from odenet.analysis._results import Result, new_figure
 from odenet.analysis._sweep import CaseStore, run_cases
 from odenet.errors import ArgumentError, ArgumentTypeError
 
-__all__ = ["CostResult", "cost", "measure", "measure_times"]
+__all__ = ["CostResult", "cost", "measure", "measure_times", "ode_blocks"]
 
 _MARK = "ODENET-COST-RESULT "
 
@@ -303,8 +303,8 @@ def _use_strategy(blocks: Sequence, strat) -> list:
             if name is None or getattr(b, "implicit", None) is not None:
                 for u in undo:
                     u()
-                raise ValueError(
-                    f"torchdiffeq has no fixed-grid equivalent of the block's method "
+                raise ArgumentError(
+                    f"strategy: torchdiffeq has no fixed-grid equivalent of the block's method "
                     f"{getattr(b.method, 'name', b.method)!r}"
                 )
             adjoint = strat == "torchdiffeq-adjoint"
@@ -618,37 +618,8 @@ def cost(
     >>> r["time_ratio_min"] <= r["time_ratio"] <= r["time_ratio_max"]
     True
     """
-    spec = model if isinstance(model, dict) else None
-    network = False
-    block: dict[str, Any] = {}
-    if spec is not None:
-        from odenet.analysis._models import build_network, check_spec
-
-        if spec.get("weights") is not None:
-            from odenet.analysis._report import check_weights
-
-            check_weights(spec["weights"])
-        spec = check_spec(spec, **{k: v for k, v in (("method", method), ("steps", steps),
-                                                      ("T", T)) if v is not None})
-        net, y0, _ = build_network(spec)
-        f, implicit, network = net, None, True
-    else:
-        if model is None or not (callable(model) or block_settings(model)):
-            raise ArgumentTypeError(
-                f"model: expected a network with ODE blocks, an ODE block, a right-hand side "
-                f"func(t, y) or a model specification (dict), got {type(model).__name__}"
-            )
-        network = bool(ode_blocks(model)) and not callable(getattr(model, "rhs", None))
-        if input is None:
-            raise ArgumentError("input: required (the initial state, or the network's input)")
-        y0 = check_tensor(input, "input").detach()
-        if network:
-            f = model
-        else:
-            f, block = unwrap_func(model, "model")
-            if implicit is None:
-                implicit = block.get("implicit")
-            _check_callable_model(model, f, y0, implicit)
+    spec, f, y0, implicit, network, block = _resolve_model(model, input, method, steps, T,
+                                                           implicit)
     if network:
         if spec is None and any(v is not None for v in (method, steps, T)):
             raise ArgumentError(
@@ -668,10 +639,74 @@ def cost(
         T = check_positive(T if T is not None else block.get("T", 1.0), "T")
         n_blocks = 1
         tdq_ok = torchdiffeq_method(tab) is not None and implicit is None
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ArgumentError(f"repeats: expected a positive integer, got {repeats!r}")
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ArgumentError(f"threads: expected a positive integer, got {threads!r}")
+    for value, name in ((repeats, "repeats"), (threads, "threads")):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ArgumentError(f"{name}: expected a positive integer, got {value!r}")
+    names, objs, skipped = _check_strategies(strategies, tdq_ok)
+    if isolate and spec is None:
+        try:
+            pickle.dumps((f, y0, implicit))
+        except Exception as err:
+            raise ArgumentError(
+                "model: cannot be sent to a fresh process for measurement "
+                f"({type(err).__name__}: {err}); define it as an nn.Module in an importable "
+                "module, or pass isolate=False to measure in this process"
+            ) from None
+    weights = b"" if spec is None or spec.get("weights") is None else open(
+        spec["weights"], "rb").read()
+    cs = CaseStore(store, fingerprint("cost-v2", spec if spec is not None else f, y0, tab, steps,
+                                      T, names, repeats, isolate, threads, n_blocks, weights))
+    run = _Measurement(f, y0, implicit, tab, steps, T, spec, {n: objs[n] for n in names},
+                       repeats=repeats, isolate=isolate, threads=threads, timeout=timeout,
+                       progress=progress)
+    record = run_cases(["run"], run.measure_all, cs, progress=False, desc="cost")[0]
+    return CostResult(
+        _rows(names, record), method=tab.name, steps=steps, T=T, blocks=n_blocks,
+        network=network, device=str(y0.device),
+        state_shape=list(y0.shape), dtype=str(y0.dtype).replace("torch.", ""),
+        isolated=bool(isolate), repeats=repeats,
+        skipped=[f"{n} (torchdiffeq has no fixed-grid {tab.name}, or the solve is IMEX)"
+                 for n in skipped],
+    )
+
+
+def _resolve_model(model, input, method, steps, T, implicit):
+    """``(spec, f, y0, implicit, network, block settings)`` of :func:`cost`'s model: a
+    specification's network, a network with ODE blocks, an ODE block or a ``func(t, y)``."""
+    spec = model if isinstance(model, dict) else None
+    block: dict[str, Any] = {}
+    if spec is not None:
+        from odenet.analysis._models import build_network, check_spec
+
+        if spec.get("weights") is not None:
+            from odenet.analysis._report import check_weights
+
+            check_weights(spec["weights"])
+        spec = check_spec(spec, **{k: v for k, v in (("method", method), ("steps", steps),
+                                                      ("T", T)) if v is not None})
+        net, y0, _ = build_network(spec)
+        return spec, net, y0, None, True, block
+    if model is None or not (callable(model) or block_settings(model)):
+        raise ArgumentTypeError(
+            f"model: expected a network with ODE blocks, an ODE block, a right-hand side "
+            f"func(t, y) or a model specification (dict), got {type(model).__name__}"
+        )
+    network = bool(ode_blocks(model)) and not callable(getattr(model, "rhs", None))
+    if input is None:
+        raise ArgumentError("input: required (the initial state, or the network's input)")
+    y0 = check_tensor(input, "input").detach()
+    if network:
+        return spec, model, y0, implicit, network, block
+    f, block = unwrap_func(model, "model")
+    if implicit is None:
+        implicit = block.get("implicit")
+    _check_callable_model(model, f, y0, implicit)
+    return spec, f, y0, implicit, network, block
+
+
+def _check_strategies(strategies, tdq_ok: bool):
+    """``(names, name -> strategy, skipped names)``: backprop first, torchdiffeq's baselines
+    skipped where they have no equivalent (``tdq_ok`` false)."""
     if isinstance(strategies, (str, GradientStrategy)):
         strategies = [strategies]
     if not isinstance(strategies, (list, tuple)):
@@ -691,85 +726,80 @@ def cost(
     objs = {"backprop": "backprop", **{n: s for n, s in parsed}}
     skipped = [n for n in names if objs[n] in ("torchdiffeq", "torchdiffeq-adjoint")
                and not tdq_ok]
-    names = [n for n in names if n not in skipped]
-    if isolate and spec is None:
-        try:
-            pickle.dumps((f, y0, implicit))
-        except Exception as err:
-            raise ArgumentError(
-                "model: cannot be sent to a fresh process for measurement "
-                f"({type(err).__name__}: {err}); define it as an nn.Module in an importable "
-                "module, or pass isolate=False to measure in this process"
-            ) from None
-    weights = b"" if spec is None or spec.get("weights") is None else open(
-        spec["weights"], "rb").read()
-    cs = CaseStore(store, fingerprint("cost-v2", spec if spec is not None else f, y0, tab, steps,
-                                      T, names, repeats, isolate, threads, n_blocks, weights))
+    return [n for n in names if n not in skipped], objs, skipped
 
-    def payload(**extra: Any) -> dict[str, Any]:
-        p: dict[str, Any] = {"method": tab, "steps": steps, "T": T, "threads": threads, **extra}
-        if spec is not None:
-            p["spec"] = spec
+
+class _Measurement:
+    """:func:`cost`'s one measurement: each strategy's peak memory, then the interleaved times,
+    in fresh processes (``isolate``) or in this one."""
+
+    def __init__(self, f, y0: Tensor, implicit, tab, steps: int, T: float,
+                 spec: dict[str, Any] | None, strategies: dict[str, Any], *, repeats: int,
+                 isolate: bool, threads: int, timeout: float, progress: bool | None):
+        self.f, self.y0, self.implicit, self.tab, self.steps, self.T = (f, y0, implicit, tab,
+                                                                        steps, T)
+        self.spec, self.strategies, self.names = spec, strategies, list(strategies)
+        self.repeats, self.isolate, self.threads = repeats, isolate, threads
+        self.timeout, self.progress = timeout, progress
+
+    def payload(self, **extra: Any) -> dict[str, Any]:
+        """What a measuring process needs (the specification, or the function and state)."""
+        p: dict[str, Any] = {"method": self.tab, "steps": self.steps, "T": self.T,
+                             "threads": self.threads, **extra}
+        if self.spec is not None:
+            p["spec"] = self.spec
         else:
-            p.update(func=f, y0=y0, implicit=implicit)
+            p.update(func=self.f, y0=self.y0, implicit=self.implicit)
         return p
 
-    def memory(name: str) -> dict[str, Any]:
+    def memory(self, name: str) -> dict[str, Any]:
         try:
-            if isolate:
-                m = _run_isolated(payload(strategy=objs[name], repeats=1), timeout)
+            if self.isolate:
+                m = _run_isolated(self.payload(strategy=self.strategies[name], repeats=1),
+                                  self.timeout)
             else:
-                m = measure(f, y0, objs[name], tab, steps, T, implicit=implicit, repeats=1)
+                m = measure(self.f, self.y0, self.strategies[name], self.tab, self.steps,
+                            self.T, implicit=self.implicit, repeats=1)
             return {"peak_bytes": m["peak_bytes"], "probe": m["probe"]}
         except (RuntimeError, subprocess.TimeoutExpired, ValueError, TypeError) as err:
             return {"peak_bytes": None, "probe": None, "error": _first_line(err)}
 
-    def times() -> dict[str, Any]:
-        strats = {n: objs[n] for n in names}
+    def times(self) -> dict[str, Any]:
+        strats = dict(self.strategies)
         try:
-            if isolate:
-                return _run_isolated(payload(mode="time", strategies=strats, rounds=repeats),
-                                     timeout)
-            return measure_times(f, y0, strats, tab, steps, T, implicit=implicit,
-                                 rounds=repeats)
+            if self.isolate:
+                return _run_isolated(self.payload(mode="time", strategies=strats,
+                                                  rounds=self.repeats), self.timeout)
+            return measure_times(self.f, self.y0, strats, self.tab, self.steps, self.T,
+                                 implicit=self.implicit, rounds=self.repeats)
         except (RuntimeError, subprocess.TimeoutExpired, ValueError, TypeError) as err:
-            return {"times_s": {}, "errors": dict.fromkeys(names, _first_line(err))}
+            return {"times_s": {}, "errors": dict.fromkeys(self.names, _first_line(err))}
 
-    def measure_all(_key: str) -> dict[str, Any]:
+    def measure_all(self, _key: str) -> dict[str, Any]:
+        names, progress = self.names, self.progress
         bar = tqdm(total=len(names) + 1, desc="cost", file=sys.stderr, leave=False,
                    disable=(not progress) if progress is not None else None, dynamic_ncols=True)
         try:
             mem: dict[str, Any] = {}
-            if isolate and len(names) > 1:
+            if self.isolate and len(names) > 1:
                 # memory is per process: measure several at once (times are measured after)
                 workers = max(1, min(len(names), os.cpu_count() or 1, 4))
                 with ThreadPoolExecutor(max_workers=workers) as pool:
-                    futures = {pool.submit(memory, n): n for n in names}
+                    futures = {pool.submit(self.memory, n): n for n in names}
                     for fut in as_completed(futures):
                         mem[futures[fut]] = fut.result()
                         bar.update(1)
             else:
                 for n in names:
                     bar.set_postfix_str(f"memory {n}", refresh=False)
-                    mem[n] = memory(n)
+                    mem[n] = self.memory(n)
                     bar.update(1)
             bar.set_postfix_str("times, interleaved", refresh=False)
-            t = times()
+            t = self.times()
             bar.update(1)
         finally:
             bar.close()
         return {"memory": {n: mem[n] for n in names}, "times": t}
-
-    record = run_cases(["run"], measure_all, cs, progress=False, desc="cost")[0]
-    rows = _rows(names, record)
-    return CostResult(
-        rows, method=tab.name, steps=steps, T=T, blocks=n_blocks, network=network,
-        device=str(y0.device),
-        state_shape=list(y0.shape), dtype=str(y0.dtype).replace("torch.", ""),
-        isolated=bool(isolate), repeats=repeats,
-        skipped=[f"{n} (torchdiffeq has no fixed-grid {tab.name}, or the solve is IMEX)"
-                 for n in skipped],
-    )
 
 
 def _rows(names: Sequence[str], record: dict[str, Any]) -> list[dict[str, Any]]:

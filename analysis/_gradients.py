@@ -34,8 +34,10 @@ from odenet.errors import ArgumentError, ArgumentTypeError
 __all__ = [
     "STRATEGIES",
     "GradientConsistencyResult",
+    "combine",
     "gradient_consistency",
     "parse_strategy",
+    "solve_with",
     "torchdiffeq_method",
 ]
 
@@ -381,6 +383,48 @@ def gradient_consistency(
     if implicit is None and block:
         implicit = block.get("implicit")
     y0 = check_tensor(y0, "y0").detach()
+    tt = _check_times(t, y0)
+    tabs = check_methods(methods)
+    steps = check_steps(steps)
+    parsed, (ref_name, ref_strategy) = _check_strategies(strategies, reference)
+    names = [n for n, _ in parsed]
+    if loss is None:
+        loss = _default_loss
+    elif not callable(loss):
+        raise ArgumentTypeError(f"loss: expected a callable loss(y), got {type(loss).__name__}")
+    params = _check_params(f, implicit, params, y0)
+    fd_directions = check_int(fd_directions, "fd_directions", 0)
+    eps = (torch.finfo(y0.dtype).eps ** (1 / 3)) if fd_eps is None else check_positive(
+        fd_eps, "fd_eps")
+    seed = check_seed(seed)
+    label = check_str(label, "label")
+    store = check_path(store, "store")
+    progress = check_bool(progress, "progress", allow_none=True)
+    skipped = [
+        f"{n} for {tab.name} (torchdiffeq has no such fixed-grid method)"
+        for tab in tabs for n, s in parsed
+        if s in ("torchdiffeq", "torchdiffeq-adjoint") and torchdiffeq_method(tab) is None
+    ]
+    cases = _Cases(f, y0, tt, implicit, params, loss, label, {tab.name: tab for tab in tabs},
+                   parsed, ref_name, ref_strategy, eps,
+                   _directions(y0, params, fd_directions, seed))
+    cs = CaseStore(store, fingerprint("gradient_consistency", f, y0, tt, tabs, names, ref_name,
+                                      params, loss, fd_directions, eps, seed, label, implicit))
+    keys = [(tab.name, n) for tab in tabs for n in steps]
+    records = run_cases(keys, cases.compute, cs, progress=progress, desc="gradients")
+    rows = [r for rec in records for r in rec]
+    failed = sorted({f"{r['strategy']} on {r['method']}: {r['error']}" for r in rows
+                     if r.get("error")})
+    return GradientConsistencyResult(
+        rows, reference=ref_name, methods=[t.name for t in tabs], steps=steps,
+        strategies=names, label=label, skipped=skipped, failed=failed,
+        dtype=str(y0.dtype).replace("torch.", ""), n_params=sum(p.numel() for p in params),
+        fd_eps=eps,
+    )
+
+
+def _check_times(t: object, y0: Tensor) -> Tensor:
+    """The output times as a tensor of ``y0``'s dtype and device (``T``: ``[0, T]``)."""
     if isinstance(t, (list, tuple)):
         raise ArgumentTypeError(
             f"t: expected a positive number T or a 1-D tensor of times, got {type(t).__name__}"
@@ -393,12 +437,14 @@ def gradient_consistency(
             )
         if float(tt[-1]) == float(tt[0]):
             raise ArgumentError("t: expected distinct first and last times (an empty interval)")
-    else:
-        T = check_positive(t, "t")
-        tt = torch.tensor([0.0, T], dtype=y0.dtype, device=y0.device)
-    span = abs(float(tt[-1] - tt[0]))
-    tabs = check_methods(methods)
-    steps = check_steps(steps)
+        return tt
+    T = check_positive(t, "t")
+    return torch.tensor([0.0, T], dtype=y0.dtype, device=y0.device)
+
+
+def _check_strategies(strategies: object, reference: object
+                      ) -> tuple[list[tuple[str, object]], tuple[str, object]]:
+    """The parsed strategies and the parsed reference (distinct, the reference an odenet one)."""
     if isinstance(strategies, (str, GradientStrategy)):
         strategies = [strategies]
     if not isinstance(strategies, (list, tuple)):
@@ -418,10 +464,10 @@ def gradient_consistency(
         raise ArgumentError(
             f"strategies: expected distinct strategies other than the reference, got {names}"
         )
-    if loss is None:
-        loss = _default_loss
-    elif not callable(loss):
-        raise ArgumentTypeError(f"loss: expected a callable loss(y), got {type(loss).__name__}")
+    return parsed, (ref_name, ref_strategy)
+
+
+def _check_params(f: Callable, implicit, params, y0: Tensor) -> list[Tensor]:
     params = collect_params(f, implicit, params)
     for i, p in enumerate(params):
         if p.device != y0.device:
@@ -429,57 +475,64 @@ def gradient_consistency(
                 f"params[{i}]: on device {p.device}, but y0 is on {y0.device}; move the model "
                 "and the state to one device"
             )
-    fd_directions = check_int(fd_directions, "fd_directions", 0)
-    eps = (torch.finfo(y0.dtype).eps ** (1 / 3)) if fd_eps is None else check_positive(
-        fd_eps, "fd_eps")
-    seed = check_seed(seed)
-    label = check_str(label, "label")
-    store = check_path(store, "store")
-    progress = check_bool(progress, "progress", allow_none=True)
-    by_name = {tab.name: tab for tab in tabs}
-    skipped = [
-        f"{n} for {tab.name} (torchdiffeq has no such fixed-grid method)"
-        for tab in tabs for n, s in parsed
-        if s in ("torchdiffeq", "torchdiffeq-adjoint") and torchdiffeq_method(tab) is None
-    ]
-    # fixed random directions over (y0, params), unit norm
-    gen = torch.Generator().manual_seed(seed)
-    sizes = [y0.numel()] + [p.numel() for p in params]
-    directions = []
-    for _ in range(fd_directions):
-        v = torch.randn(sum(sizes), generator=gen, dtype=torch.float64)
-        directions.append((v / v.norm()).to(y0.device))
-    cs = CaseStore(store, fingerprint("gradient_consistency", f, y0, tt, tabs, names, ref_name,
-                                      params, loss, fd_directions, eps, seed, label, implicit))
+    return params
 
-    def grads(strategy, tab, h):
+
+def _directions(y0: Tensor, params: Sequence[Tensor], count: int, seed: int) -> list[Tensor]:
+    """Fixed random directions over ``(y0, params)``, of unit norm."""
+    gen = torch.Generator().manual_seed(seed)
+    size = y0.numel() + sum(p.numel() for p in params)
+    directions = []
+    for _ in range(count):
+        v = torch.randn(size, generator=gen, dtype=torch.float64)
+        directions.append((v / v.norm()).to(y0.device))
+    return directions
+
+
+class _Cases:
+    """One case of :func:`gradient_consistency`: every strategy at one (method, ``Nt``)."""
+
+    def __init__(self, f, y0, tt, implicit, params, loss, label, by_name, parsed, ref_name,
+                 ref_strategy, eps, directions):
+        self.f, self.y0, self.tt, self.implicit = f, y0, tt, implicit
+        self.params, self.loss, self.label, self.by_name = params, loss, label, by_name
+        self.parsed, self.ref_name, self.ref_strategy = parsed, ref_name, ref_strategy
+        self.eps, self.directions = eps, directions
+        self.span = abs(float(tt[-1] - tt[0]))
+        self.sizes = [y0.numel()] + [p.numel() for p in params]
+
+    def grads(self, strategy, tab, h):
+        y0, params = self.y0, self.params
         x = y0.clone().requires_grad_(True)
         t0 = time.perf_counter()
-        out = solve_with(strategy, f, x, tt, tab, h, implicit, params)
-        L = check_loss_value(loss(out))
+        out = solve_with(strategy, self.f, x, self.tt, tab, h, self.implicit, params)
+        L = check_loss_value(self.loss(out))
         g = torch.autograd.grad(L, [x, *params], allow_unused=True)
         dt = time.perf_counter() - t0
         return _flat(g[:1], [x], y0.device), _flat(g[1:], params, y0.device), dt
 
-    def loss_at(tab, h, v: Tensor, s: float) -> float:
-        chunks = torch.split(v, sizes)
+    def loss_at(self, tab, h, v: Tensor, s: float) -> float:
+        chunks = torch.split(v, self.sizes)
+        params, y0 = self.params, self.y0
         with torch.no_grad():
             originals = [p.detach().clone() for p in params]
             try:
                 for p, d in zip(params, chunks[1:]):
                     p.add_(d.reshape(p.shape).to(p), alpha=s)
                 x = y0 + s * chunks[0].reshape(y0.shape).to(y0)
-                out = odenet.odeint(f, x, tt, method=tab, step_size=h, implicit=implicit)
-                return float(check_loss_value(loss(out)))
+                out = odenet.odeint(self.f, x, self.tt, method=tab, step_size=h,
+                                    implicit=self.implicit)
+                return float(check_loss_value(self.loss(out)))
             finally:
                 for p, o in zip(params, originals):
                     p.copy_(o)
 
-    def compute(key):
+    def compute(self, key):
         name, n = key
-        tab = by_name[name]
-        h = span / n
-        fd = [(loss_at(tab, h, v, eps) - loss_at(tab, h, v, -eps)) / (2 * eps)
+        tab = self.by_name[name]
+        h = self.span / n
+        eps, directions = self.eps, self.directions
+        fd = [(self.loss_at(tab, h, v, eps) - self.loss_at(tab, h, v, -eps)) / (2 * eps)
               for v in directions]
         fd_scale = max((abs(x) for x in fd), default=0.0)
 
@@ -490,39 +543,26 @@ def gradient_consistency(
             dev = max(abs(float(g @ v) - d) for v, d in zip(directions, fd))
             return dev / fd_scale if fd_scale > 0 else dev
 
-        ry, rp, rt = grads(ref_strategy, tab, h)
-        rows = [{"label": label, "method": name, "steps": n, "h": h, "strategy": ref_name,
-                 "grad_error": 0.0, "y0_error": 0.0, "fd_error": fd_error(ry, rp), "time_s": rt,
-                 "error": None}]
-        for sname, strategy in parsed:
+        case = {"label": self.label, "method": name, "steps": n, "h": h}
+        ry, rp, rt = self.grads(self.ref_strategy, tab, h)
+        rows = [{**case, "strategy": self.ref_name, "grad_error": 0.0, "y0_error": 0.0,
+                 "fd_error": fd_error(ry, rp), "time_s": rt, "error": None}]
+        for sname, strategy in self.parsed:
             if strategy in ("torchdiffeq", "torchdiffeq-adjoint") and torchdiffeq_method(
                 tab
             ) is None:
                 continue
             try:
-                gy, gp, dt = grads(strategy, tab, h)
+                gy, gp, dt = self.grads(strategy, tab, h)
             except (RuntimeError, NotImplementedError, ValueError, TypeError) as err:
-                rows.append({"label": label, "method": name, "steps": n, "h": h,
-                             "strategy": sname, "grad_error": None, "y0_error": None,
+                rows.append({**case, "strategy": sname, "grad_error": None, "y0_error": None,
                              "fd_error": None, "time_s": None,
                              "error": f"{type(err).__name__}: {err}".splitlines()[0]})
                 continue
-            rows.append({"label": label, "method": name, "steps": n, "h": h, "strategy": sname,
-                         "grad_error": _rel(gp, rp), "y0_error": _rel(gy, ry),
-                         "fd_error": fd_error(gy, gp), "time_s": dt, "error": None})
+            rows.append({**case, "strategy": sname, "grad_error": _rel(gp, rp),
+                         "y0_error": _rel(gy, ry), "fd_error": fd_error(gy, gp), "time_s": dt,
+                         "error": None})
         return rows
-
-    keys = [(tab.name, n) for tab in tabs for n in steps]
-    records = run_cases(keys, compute, cs, progress=progress, desc="gradients")
-    rows = [r for rec in records for r in rec]
-    failed = sorted({f"{r['strategy']} on {r['method']}: {r['error']}" for r in rows
-                     if r.get("error")})
-    return GradientConsistencyResult(
-        rows, reference=ref_name, methods=[t.name for t in tabs], steps=steps,
-        strategies=names, label=label, skipped=skipped, failed=failed,
-        dtype=str(y0.dtype).replace("torch.", ""), n_params=sum(p.numel() for p in params),
-        fd_eps=eps,
-    )
 
 
 def combine(results: Sequence[GradientConsistencyResult]) -> GradientConsistencyResult:

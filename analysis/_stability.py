@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import scipy.linalg
@@ -444,6 +445,74 @@ def stability(
     >>> res.stable, res.max_real <= 1e-12, res.arpack_error < 1e-8
     (True, True, True)
     """
+    a = _check_arguments(func, y, method, step_size, t, implicit, k, which, dense, T, tol,
+                         flow_tol, power_iterations, seed)
+    f, y, tab, h = a.func, a.y, a.tableau, a.step_size
+    tt = torch.tensor(a.t, dtype=y.dtype, device=y.device)
+    _check_value(f, tt, y)
+    J = JacobianOperator(lambda x: f(tt, x), y, name="func")
+    arpack_vals, converged, dense_vals = _spectrum(J, a)
+    arpack_error = None
+    if dense_vals is not None and arpack_vals:
+        rho = max(np.abs(dense_vals).max(), 1e-300)
+        arpack_error = float(
+            max(float(np.abs(dense_vals - lam).min()) / rho for _, lam in arpack_vals)
+        )
+    extreme = _extreme(arpack_vals, dense_vals, a.which, a.k)
+    spectrum = np.asarray(dense_vals if dense_vals is not None else [v for _, v in extreme])
+    mu = np.zeros(1)
+    implicit_range = None
+    if isinstance(tab, IMEXTableau):
+        lo, hi = _implicit_spectrum(a.implicit, y, a.seed, a.tol)
+        implicit_range = [lo, hi]
+        mu = _mu_samples(lo, hi)
+    amp = iters = None
+    if a.T is not None:
+        amp, iters = flow_amplification(
+            f, y, tab, h, a.T, t0=a.t, implicit=a.implicit, iterations=a.power_iterations,
+            tol=a.flow_tol, seed=a.seed,
+        )
+    return StabilityResult(
+        _rows(tab, extreme, mu, h),
+        tableau=tab,
+        mu=mu,
+        method=tab.name,
+        step_size=h,
+        state_size=J.n,
+        eigenvalues=[v for _, v in extreme],
+        dense_eigenvalues=None if dense_vals is None else list(dense_vals),
+        **_limits(tab, spectrum, mu, h),
+        arpack_converged=converged,
+        arpack_error=arpack_error,
+        implicit_range=implicit_range,
+        T=a.T,
+        flow_amplification=amp,
+        power_iterations=iters,
+    )
+
+
+class _Arguments(NamedTuple):
+    """The checked arguments of :func:`stability`."""
+
+    func: Callable
+    y: Tensor
+    tableau: ButcherTableau | IMEXTableau
+    step_size: float
+    t: float
+    implicit: object
+    k: int
+    which: tuple[str, ...]
+    dense: bool | None
+    T: float | None
+    tol: float
+    flow_tol: float
+    power_iterations: int
+    seed: int
+
+
+def _check_arguments(func, y, method, step_size, t, implicit, k, which, dense, T, tol, flow_tol,
+                     power_iterations, seed) -> _Arguments:
+    """:func:`stability`'s arguments checked, in order, with an ODE block's defaults."""
     f, block = unwrap_func(func)
     if block:
         if method is None:
@@ -464,6 +533,18 @@ def stability(
     if T is not None:
         T = check_positive(T, "T")
     k = check_int(k, "k", 1)
+    which = _check_which(which)
+    dense = check_bool(dense, "dense", allow_none=True)
+    tol = check_positive(tol, "tol", allow_zero=True)
+    flow_tol = check_positive(flow_tol, "flow_tol")
+    power_iterations = check_int(power_iterations, "power_iterations", 1)
+    seed = check_seed(seed)
+    _check_implicit(tab, implicit)
+    return _Arguments(f, y, tab, h, t, implicit, k, which, dense, T, tol, flow_tol,
+                      power_iterations, seed)
+
+
+def _check_which(which: object) -> tuple[str, ...]:
     if isinstance(which, str):
         which = (which,)
     if not isinstance(which, (list, tuple)):
@@ -475,11 +556,10 @@ def stability(
     bad = [w for w in which if not isinstance(w, str) or w not in _WHICH]
     if bad or not which:
         raise ArgumentError(f"which: expected entries among {_WHICH}, got {list(which)}")
-    dense = check_bool(dense, "dense", allow_none=True)
-    tol = check_positive(tol, "tol", allow_zero=True)
-    flow_tol = check_positive(flow_tol, "flow_tol")
-    power_iterations = check_int(power_iterations, "power_iterations", 1)
-    seed = check_seed(seed)
+    return which
+
+
+def _check_implicit(tab: ButcherTableau | IMEXTableau, implicit: object) -> None:
     if isinstance(tab, IMEXTableau):
         if implicit is None:
             raise ArgumentError(
@@ -495,28 +575,33 @@ def stability(
             f"implicit: method {tab.name!r} is explicit and takes no implicit operator"
         )
 
-    tt = torch.tensor(t, dtype=y.dtype, device=y.device)
+
+def _check_value(f: Callable, tt: Tensor, y: Tensor) -> None:
+    """``f(t, y)`` is a finite Tensor of the state's shape, dtype and device."""
     with torch.no_grad():
         out = f(tt, y)
-    _check_output(out, y, False)  # a Tensor of the state's shape, dtype and device
+    _check_output(out, y, False)
     if not bool(torch.isfinite(out).all()):
         raise FunctionOutputError(
             "func: returned non-finite values (NaN or inf) at y; its spectrum there is "
             "undefined"
         )
-    J = JacobianOperator(lambda x: f(tt, x), y, name="func")
-    n = J.n
-    use_dense = n <= _DENSE_LIMIT if dense is None else bool(dense)
 
+
+def _spectrum(J: JacobianOperator, a: _Arguments):
+    """ARPACK's extreme eigenvalues ``[(target, λ)]``, whether all converged, and the dense
+    spectrum (``None`` for large states unless ``dense``)."""
+    n = J.n
+    use_dense = n <= _DENSE_LIMIT if a.dense is None else bool(a.dense)
     arpack_vals: list[tuple[str, complex]] = []
     converged = True
-    if k < n - 1:
+    if a.k < n - 1:
         op = J.linear_operator()
-        order = sorted(which, key=lambda w: w != "LM")  # LM first: its radius sets the shifts
+        order = sorted(a.which, key=lambda w: w != "LM")  # LM first: its radius sets the shifts
         radius = 0.0
         for i, wh in enumerate(order):
             shift = {"LM": 0.0, "SR": -radius}.get(wh, radius)
-            vals, ok = _arpack(op, n, k, wh, tol, seed + i, shift, light=use_dense)
+            vals, ok = _arpack(op, n, a.k, wh, a.tol, a.seed + i, shift, light=use_dense)
             if wh == "LM" and len(vals):
                 radius = float(np.abs(vals).max())
             converged &= ok
@@ -526,20 +611,17 @@ def stability(
                 "stability: ARPACK did not converge for every eigenvalue; the partial spectrum "
                 "is reported (raise tol or k)",
                 RuntimeWarning,
-                stacklevel=2,
+                stacklevel=3,  # stability's caller
             )
     elif not use_dense:
         use_dense = True  # too small for ARPACK
     dense_vals = scipy.linalg.eigvals(J.dense()) if use_dense else None
+    return arpack_vals, converged, dense_vals
 
-    arpack_error = None
-    if dense_vals is not None and arpack_vals:
-        rho = max(np.abs(dense_vals).max(), 1e-300)
-        arpack_error = float(
-            max(float(np.abs(dense_vals - lam).min()) / rho for _, lam in arpack_vals)
-        )
 
-    # rows: the extreme eigenvalues (ARPACK's; the dense ones for targets ARPACK missed)
+def _extreme(arpack_vals: list[tuple[str, complex]], dense_vals, which: Sequence[str],
+             k: int) -> list[tuple[str, complex]]:
+    """The rows' eigenvalues: ARPACK's, and the dense ones for targets ARPACK missed."""
     found = [(wh, lam) for wh, lam in arpack_vals]
     if dense_vals is not None:
         dv = np.asarray(dense_vals)
@@ -550,32 +632,30 @@ def stability(
     seen: dict[tuple[float, float], str] = {}
     for wh, lam in found:
         seen.setdefault((round(lam.real, 10), round(lam.imag, 10)), wh)
-    extreme = [(src, complex(*key)) for key, src in seen.items()]
+    return [(src, complex(*key)) for key, src in seen.items()]
 
-    spectrum = np.asarray(dense_vals if dense_vals is not None else [v for _, v in extreme])
+
+def _limits(tab, spectrum: np.ndarray, mu: np.ndarray, h: float) -> dict:
+    """The spectral radius, the step limits along every eigenvalue (conjugates share one) and
+    whether every ``hλ`` lies in the region."""
     rho = float(np.abs(spectrum).max()) if spectrum.size else 0.0
     max_real = float(spectrum.real.max()) if spectrum.size else 0.0
-
-    mu = np.zeros(1)
-    implicit_range = None
-    if isinstance(tab, IMEXTableau):
-        lo, hi = _implicit_spectrum(implicit, y, seed, tol)
-        implicit_range = [lo, hi]
-        mu = _mu_samples(lo, hi)
-
-    # step limits along every eigenvalue (dense spectrum when available); conjugates share one
     uniq = np.unique(np.round(spectrum.real, 12) + 1j * np.round(np.abs(spectrum.imag), 12))
     limits = max_stable_steps(tab, uniq, mu)
     growing_tol = 1e-9 * max(rho, 1e-300)
     damped = uniq.real <= growing_tol
-    max_step = float(limits.min()) if limits.size else float("inf")
-    max_step_damped = float(limits[damped].min()) if damped.any() else float("inf")
-    n_growing = int((spectrum.real > growing_tol).sum())
+    absR = np.abs(evaluate_R(tab, (h * uniq)[:, None], h * mu[None, :])).max(axis=1)
+    return {
+        "spectral_radius": rho,
+        "max_real": max_real,
+        "n_growing": int((spectrum.real > growing_tol).sum()),
+        "stable": bool((absR <= 1.0 + 1e-10).all()),
+        "max_step": float(limits.min()) if limits.size else float("inf"),
+        "max_step_damped": float(limits[damped].min()) if damped.any() else float("inf"),
+    }
 
-    z = h * uniq
-    absR = np.abs(evaluate_R(tab, z[:, None], h * mu[None, :])).max(axis=1)
-    stable = bool((absR <= 1.0 + 1e-10).all())
 
+def _rows(tab, extreme: list[tuple[str, complex]], mu: np.ndarray, h: float) -> list[dict]:
     rows = []
     for src, lam in extreme:
         zl = h * lam
@@ -590,34 +670,4 @@ def stability(
                 "max_step": float(max_stable_steps(tab, [lam], mu)[0]),
             }
         )
-
-    amp = None
-    iters = None
-    if T is not None:
-        amp, iters = flow_amplification(
-            f, y, tab, h, T, t0=t, implicit=implicit, iterations=power_iterations,
-            tol=flow_tol, seed=seed,
-        )
-
-    return StabilityResult(
-        rows,
-        tableau=tab,
-        mu=mu,
-        method=tab.name,
-        step_size=h,
-        state_size=n,
-        eigenvalues=[v for _, v in extreme],
-        dense_eigenvalues=None if dense_vals is None else list(dense_vals),
-        spectral_radius=rho,
-        max_real=max_real,
-        n_growing=n_growing,
-        stable=stable,
-        max_step=max_step,
-        max_step_damped=max_step_damped,
-        arpack_converged=converged,
-        arpack_error=arpack_error,
-        implicit_range=implicit_range,
-        T=T,
-        flow_amplification=amp,
-        power_iterations=iters,
-    )
+    return rows
