@@ -8,21 +8,9 @@ import torch
 from torch import Tensor
 
 from odenet.errors import GradientError, NonFiniteStateError
-from odenet.gradients._common import (
-    Call,
-    CallStrategy,
-    as_state,
-    comps,
-    grad_guard,
-    refuse_double_backward,
-    scatter,
-    stacked_comps,
-    sweep,
-    vjp,
-    zeros_if_none,
-)
-from odenet.solvers._problem import Problem
-from odenet.solvers._stepper import make_step
+from odenet.gradients._common import Backward, Call, CallStrategy, segment_vjp, vjp, zeros_if_none
+from odenet.solvers._problem import Problem, as_state, comps
+from odenet.solvers._stepper import make_imex_stages
 from odenet.solvers._tableau import IMEXTableau
 
 __all__ = ["Adjoint"]
@@ -88,15 +76,11 @@ class Adjoint(CallStrategy):
 
     name = "adjoint"
 
-    def apply(self, call: Call) -> tuple[Tensor, ...]:
-        p = call.problem
-        return _AdjointFunction.apply(call, p.t, *comps(call.y0), *p.params)
-
 
 class _AdjointFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, call: Call, t: Tensor, *inputs: Tensor):
-        stacked = stacked_comps(call.problem, sweep(call))
+        stacked = comps(call.problem.stack(call.sweep()))
         if call.drew_random_numbers():
             raise GradientError(
                 "gradient='adjoint': func draws random numbers (e.g. dropout in training "
@@ -105,70 +89,65 @@ class _AdjointFunction(torch.autograd.Function):
                 "eval mode (module.eval()), or use gradient='anode' or 'revolve', which replay "
                 "the random draws exactly"
             )
-        ctx.call = call
-        ctx.save_for_backward(*inputs[call.m :], *stacked)
+        Backward.save(ctx, call, inputs, stacked, y0=False)
         return stacked
 
     @staticmethod
     def backward(ctx, *grads: Tensor):
-        refuse_double_backward("adjoint")
-        call: Call = ctx.call
-        p = call.problem
-        m = call.m
-        saved = ctx.saved_tensors
-        params, stacked = saved[: len(saved) - m], saved[len(saved) - m :]
-        need = ctx.needs_input_grad[2:]
-        need_t = ctx.needs_input_grad[1]
-        pidx = [i for i in range(len(params)) if need[m + i]]
-        ps = [params[i] for i in pidx]
-        a = [grads[c][-1] for c in range(m)]
-        ath = [torch.zeros_like(q) for q in ps]
+        b = Backward(ctx)
+        a = [g[-1] for g in grads]
+        ath = [torch.zeros_like(q) for q in b.params.tensors]
         gt = None
-        with grad_guard(call.device, call.buffers), torch.no_grad():
-            if isinstance(p.tableau, IMEXTableau):
-                a, ath = _imex_adjoint(call, ps, stacked[0], grads[0], a[0], ath)
-                a = [a]
+        with b.guard(), torch.no_grad():
+            if isinstance(b.problem.tableau, IMEXTableau):
+                a0, ath = _imex_adjoint(b, grads[0], a[0], ath)
+                a = [a0]
             else:
-                a, ath, gt = _explicit_adjoint(call, ps, stacked, grads, a, ath, need_t)
-        gy = [a[c] if need[c] else None for c in range(m)]
-        return (None, gt, *gy, *scatter(len(params), pidx, ath))
+                a, ath, gt = _explicit_adjoint(b, grads, a, ath)
+        b.params.add(ath)
+        return b.result(gt, a)
 
 
-def _vjp(call: Call, t: Tensor, y: Sequence[Tensor], cot, ps, want_t: bool = False):
+Adjoint.function = _AdjointFunction
+
+
+def _func_vjp(call: Call, t: Tensor, y: Sequence[Tensor], cot, ps, want_t: bool = False):
     """``f(t, y)`` and the products ``cotᵀ ∂f/∂y``, ``cotᵀ ∂f/∂θ`` (zeros where unused), and
     ``cotᵀ ∂f/∂t`` when ``want_t``."""
-    p = call.problem
-    with torch.enable_grad():
-        yd = tuple(c.detach().requires_grad_() for c in y)
-        td = t.detach().requires_grad_(want_t)
-        fy = comps(p.func(td, as_state(yd, p.tuple_state)))
-        call.check_closure(fy, (*yd, td), f"in the reverse solve (t = {float(t):.6g})")
-        g = vjp(fy, cot, (*yd, *ps, *([td] if want_t else [])))
-    gy = [zeros_if_none(gi, yi) for gi, yi in zip(g, yd)]
-    gp = [zeros_if_none(gi, q) for gi, q in zip(g[len(yd) : len(yd) + len(ps)], ps)]
+    td = t.detach().requires_grad_(want_t)
+    r = segment_vjp(
+        call,
+        lambda state: call.problem.func(td, state),
+        y,
+        cot,
+        ps,
+        when=lambda: f"in the reverse solve (t = {float(t):.6g})",
+        t_leaf=td if want_t else None,
+    )
+    gp = [zeros_if_none(gi, q) for gi, q in zip(r.params, ps)]
     if want_t:
-        gp.append(zeros_if_none(g[-1], td))
-    return [o.detach() for o in fy], gy, gp
+        gp.append(zeros_if_none(r.t, td))
+    return list(r.out), r.y, gp
 
 
-def _explicit_adjoint(call: Call, ps, stacked, grads, a, ath, need_t: bool):
+def _explicit_adjoint(b: Backward, grads, a, ath):
     """torchdiffeq's augmented reverse solve with our scheme and grid, interval by interval.
 
     With ``need_t`` the augmented state carries torchdiffeq's time adjoint: at each output
     time ``t_k`` the gradient is ``grad_k · f(t_k, y_k)``, and ``t_0`` gets the time
     adjoint integrated back to it.
     """
-    p = call.problem
-    m = len(stacked)
+    p, call, m, need_t = b.problem, b.call, b.m, b.need_t
+    ps, stacked = b.params.tensors, b.stacked
     cb = getattr(p.func, "callback_step_adjoint", None)
 
     def aug(t: Tensor, z: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-        fy, gy, gp = _vjp(call, t, z[:m], [-c for c in z[m : 2 * m]], ps, want_t=need_t)
+        fy, gy, gp = _func_vjp(call, t, z[:m], [-c for c in z[m : 2 * m]], ps, want_t=need_t)
         return (*fy, *gy, *gp)
 
+    reverse = p.with_func(aug, tuple_state=True)  # the same scheme on the augmented state
     extra = [torch.zeros((), dtype=p.time_dtype, device=call.device)] if need_t else []
     gt = torch.zeros(p.num_outputs, dtype=p.t.dtype, device=call.device) if need_t else None
-    cache: dict[float, Callable] = {}
     for k in range(p.num_outputs - 1, 0, -1):
         if need_t:
             tk = p.t[k].detach().to(p.time_dtype)
@@ -180,10 +159,7 @@ def _explicit_adjoint(call: Call, ps, stacked, grads, a, ath, need_t: bool):
         for n in range(p.out_index[k] - 1, p.out_index[k - 1] - 1, -1):
             if cb is not None:
                 p.call_back(cb, n, z, sign=-1.0)
-            h = -p.step_sizes[n]
-            if h not in cache:
-                cache[h] = make_step(p.tableau, h, tuple_state=True)
-            z = cache[h](aug, p.stage_times_at(p.grid[n + 1], h), z)
+            z = reverse.step_from(p.grid[n + 1], -p.step_sizes[n], z)
         if p.check_finite:
             _check_finite(p, k, z)
         a = [z[m + c] + grads[c][k - 1] for c in range(m)]
@@ -214,67 +190,94 @@ def _linear_vjp(op: Callable, z: Tensor) -> Tensor:
     """``Aᵀ z`` for a linear map ``op``, by one vector–Jacobian product at zero."""
     with torch.enable_grad():
         x = torch.zeros_like(z).requires_grad_()
-        out = op(x)
-        g = (
-            torch.autograd.grad(out, x, z, allow_unused=True, retain_graph=True)[0]
-            if out.requires_grad
-            else None
-        )
+        g = vjp((op(x),), (z,), (x,))[0]
     return zeros_if_none(g, z)
 
 
-def _transposed(L, like: Tensor) -> tuple[Callable, Callable]:
-    """``(z ↦ Lᵀ z, (r, γ) ↦ (I + γLᵀ)⁻¹ r)`` for the operator ``L``.
+class _Transposed:
+    """``Lᵀ`` as an implicit operator: ``Lᵀ z`` (``L.adjoint`` when the operator has one, the
+    contract of :class:`odenet.linear.ImplicitOperator`, otherwise a vector–Jacobian product
+    of ``L``) and ``(I + γLᵀ)⁻¹ r``, the vector–Jacobian product of ``L.solve`` (linear in
+    ``r``)."""
 
-    ``Lᵀ`` is ``L.adjoint`` when the operator has one (the contract of
-    :class:`odenet.linear.ImplicitOperator`), otherwise a vector–Jacobian product of
-    ``L``. A random probe decides whether ``Lᵀ = L`` (every ``L = KᵀK`` of
-    :mod:`odenet.linear`): then ``L`` and ``L.solve`` serve directly; otherwise the
-    transposed solve is the vector–Jacobian product of ``L.solve`` (linear in ``r``).
-    """
-    adj = getattr(L, "adjoint", None)
+    def __init__(self, L):
+        self.L = L
 
-    def lt(z: Tensor) -> Tensor:
-        return adj(z) if callable(adj) else _linear_vjp(L, z)
+    def __call__(self, z: Tensor) -> Tensor:
+        adj = getattr(self.L, "adjoint", None)
+        return adj(z) if callable(adj) else _linear_vjp(self.L, z)
 
+    def solve(self, r: Tensor, gamma: float) -> Tensor:
+        return _linear_vjp(lambda x: self.L.solve(x, gamma), r)
+
+
+def _transposed(L, like: Tensor):
+    """``Lᵀ`` with ``Lᵀ(z)`` and ``Lᵀ.solve(r, γ)``: ``L`` itself when a random probe finds
+    ``Lᵀ = L`` (every ``L = KᵀK`` of :mod:`odenet.linear`), else :class:`_Transposed`."""
+    lt = _Transposed(L)
     gen = torch.Generator(device=like.device).manual_seed(0)
     v = torch.randn(like.shape, generator=gen, dtype=like.dtype, device=like.device)
     lv, ltv = L(v), lt(v)
     tol = torch.finfo(like.dtype).eps ** 0.5
     if float(torch.linalg.vector_norm(ltv - lv)) <= tol * float(torch.linalg.vector_norm(lv)):
-        return L, L.solve
-
-    def solve_t(r: Tensor, gamma: float) -> Tensor:
-        return _linear_vjp(lambda x: L.solve(x, gamma), r)
-
-    return lt, solve_t
+        return L
+    return lt
 
 
-def _imex_adjoint(call: Call, ps, ys, gys, a: Tensor, ath: list[Tensor]):
-    """Reverse IMEX solve of the adjoint on forward-recomputed states (see :class:`Adjoint`)."""
-    p = call.problem
+def _imex_adjoint(b: Backward, gys, a: Tensor, ath: list[Tensor]):
+    """Reverse IMEX solve of the adjoint on forward-recomputed states (see :class:`Adjoint`).
+
+    In the reversed time ``s = -t`` the adjoint solves ``a' = (∂f/∂y)ᵀ a - Lᵀ a``: one step
+    of it is the forward IMEX step (:func:`~odenet.solvers._stepper.make_imex_stages`) with
+    ``Lᵀ`` as the operator and ``A ↦ (∂f/∂y)ᵀ A`` at the forward state of each stage as the
+    explicit part. The parameters' gradient is the quadrature of the same step over the
+    stage values: explicit weights for ``(∂f/∂θ)ᵀ A_i``, implicit ones for
+    ``(∂(L Y_i)/∂θ)ᵀ A_i``.
+    """
+    p, call, ps = b.problem, b.call, b.params.tensors
+    ys = b.stacked[0]
     cb = getattr(p.func, "callback_step_adjoint", None)
     tab: IMEXTableau = p.tableau
-    E, I = tab.explicit.a, tab.implicit.a
-    bE, bI = tab.explicit.b, tab.implicit.b
-    c = tab.c
-    s = tab.stages
+    bE, bI, c = tab.explicit.b, tab.implicit.b, tab.c
+    stages = range(tab.stages)
     L = p.implicit
-    lt, solve_t = _transposed(L, a)
-    need_g = [bool(bE[i] != 0 or (E[i + 1 :, i] != 0).any()) for i in range(s)]
-    need_l = [bool(bI[i] != 0 or (I[i + 1 :, i] != 0).any()) for i in range(s)]
-    partial: dict[tuple[float, float], Callable] = {}
+    lt = _transposed(L, a)
+    steps: dict[float, Callable] = {}
 
-    def state_at(n: int, y_n: Tensor, y_next: Tensor, ci: float) -> Tensor:
-        if ci == 1.0:
-            return y_n
-        if ci == 0.0:
-            return y_next
-        h = (1.0 - ci) * p.step_sizes[n]
-        key = (p.step_sizes[n], ci)
-        if key not in partial:
-            partial[key] = make_step(tab, h, implicit=L)
-        return partial[key](p.func, p.stage_times_at(p.grid[n], h), y_n)
+    def reverse_step(n: int, a: Tensor, y_n: Tensor, y_next: Tensor):
+        """Step ``n`` backward: the new ``a`` and the increment of the parameters' gradient."""
+        h = p.step_sizes[n]
+        taus = p.stage_times_at(p.grid[n + 1], -h)
+        states: dict[float, Tensor] = {}
+        dth = [torch.zeros_like(q) for q in ps]
+
+        def state(i: int) -> Tensor:
+            """The forward state at stage ``i``'s time: a forward step from ``grid[n]``."""
+            ci = float(c[i])
+            if ci not in states:
+                states[ci] = (
+                    y_n if ci == 1.0 else y_next if ci == 0.0
+                    else p.step_from(p.grid[n], (1.0 - ci) * h, y_n)
+                )
+            return states[ci]
+
+        def explicit(i: int, A: Tensor) -> Tensor:
+            _, gy, gp = _func_vjp(call, taus[i], (state(i),), (A,), ps)
+            for q, g in enumerate(gp):
+                dth[q].add_(g, alpha=h * float(bE[i]))
+            return gy[0]
+
+        if h not in steps:
+            steps[h] = make_imex_stages(tab, h)
+        a, kept = steps[h](explicit, stages, a, lt, keep=bool(ps))
+        for i in stages:
+            if bI[i] != 0 and ps:
+                with torch.enable_grad():
+                    gl = vjp((L(state(i).detach()),), (kept[i],), ps)
+                for q, g in enumerate(gl):
+                    if g is not None:
+                        dth[q].sub_(g, alpha=h * float(bI[i]))
+        return a, dth
 
     for k in range(p.num_outputs - 1, 0, -1):
         n0, n1 = p.out_index[k - 1], p.out_index[k]
@@ -282,58 +285,9 @@ def _imex_adjoint(call: Call, ps, ys, gys, a: Tensor, ath: list[Tensor]):
         for n in range(n0, n1):
             traj.append(p.step(n, traj[-1]))
         for n in range(n1 - 1, n0 - 1, -1):
-            h = p.step_sizes[n]
-            y_n, y_next = traj[n - n0], traj[n + 1 - n0]
             if cb is not None:
-                p.call_back(cb, n, (y_next, a, *ath), sign=-1.0)
-            taus = p.stage_times_at(p.grid[n + 1], -h)
-            Ys: dict[float, Tensor] = {}
-            G: list[Tensor | None] = [None] * s
-            LA: list[Tensor | None] = [None] * s
-            dth = [torch.zeros_like(q) for q in ath]
-            for i in range(s):
-                rhs = a
-                for j in range(i):
-                    if E[i, j] != 0:
-                        rhs = rhs + (h * float(E[i, j])) * G[j]
-                    if I[i, j] != 0:
-                        rhs = rhs - (h * float(I[i, j])) * LA[j]
-                gamma = h * float(I[i, i])
-                if gamma != 0.0:
-                    A = solve_t(rhs, gamma)
-                    if need_l[i]:  # Lᵀ A = (rhs - A) / gamma: no extra operator application
-                        LA[i] = (rhs - A) / gamma
-                else:
-                    A = rhs
-                    if need_l[i]:
-                        LA[i] = lt(A)
-                ci = float(c[i])
-                if need_g[i] or (bE[i] != 0 and ps) or (bI[i] != 0 and ps):
-                    if ci not in Ys:
-                        Ys[ci] = state_at(n, y_n, y_next, ci)
-                    Y = Ys[ci]
-                if need_g[i] or (bE[i] != 0 and ps):
-                    _, gy, gp = _vjp(call, taus[i], (Y,), (A,), ps)
-                    G[i] = gy[0]
-                    for q, g in enumerate(gp):
-                        dth[q].add_(g, alpha=h * float(bE[i]))
-                if bI[i] != 0 and ps:
-                    with torch.enable_grad():
-                        ly = L(Y.detach())
-                        if ly.requires_grad:
-                            gl = torch.autograd.grad(
-                                ly, ps, A, allow_unused=True, retain_graph=True
-                            )
-                            for q, g in enumerate(gl):
-                                if g is not None:
-                                    dth[q].sub_(g, alpha=h * float(bI[i]))
-            new = a
-            for i in range(s):
-                if bE[i] != 0:
-                    new = new + (h * float(bE[i])) * G[i]
-                if bI[i] != 0:
-                    new = new - (h * float(bI[i])) * LA[i]
-            a = new
+                p.call_back(cb, n, (traj[n + 1 - n0], a, *ath), sign=-1.0)
+            a, dth = reverse_step(n, a, traj[n - n0], traj[n + 1 - n0])
             ath = [q + d for q, d in zip(ath, dth)]
         if p.check_finite:
             _check_finite(p, k, (a, *ath))

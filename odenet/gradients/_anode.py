@@ -5,21 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from odenet.gradients._common import (
-    Call,
-    CallStrategy,
-    Replay,
-    accumulate,
-    as_state,
-    comps,
-    grad_guard,
-    scatter,
-    stacked_comps,
-    sweep,
-    vjp,
-    zeros_if_none,
-)
-from odenet.solvers._problem import State
+from odenet.gradients._common import Backward, Call, CallStrategy, Replay, segment_vjp, vjp
+from odenet.solvers._problem import State, as_state, comps
 
 __all__ = ["ANODE"]
 
@@ -76,10 +63,6 @@ class ANODE(CallStrategy):
 
     name = "anode"
 
-    def apply(self, call: Call) -> tuple[Tensor, ...]:
-        p = call.problem
-        return _ANODEFunction.apply(call, p.t, *comps(call.y0), *p.params)
-
 
 class _ANODEFunction(torch.autograd.Function):
     @staticmethod
@@ -91,91 +74,78 @@ class _ANODEFunction(torch.autograd.Function):
         def mark(n: int, y: State) -> None:
             replays[n] = call.replay()
 
-        outs = sweep(call, starts, mark)
-        stacked = stacked_comps(p, outs)
-        ctx.call = call
+        stacked = comps(p.stack(call.sweep(starts, mark)))
+        Backward.save(ctx, call, inputs, stacked, t=t)
         ctx.replays = replays
-        ctx.save_for_backward(t, *inputs, *stacked)
         return stacked
 
     @staticmethod
     def backward(ctx, *grads: Tensor):
-        call: Call = ctx.call
-        m = call.m
-        saved = ctx.saved_tensors
-        t, y0 = saved[0], saved[1 : 1 + m]
-        params = saved[1 + m : len(saved) - m]
-        stacked = saved[len(saved) - m :]
-        need = ctx.needs_input_grad[2:]
-        need_t = ctx.needs_input_grad[1]
-        need_y0 = any(need[:m])
-        pidx = [i for i in range(len(params)) if need[m + i]]
-        ps = [params[i] for i in pidx]
-        with grad_guard(call.device, call.buffers):
+        b = Backward(ctx, double_backward=True)
+        with b.guard():
             if torch.is_grad_enabled():
-                gy, gp, gt = _backward_create_graph(ctx, call, t, y0, ps, grads, need_y0, need_t)
+                gy, gt = _backward_create_graph(b, ctx.replays, grads)
             else:
-                gy, gp, gt = _backward_intervals(ctx, call, ps, stacked, grads, need_y0, need_t)
-        gy_out = [None] * m if gy is None else [g if need[c] else None for c, g in enumerate(gy)]
-        return (None, gt, *gy_out, *scatter(len(params), pidx, gp))
+                gy, gt = _backward_intervals(b, ctx.replays, grads)
+        return b.result(gt, gy)
 
 
-def _backward_intervals(ctx, call, ps, stacked, grads, need_y0, need_t):
+ANODE.function = _ANODEFunction
+
+
+def _backward_intervals(b: Backward, replays: dict[int, Replay], grads):
     """First-order backward: recompute one output interval at a time, last to first."""
-    p = call.problem
-    m = call.m
-    t_leaf = p.t.detach().requires_grad_() if need_t else None
-    delta = p.time_delta(t_leaf) if need_t else None
-    a = [grads[c][-1] for c in range(m)]
-    gp: list[Tensor | None] = [None] * len(ps)
-    gt: list[Tensor | None] = [None]
+    p = b.problem
+    ps = b.params.tensors
+    t_leaf = b.time_leaf()
+    delta = p.time_delta(t_leaf) if b.need_t else None
+    a = [g[-1] for g in grads]
+    gt: Tensor | None = None
     for k in range(p.num_outputs - 1, 0, -1):
         n0, n1 = p.out_index[k - 1], p.out_index[k]
-        need_y = k > 1 or need_y0
-        if not need_y and not ps and not need_t:
+        need_y = k > 1 or b.need_y0
+        if not need_y and not ps and not b.need_t:
             break
-        y_in = tuple(s[k - 1].detach().requires_grad_(need_y) for s in stacked)
-        ctx.replays[n0].restore()
-        with torch.enable_grad():
-            y_end = comps(p.advance(as_state(y_in, p.tuple_state), n0, n1, delta=delta))
-        call.check_closure(y_end, (*y_in, *([t_leaf] if need_t else [])),
-                           f"recomputing the steps from t = {p.grid[n0]:.6g}")
-        inputs = (*(y_in if need_y else ()), *ps, *([t_leaf] if need_t else []))
-        g = vjp(y_end, a, inputs)
-        del y_end
+        replays[n0].restore()
+        r = segment_vjp(
+            b.call,
+            lambda y, n0=n0, n1=n1: p.advance(y, n0, n1, delta=delta),
+            [s[k - 1] for s in b.stacked],
+            a,
+            ps,
+            when=f"recomputing the steps from t = {p.grid[n0]:.6g}",
+            need_y=need_y,
+            t_leaf=t_leaf,
+        )
         if need_y:
-            a = [zeros_if_none(gc, yc) + grads[c][k - 1] for c, (gc, yc) in enumerate(zip(g, y_in))]
-            g = g[m:]
-        accumulate(gp, g[: len(ps)])
-        if need_t:
-            accumulate(gt, g[len(ps) :])
-    gy = a if need_y0 else None
-    return gy, gp, (zeros_if_none(gt[0], t_leaf) if need_t else None)
+            a = [gc + g[k - 1] for gc, g in zip(r.y, grads)]
+        b.params.add(r.params)
+        if r.t is not None:
+            gt = r.t if gt is None else gt + r.t
+    return (a if b.need_y0 else None), gt
 
 
-def _backward_create_graph(ctx, call, t, y0, ps, grads, need_y0, need_t):
+def _backward_create_graph(b: Backward, replays: dict[int, Replay], grads):
     """Backward with ``create_graph``: recompute the whole call from ``y0`` with graph."""
-    p = call.problem
-    m = call.m
-    delta = p.time_delta(t) if need_t else None
-    ctx.replays[0].restore()
+    p = b.problem
+    t, y0, ps = b.t, b.y0, b.params.tensors
+    delta = p.time_delta(t) if b.need_t else None
+    replays[0].restore()
     outs = [y0]
     y = as_state(y0, p.tuple_state)
     for k in range(1, p.num_outputs):
         y = p.advance(y, p.out_index[k - 1], p.out_index[k], delta=delta)
         outs.append(comps(y))
-    flat = [outs[k][c] for k in range(1, p.num_outputs) for c in range(m)]
-    cots = [grads[c][k] for k in range(1, p.num_outputs) for c in range(m)]
-    yin = [c for c in y0 if c.requires_grad] if need_y0 else []
-    inputs = (*yin, *ps, *([t] if need_t else []))
-    g = vjp(flat, cots, inputs, create_graph=True)
+    flat = [o[c] for o in outs[1:] for c in range(b.m)]
+    cots = [grads[c][k] for k in range(1, p.num_outputs) for c in range(b.m)]
+    yin = [c for c in y0 if c.requires_grad] if b.need_y0 else []
+    g = vjp(flat, cots, (*yin, *ps, *([t] if b.need_t else [])), create_graph=True)
     gy = None
-    if need_y0:
+    if b.need_y0:  # the gradient arriving at output 0, plus what flows back to y0
         it = iter(g[: len(yin)])
         gy = []
-        for c in range(m):
-            gc = next(it) if y0[c].requires_grad else None
-            gy.append(zeros_if_none(gc, y0[c]) + grads[c][0])
-    gp = list(g[len(yin) : len(yin) + len(ps)])
-    gt = zeros_if_none(g[-1], t) if need_t else None
-    return gy, gp, gt
+        for i, c in enumerate(y0):
+            gc = next(it) if c.requires_grad else None
+            gy.append((torch.zeros_like(c) if gc is None else gc) + grads[i][0])
+    b.params.add(g[len(yin) : len(yin) + len(ps)])
+    return gy, (g[-1] if b.need_t else None)

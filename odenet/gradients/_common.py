@@ -10,7 +10,12 @@ their own backward pass. They share
   point of the forward pass, so that a recomputation draws the same dropout masks
   and sees the same buffers, while the buffers after the backward pass are those
   the forward pass left (BatchNorm running statistics are updated exactly once);
-* :func:`sweep`: the forward loop without graph that keeps the states asked for.
+* :meth:`Call.sweep`: :meth:`Problem.solve` without graph from the checked first step;
+* :func:`segment_vjp`: recompute a piece of the solve with graph from a detached
+  state and take its vector–Jacobian product (closure check included);
+* :class:`Backward`: the backward pass's inputs (what needs a gradient, the saved
+  tensors) and its result, with :class:`ParamGrads` accumulating the parameters'
+  gradients.
 """
 
 from __future__ import annotations
@@ -18,38 +23,31 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Callable, Collection, Iterator, Sequence
+from typing import ClassVar, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from odenet.errors import GradientError
 from odenet.gradients._base import GradientStrategy
-from odenet.solvers._problem import Problem, State
+from odenet.solvers._problem import Problem, State, as_state, comps
 
 __all__ = [
+    "VJP",
+    "Backward",
     "Call",
     "CallStrategy",
+    "ParamGrads",
     "Replay",
-    "accumulate",
     "as_state",
     "closure_error",
     "comps",
     "grad_guard",
     "refuse_double_backward",
-    "scatter",
-    "sweep",
+    "segment_vjp",
     "vjp",
+    "zeros_if_none",
 ]
-
-
-def comps(y: State) -> tuple[Tensor, ...]:
-    """The components of a state as a tuple (one element for a plain Tensor)."""
-    return (y,) if isinstance(y, Tensor) else tuple(y)
-
-
-def as_state(c: Sequence[Tensor], tuple_state: bool) -> State:
-    """Inverse of :func:`comps`."""
-    return tuple(c) if tuple_state else c[0]
 
 
 # -- modules and buffers ----------------------------------------------------------------------
@@ -230,19 +228,91 @@ def vjp(
     )
 
 
-def accumulate(total: list[Tensor | None], grads: Sequence[Tensor | None]) -> None:
-    """``total[i] += grads[i]`` where ``grads[i]`` is not ``None`` (in place on the list)."""
-    for i, g in enumerate(grads):
-        if g is not None:
-            total[i] = g if total[i] is None else total[i] + g
+class ParamGrads:
+    """The parameters a backward pass differentiates, and their gradients accumulated.
+
+    Parameters
+    ----------
+    params : sequence of Tensor
+        Every parameter of the solve (the Function's parameter inputs).
+    need : sequence of bool
+        Whether each needs a gradient (``ctx.needs_input_grad`` for them).
+
+    Attributes
+    ----------
+    tensors : tuple of Tensor
+        The parameters that need a gradient, in order: the inputs of the VJPs.
+    total : list of Tensor or None
+        Their gradients so far (``None``: nothing arrived yet).
+    """
+
+    __slots__ = ("_index", "_n", "tensors", "total")
+
+    def __init__(self, params: Sequence[Tensor], need: Sequence[bool]):
+        self._n = len(params)
+        self._index = [i for i in range(len(params)) if need[i]]
+        self.tensors = tuple(params[i] for i in self._index)
+        self.total: list[Tensor | None] = [None] * len(self.tensors)
+
+    def add(self, grads: Sequence[Tensor | None]) -> None:
+        """``total[i] += grads[i]`` where ``grads[i]`` is not ``None``."""
+        for i, g in enumerate(grads):
+            if g is not None:
+                self.total[i] = g if self.total[i] is None else self.total[i] + g
+
+    def result(self) -> list[Tensor | None]:
+        """One gradient per parameter of the solve (``None`` where none was needed)."""
+        out: list[Tensor | None] = [None] * self._n
+        for i, v in zip(self._index, self.total):
+            out[i] = v
+        return out
 
 
-def scatter(n: int, index: Sequence[int], values: Sequence[Tensor | None]) -> list:
-    """A list of ``n`` Nones with ``values`` placed at ``index`` (gradients of the inputs)."""
-    out: list[Tensor | None] = [None] * n
-    for i, v in zip(index, values):
-        out[i] = v
-    return out
+class VJP(NamedTuple):
+    """What :func:`segment_vjp` returns: the outputs and the products per kind of input."""
+
+    out: tuple[Tensor, ...]
+    """The recomputed outputs, detached."""
+    y: list[Tensor] | None
+    """``cotᵀ ∂out/∂y`` per state component (zeros where unused); ``None`` unless ``need_y``."""
+    params: tuple[Tensor | None, ...]
+    """``cotᵀ ∂out/∂θ`` per parameter (``None`` where unused)."""
+    t: Tensor | None
+    """``cotᵀ ∂out/∂t_leaf`` (``None`` when unused or without ``t_leaf``)."""
+
+
+def segment_vjp(
+    call: Call,
+    run: Callable[[State], State],
+    y: Sequence[Tensor],
+    cotangents: Sequence[Tensor],
+    params: Sequence[Tensor],
+    *,
+    when: str | Callable[[], str],
+    need_y: bool = True,
+    t_leaf: Tensor | None = None,
+) -> VJP:
+    """Recompute ``run`` from ``y`` with a graph and take its vector–Jacobian product.
+
+    ``run(state)`` is a piece of the solve (steps of the grid, or one evaluation of
+    ``func``) from a detached copy of ``y``; the product is taken with respect to that
+    start state (when ``need_y``), ``params`` and ``t_leaf`` (a stand-in leaf for the
+    times ``run`` depends on, when given). Tensors requiring grad that the graph reaches
+    other than through these are refused as closure tensors (``when``, or ``when()`` made
+    only for the message, says where).
+    """
+    p = call.problem
+    y_in = tuple(c.detach().requires_grad_(need_y) for c in y)
+    tin = () if t_leaf is None else (t_leaf,)
+    with torch.enable_grad():
+        out = comps(run(as_state(y_in, p.tuple_state)))
+    call.check_closure(out, (*y_in, *tin), when)
+    g = vjp(out, cotangents, (*(y_in if need_y else ()), *params, *tin))
+    gy = [zeros_if_none(gc, yc) for gc, yc in zip(g, y_in)] if need_y else None
+    g = g[len(y_in) :] if need_y else g
+    return VJP(
+        tuple(o.detach() for o in out), gy, g[: len(params)], g[len(params)] if tin else None
+    )
 
 
 class Call:
@@ -254,13 +324,14 @@ class Call:
         The solve.
     y0 : State
         The initial state.
-    name : str
-        The strategy's name, for messages.
+    strategy : GradientStrategy
+        The strategy (its ``name`` appears in messages).
     """
 
-    def __init__(self, problem: Problem, y0: State, name: str):
+    def __init__(self, problem: Problem, y0: State, strategy: GradientStrategy):
         self.problem = problem
-        self.name = name
+        self.strategy = strategy
+        self.name = strategy.name
         self.y0 = y0
         self.m = len(comps(y0))
         self.device = comps(y0)[0].device
@@ -284,15 +355,20 @@ class Call:
         mod = _device_module(self.device)
         return mod is not None and not torch.equal(mod.get_rng_state(self.device), self.start._dev)
 
-    def check_closure(self, outputs: Sequence[Tensor], allowed: Sequence[Tensor], when: str):
-        """Raise when ``outputs``' graph reaches tensors requiring grad outside ``allowed``."""
+    def check_closure(
+        self, outputs: Sequence[Tensor], allowed: Sequence[Tensor], when: str | Callable[[], str]
+    ):
+        """Raise when ``outputs``' graph reaches tensors requiring grad outside ``allowed``.
+
+        ``when`` (or ``when()``, made only for the message) says where that happened.
+        """
         outs = [o for o in outputs if o.requires_grad]
         if not outs:
             return
         p = self.problem
         bad = _closure_leaves(outs, (*allowed, *p.params, p.t))
         if bad:
-            raise closure_error(self.name, bad, when)
+            raise closure_error(self.name, bad, when() if callable(when) else when)
 
     def _first_step(self) -> State:
         p = self.problem
@@ -305,30 +381,97 @@ class Call:
         self.check_closure(out, comps(y0), "on the first step")
         return tuple(c.detach() for c in out) if p.tuple_state else out[0].detach()
 
+    def sweep(
+        self,
+        marks: Collection[int] = (),
+        on_mark: Callable[[int, State], None] | None = None,
+    ) -> list[State]:
+        """:meth:`Problem.solve` without graph from the first step; the outputs.
 
-def sweep(
-    call: Call,
-    marks: Collection[int] = (),
-    on_mark: Callable[[int, State], None] | None = None,
-) -> list[State]:
-    """Run the whole grid without graph from the call's first step; return the outputs.
-
-    ``on_mark(n, y)`` is called with the state at every position ``n`` in ``marks``
-    (``1 <= n < Nt``) before step ``n`` runs. Outputs are checked for finiteness
-    when the problem asks for it.
-    """
-    first, call.y1 = call.y1, None  # consumed: a stored call keeps no extra state
-    with torch.no_grad():
-        return call.problem.solve(call.y0, first=first, marks=marks, on_mark=on_mark)
-
-
-def stacked_comps(problem: Problem, outs: Sequence[State]) -> tuple[Tensor, ...]:
-    """The stacked outputs as a tuple of tensors (one per component)."""
-    return comps(problem.stack(outs))
+        ``on_mark(n, y)`` sees the state at every position ``n`` in ``marks``
+        (``1 <= n < Nt``) before step ``n`` runs. The first step is consumed: a stored
+        call keeps no extra state.
+        """
+        first, self.y1 = self.y1, None
+        with torch.no_grad():
+            return self.problem.solve(self.y0, first=first, marks=marks, on_mark=on_mark)
 
 
 def zeros_if_none(g: Tensor | None, like: Tensor) -> Tensor:
+    """``g``, or zeros shaped like ``like`` where autograd reported no dependence."""
     return torch.zeros_like(like) if g is None else g
+
+
+class Backward:
+    """A :class:`CallStrategy` Function's backward pass: its inputs and its result.
+
+    The Functions are applied as ``F.apply(call, t, *y0, *params)``; their forward
+    stores what its backward needs with :meth:`save`, and their backward reads it back
+    by constructing this object from ``ctx``, which refuses a backward pass that builds
+    a graph unless ``double_backward``.
+
+    Attributes
+    ----------
+    call, problem, m
+        The call, its problem and the number of state components.
+    need_t, need_y, need_y0
+        Whether ``t``, each component of ``y0``, any component of ``y0`` need a gradient.
+    t, y0, stacked
+        The saved times, initial state components and stacked outputs (``None`` / ``()``
+        where not saved).
+    params : ParamGrads
+        The parameters that need a gradient, and their gradients.
+    """
+
+    def __init__(self, ctx, *, double_backward: bool = False):
+        call: Call = ctx.call
+        if not double_backward:
+            refuse_double_backward(call.name)
+        self.call, self.problem, self.m = call, call.problem, call.m
+        has_t, has_y0, n_stacked = ctx.layout
+        saved = list(ctx.saved_tensors)
+        self.t = saved.pop(0) if has_t else None
+        self.y0 = tuple(saved[: self.m]) if has_y0 else ()
+        params = saved[self.m if has_y0 else 0 : len(saved) - n_stacked]
+        self.stacked = tuple(saved[len(saved) - n_stacked :]) if n_stacked else ()
+        need = ctx.needs_input_grad
+        self.need_t = need[1]
+        self.need_y = need[2 : 2 + self.m]
+        self.need_y0 = any(self.need_y)
+        self.params = ParamGrads(params, need[2 + self.m :])
+
+    @staticmethod
+    def save(
+        ctx,
+        call: Call,
+        inputs: Sequence[Tensor],
+        stacked: Sequence[Tensor] = (),
+        *,
+        t: Tensor | None = None,
+        y0: bool = True,
+    ) -> None:
+        """Store the call, ``t`` (when given), ``inputs`` (``y0`` only when ``y0``) and
+        the stacked outputs for the backward pass."""
+        ctx.call = call
+        ctx.layout = (t is not None, y0, len(stacked))
+        kept = inputs if y0 else inputs[call.m :]
+        ctx.save_for_backward(*(() if t is None else (t,)), *kept, *stacked)
+
+    def guard(self) -> contextlib.AbstractContextManager[None]:
+        """:func:`grad_guard` for this call: RNG and buffers come out as they went in."""
+        return grad_guard(self.call.device, self.call.buffers)
+
+    def time_leaf(self) -> Tensor | None:
+        """A leaf standing in for ``t`` when its gradient is needed (``None`` otherwise)."""
+        return self.problem.t.detach().requires_grad_() if self.need_t else None
+
+    def result(self, gt: Tensor | None, gy: Sequence[Tensor | None] | None) -> tuple:
+        """The gradients ``backward`` returns: ``(None, gt, *gy, *params)``, ``None`` for
+        every input that does not need one (zeros for ``t`` when it needs one but ``gt`` is
+        ``None``)."""
+        gy = [None] * self.m if gy is None else [g if n else None for g, n in zip(gy, self.need_y)]
+        gt = zeros_if_none(gt, self.problem.t) if self.need_t else None
+        return (None, gt, *gy, *self.params.result())
 
 
 class CallStrategy(GradientStrategy):
@@ -336,18 +479,17 @@ class CallStrategy(GradientStrategy):
 
     Under :func:`torch.no_grad` (or when nothing requires grad) the problem is simply solved:
     nothing is stored and nothing recomputed. Otherwise the first step is checked by
-    :class:`Call` and :meth:`apply` runs the strategy's Function; subclasses implement
-    :meth:`apply` only.
+    :class:`Call` and :attr:`function` is applied as ``function.apply(call, t, *y0, *params)``;
+    subclasses set :attr:`function` only (a Function built on :class:`Backward`).
     """
+
+    function: ClassVar[type[torch.autograd.Function]]
 
     def solve(self, problem: Problem, y0: State) -> State:
         if not torch.is_grad_enabled():
             return problem.stack(problem.solve(y0))
-        call = Call(problem, y0, self.name)
+        call = Call(problem, y0, self)
         if not call.needs_grad:
-            return problem.stack(sweep(call))
-        return as_state(self.apply(call), problem.tuple_state)
-
-    def apply(self, call: Call) -> tuple[Tensor, ...]:
-        """Run the strategy's autograd Function; return the stacked output components."""
-        raise NotImplementedError
+            return problem.stack(call.sweep())
+        out = self.function.apply(call, problem.t, *comps(y0), *problem.params)
+        return as_state(out, problem.tuple_state)

@@ -9,22 +9,8 @@ import torch
 from torch import Tensor
 
 from odenet.errors import ArgumentError, ArgumentTypeError
-from odenet.gradients._common import (
-    Call,
-    CallStrategy,
-    Replay,
-    accumulate,
-    as_state,
-    comps,
-    grad_guard,
-    refuse_double_backward,
-    scatter,
-    stacked_comps,
-    sweep,
-    vjp,
-    zeros_if_none,
-)
-from odenet.solvers._problem import State
+from odenet.gradients._common import Backward, Call, CallStrategy, Replay, segment_vjp
+from odenet.solvers._problem import State, as_state, comps
 
 __all__ = ["Revolve", "binomial_advances", "binomial_schedule"]
 
@@ -236,11 +222,6 @@ class Revolve(CallStrategy):
         """
         return binomial_advances(num_steps, self.snapshots(num_steps)) - (num_steps - 1)
 
-    def apply(self, call: Call) -> tuple[Tensor, ...]:
-        p = call.problem
-        nt = p.num_steps
-        actions = list(binomial_schedule(nt, self.snapshots(nt)))
-        return _RevolveFunction.apply(call, actions, p.t, *comps(call.y0), *p.params)
 
 
 def _prefix(actions: list[tuple]) -> tuple[list[int], int]:
@@ -256,9 +237,10 @@ def _prefix(actions: list[tuple]) -> tuple[list[int], int]:
 
 class _RevolveFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, call: Call, actions: list[tuple], t: Tensor, *inputs: Tensor):
+    def forward(ctx, call: Call, t: Tensor, *inputs: Tensor):
         p = call.problem
         nt = p.num_steps
+        actions = list(binomial_schedule(nt, call.strategy.snapshots(nt)))
         stores, first = _prefix(actions)
         assert actions[first][1] == nt - 1
         snaps: dict[int, tuple[State, Replay]] = {0: (None, call.start)}  # y0 is saved
@@ -267,46 +249,33 @@ class _RevolveFunction(torch.autograd.Function):
         def mark(n: int, y: State) -> None:
             snaps[n] = (y, call.replay())
 
-        outs = sweep(call, marks, mark)
-        stacked = stacked_comps(p, outs)
+        stacked = comps(p.stack(call.sweep(marks, mark)))
         work = snaps[nt - 1]
         if nt - 1 not in stores:
             del snaps[nt - 1]
-        ctx.call = call
+        Backward.save(ctx, call, inputs)
         ctx.snaps = snaps
         ctx.work = work
         ctx.actions = actions[first:]
-        ctx.save_for_backward(*inputs)
         return stacked
 
     @staticmethod
     def backward(ctx, *grads: Tensor):
-        refuse_double_backward("revolve")
-        call: Call = ctx.call
-        p = call.problem
-        m = call.m
-        saved = ctx.saved_tensors
-        y0, params = saved[:m], saved[m:]
-        need = ctx.needs_input_grad[3:]
-        need_t = ctx.needs_input_grad[2]
-        pidx = [i for i in range(len(params)) if need[m + i]]
-        ps = [params[i] for i in pidx]
-        need_y0 = any(need[:m])
-        t_leaf = p.t.detach().requires_grad_() if need_t else None
-        tin = [t_leaf] if need_t else []
-        delta = p.time_delta(t_leaf) if need_t else None
+        b = Backward(ctx)
+        p = b.problem
+        t_leaf = b.time_leaf()
+        delta = p.time_delta(t_leaf) if b.need_t else None
         out_at = {n: k for k, n in enumerate(p.out_index)}
         snaps = dict(ctx.snaps)
-        state0 = as_state(y0, p.tuple_state)
+        state0 = as_state(b.y0, p.tuple_state)
         snaps[0] = (state0, snaps[0][1])
         cur, replay = ctx.work
         if cur is None:  # Nt == 1: the working state is the input
             cur = state0
         pos = p.num_steps - 1
-        a = [grads[c][-1] for c in range(m)]
-        gp: list[Tensor | None] = [None] * len(ps)
-        gt: list[Tensor | None] = [None]
-        with grad_guard(call.device, call.buffers):
+        a = [g[-1] for g in grads]
+        gt: Tensor | None = None
+        with b.guard():
             replay.restore()
             for act in ctx.actions:
                 kind = act[0]
@@ -316,7 +285,7 @@ class _RevolveFunction(torch.autograd.Function):
                         cur = p.advance(cur, act[1], act[2])
                     pos = act[2]
                 elif kind == STORE:
-                    snaps[act[1]] = (cur, call.replay())
+                    snaps[act[1]] = (cur, b.call.replay())
                 elif kind == RESTORE:
                     cur, rep = snaps[act[1]]
                     rep.restore()
@@ -326,22 +295,27 @@ class _RevolveFunction(torch.autograd.Function):
                 else:  # REVERSE
                     n = act[1]
                     assert pos == n
-                    need_y = n > 0 or need_y0
-                    y_in = tuple(c.detach().requires_grad_(need_y) for c in comps(cur))
-                    with torch.enable_grad():
-                        y_out = comps(p.step(n, as_state(y_in, p.tuple_state), delta=delta))
-                    call.check_closure(y_out, (*y_in, *tin), f"at step {n} (t = {p.grid[n]:.6g})")
-                    g = vjp(y_out, a, (*(y_in if need_y else ()), *ps, *tin))
-                    del y_out
+                    need_y = n > 0 or b.need_y0
+                    r = segment_vjp(
+                        b.call,
+                        lambda y, n=n: p.step(n, y, delta=delta),
+                        comps(cur),
+                        a,
+                        b.params.tensors,
+                        when=f"at step {n} (t = {p.grid[n]:.6g})",
+                        need_y=need_y,
+                        t_leaf=t_leaf,
+                    )
                     cur = None
                     if need_y:
-                        a = [zeros_if_none(gc, yc) for gc, yc in zip(g, y_in)]
+                        a = r.y
                         k = out_at.get(n)
                         if k is not None:
-                            a = [ac + grads[c][k] for c, ac in enumerate(a)]
-                        g = g[m:]
-                    accumulate(gp, g[: len(ps)])
-                    accumulate(gt, g[len(ps) :])
-        gy = [a[c] if need[c] else None for c in range(m)] if need_y0 else [None] * m
-        gtt = zeros_if_none(gt[0], t_leaf) if need_t else None
-        return (None, None, gtt, *gy, *scatter(len(params), pidx, gp))
+                            a = [ac + g[k] for ac, g in zip(a, grads)]
+                    b.params.add(r.params)
+                    if r.t is not None:
+                        gt = r.t if gt is None else gt + r.t
+        return b.result(gt, a if b.need_y0 else None)
+
+
+Revolve.function = _RevolveFunction

@@ -22,7 +22,7 @@ from odenet.solvers._grid import MAX_NUM_STEPS, Grid, build_grid, time_resolutio
 from odenet.solvers._stepper import StepFn, make_step
 from odenet.solvers._tableau import ButcherTableau, IMEXTableau
 
-__all__ = ["Problem", "State", "build_grid"]
+__all__ = ["Problem", "State", "as_state", "build_grid", "comps", "detach_state"]
 
 State = Tensor | tuple[Tensor, ...]
 
@@ -67,8 +67,43 @@ def _all_finite(y: State) -> bool:
     return all(bool(torch.isfinite(c).all()) for c in y)
 
 
+def comps(y: State) -> tuple[Tensor, ...]:
+    """The components of a state as a tuple (one element for a plain Tensor).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from odenet.solvers._problem import comps
+    >>> len(comps(torch.ones(2))), len(comps((torch.ones(2), torch.zeros(1))))
+    (1, 2)
+    """
+    return (y,) if isinstance(y, Tensor) else tuple(y)
+
+
+def as_state(c: Sequence[Tensor], tuple_state: bool) -> State:
+    """Inverse of :func:`comps`: a tuple state, or the single tensor of a plain one.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from odenet.solvers._problem import as_state
+    >>> as_state([torch.ones(1)], tuple_state=False)
+    tensor([1.])
+    """
+    return tuple(c) if tuple_state else c[0]
+
+
 def detach_state(y: State) -> State:
-    """Detach every tensor of a state."""
+    """Detach every tensor of a state.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from odenet.solvers import detach_state
+    >>> y = (torch.ones(1, requires_grad=True), torch.zeros(1))
+    >>> [c.requires_grad for c in detach_state(y)]
+    [False, False]
+    """
     if isinstance(y, Tensor):
         return y.detach()
     return tuple(c.detach() for c in y)
@@ -195,6 +230,9 @@ class Problem:
     def with_func(self, func: Callable, *, tuple_state: bool | None = None) -> Problem:
         """A copy of this problem (same grid and scheme) with another right-hand side.
 
+        ``tuple_state`` changes the state layout (e.g. the augmented state of the
+        continuous adjoint); ``None`` keeps it.
+
         Examples
         --------
         >>> import torch
@@ -238,10 +276,25 @@ class Problem:
         >>> p.stage_times_at(0.5, 0.5)
         (tensor(0.5000), tensor(0.7500))
         """
-        st = (start + h * self._c).to(dtype=self.time_dtype, device=self.t.device)
+        return self._stage_rows([start], [h], math.copysign(1.0, h))[0]
+
+    def _stage_rows(
+        self, starts: Sequence[float], hs: Sequence[float], sign: float
+    ) -> list[tuple[Tensor, ...]]:
+        """Stage times ``starts[j] + c_i hs[j]`` of several steps: the one place they are made.
+
+        Computed in float64, cast to :attr:`time_dtype` on ``t``'s device in one copy;
+        with :attr:`perturb` the stages at ``c_i = 0`` / ``c_i = 1`` move one ulp into the
+        step (``sign``: its direction).
+        """
+        starts_t = torch.tensor(list(starts), dtype=torch.float64)
+        hs_t = torch.tensor(list(hs), dtype=torch.float64)
+        st = (starts_t[:, None] + hs_t[:, None] * self._c[None, :]).to(
+            dtype=self.time_dtype, device=self.t.device
+        )
         if self.perturb:
-            st = self._perturb(st, math.copysign(1.0, h))
-        return tuple(st.unbind())
+            st = self._perturb(st, sign)
+        return [tuple(row.unbind()) for row in st.unbind()]
 
     def _perturb(self, st: Tensor, sign: float) -> Tensor:
         inf = torch.tensor(math.inf * sign, dtype=st.dtype, device=st.device)
@@ -259,14 +312,9 @@ class Problem:
         if rows is None:
             lo, hi = q * _CHUNK, min((q + 1) * _CHUNK, self.num_steps)
             g = self.grid
-            starts = torch.tensor([g[i] for i in range(lo, hi)], dtype=torch.float64)
-            hs = torch.tensor([g.size(i) for i in range(lo, hi)], dtype=torch.float64)
-            st = (starts[:, None] + hs[:, None] * self._c[None, :]).to(
-                dtype=self.time_dtype, device=self.t.device
+            rows = self._stage_rows(
+                [g[i] for i in range(lo, hi)], [g.size(i) for i in range(lo, hi)], self.direction
             )
-            if self.perturb:
-                st = self._perturb(st, self.direction)
-            rows = [tuple(row.unbind()) for row in st.unbind()]
             self._chunks[q] = rows
             if len(self._chunks) > _CHUNKS_KEPT:
                 self._chunks.popitem(last=False)
@@ -322,6 +370,24 @@ class Problem:
         else:
             ts = self.stage_times(n)
         return self.step_fn(self.grid.size(n))(f, ts, y)
+
+    def step_from(self, start: float, h: float, y: State, func: Callable | None = None) -> State:
+        """One step of this problem's scheme of signed length ``h`` from time ``start``.
+
+        Off the grid: the partial steps of the IMEX adjoint, the reverse steps of the
+        continuous adjoint (``h < 0``) and the trial steps of an event search. ``func``
+        replaces :attr:`func` (e.g. an augmented right-hand side of the same state layout).
+
+        Examples
+        --------
+        >>> import torch
+        >>> from odenet import METHODS
+        >>> from odenet.solvers import Problem
+        >>> p = Problem(lambda t, y: -y, METHODS["euler"], torch.tensor([0.0, 1.0]), 0.5)
+        >>> p.step_from(0.5, -0.25, torch.ones(1))  # backward in time: 1 + 0.25
+        tensor([1.2500])
+        """
+        return self.step_fn(h)(func or self.func, self.stage_times_at(start, h), y)
 
     def advance(self, y: State, start: int, stop: int, delta: Tensor | None = None) -> State:
         """Run steps ``start, ..., stop - 1`` from ``y`` and return the final state.

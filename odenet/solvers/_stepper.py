@@ -21,7 +21,7 @@ from torch import Tensor
 
 from odenet.solvers._tableau import ButcherTableau, IMEXTableau
 
-__all__ = ["StepFn", "make_step"]
+__all__ = ["StepFn", "make_imex_stages", "make_step"]
 
 State = Tensor | tuple[Tensor, ...]
 StepFn = Callable[[Callable, Sequence[Tensor], State], State]
@@ -96,7 +96,15 @@ def _explicit_step(tab: ButcherTableau, h: float, tuple_state: bool) -> StepFn:
     return step
 
 
-def _imex_step(tab: IMEXTableau, h: float, implicit) -> StepFn:
+def _imex_stages(tab: IMEXTableau, h: float) -> Callable:
+    """The IMEX step of ``tab`` for step size ``h`` that also returns its stage values.
+
+    ``run(f, ts, y, implicit, keep=False) -> (y_next, stages)``: ``f(ts[i], Y_i)`` is the
+    explicit part at stage ``i`` (``ts[i]`` is passed through untouched), ``implicit`` has
+    ``implicit(Y)`` and ``implicit.solve(r, gamma)``; with ``keep`` the stage values ``Y_i``
+    come back as a tuple (``()`` otherwise). The IMEX adjoint runs this same step on the
+    adjoint equation, with ``Lᵀ`` as the operator and the stage index as ``ts[i]``.
+    """
     E, I = tab.explicit, tab.implicit
     s = tab.stages
     sa = tab.is_stiffly_accurate
@@ -112,9 +120,10 @@ def _imex_step(tab: IMEXTableau, h: float, implicit) -> StepFn:
         bool((I.a[j + 1 :, j] != 0).any() or (not sa and I.b[j] != 0)) for j in range(s)
     )
 
-    def step(f, ts, y):
+    def run(f, ts, y, implicit, keep: bool = False):
         F: list = [None] * s
         G: list = [None] * s
+        kept: list = []
         Y = y
         for i in range(s):
             rhs = _axpy2(y, F, rows_e[i], G, rows_i[i])
@@ -127,11 +136,20 @@ def _imex_step(tab: IMEXTableau, h: float, implicit) -> StepFn:
                 Y = rhs
                 if need_g[i]:
                     G[i] = implicit(Y)
+            if keep:
+                kept.append(Y)
             if need_f[i]:
                 F[i] = f(ts[i], Y)
-        if sa:
-            return Y
-        return _axpy2(y, F, w_e, G, w_i)
+        return (Y if sa else _axpy2(y, F, w_e, G, w_i)), tuple(kept)
+
+    return run
+
+
+def _imex_step(tab: IMEXTableau, h: float, implicit) -> StepFn:
+    run = _imex_stages(tab, h)
+
+    def step(f, ts, y):
+        return run(f, ts, y, implicit)[0]
 
     return step
 
@@ -172,3 +190,44 @@ def make_step(
             raise ValueError("IMEX steps need a single tensor state")
         return _imex_step(tableau, float(h), implicit)
     return _explicit_step(tableau, float(h), tuple_state)
+
+
+def make_imex_stages(tableau: IMEXTableau, h: float) -> Callable:
+    """The generic IMEX step of :func:`make_step`, with its stage values on request.
+
+    The step ``run(f, ts, y, implicit, keep=False) -> (y_next, stages)`` is the one
+    :func:`make_step` builds (``make_step(tableau, h, implicit=L)(f, ts, y)`` is
+    ``run(f, ts, y, L)[0]``), with the operator given per call and, when ``keep``, the
+    stage values ``Y_i`` (after the implicit solve) returned as a tuple. ``ts[i]`` is
+    handed to ``f`` as it is, so it may be any label of stage ``i``. The continuous
+    adjoint of an IMEX solve runs this step on the adjoint equation (operator ``Lᵀ``).
+
+    Parameters
+    ----------
+    tableau : IMEXTableau
+        The IMEX pair.
+    h : float
+        Signed step size.
+
+    Returns
+    -------
+    callable
+        ``run(f, ts, y, implicit, keep=False) -> (y_next, stages)``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from odenet import METHODS
+    >>> from odenet.solvers._stepper import make_imex_stages
+    >>> class Scale:  # L y = 2 y
+    ...     def __call__(self, y): return 2 * y
+    ...     def solve(self, r, gamma): return r / (1 + 2 * gamma)
+    >>> run = make_imex_stages(METHODS["imex_euler"], 0.5)
+    >>> y, stages = run(lambda t, y: torch.zeros_like(y), (0.0, 0.5), torch.ones(1), Scale(),
+    ...                 keep=True)
+    >>> y, len(stages)  # (1 + 0.5 * 2)^-1
+    (tensor([0.5000]), 2)
+    """
+    if not isinstance(tableau, IMEXTableau):
+        raise ValueError("make_imex_stages: expected an IMEXTableau")
+    return _imex_stages(tableau, float(h))
