@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 
 from odenet.errors import OdenetError
 
-__all__ = ["build_parser", "main"]
+__all__ = ["PROG", "build_parser", "main"]
 
 PROG = "odenet-analysis"
 

@@ -28,13 +28,17 @@ from odenet.nn import activation_name, make_activation
 
 __all__ = [
     "ACTIVATIONS",
+    "DATA",
     "DEFAULT_METHODS",
     "DEFAULT_SPEC",
+    "FORMS",
     "MODELS",
+    "NORMS",
     "Case",
     "build_case",
     "build_network",
     "check_spec",
+    "load_data",
     "make_network",
 ]
 

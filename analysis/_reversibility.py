@@ -26,7 +26,7 @@ from odenet.analysis._results import Result, new_figure, steps_axis
 from odenet.analysis._sweep import CaseStore, run_cases
 from odenet.errors import ArgumentError, NonFiniteStateError
 
-__all__ = ["ReversibilityResult", "reversibility"]
+__all__ = ["ReversibilityResult", "combine", "reversibility"]
 
 
 class ReversibilityResult(Result):
