@@ -33,6 +33,7 @@ from odenet.analysis._region import (
 )
 from odenet.analysis._results import Result, new_figure
 from odenet.errors import ArgumentError, ArgumentTypeError, FunctionOutputError
+from odenet.solvers import check_implicit
 from odenet.solvers._problem import _check_output
 
 __all__ = ["StabilityResult", "flow_amplification", "stability"]
@@ -539,7 +540,7 @@ def _check_arguments(func, y, method, step_size, t, implicit, k, which, dense, T
     flow_tol = check_positive(flow_tol, "flow_tol")
     power_iterations = check_int(power_iterations, "power_iterations", 1)
     seed = check_seed(seed)
-    _check_implicit(tab, implicit)
+    check_implicit(tab, implicit)
     return _Arguments(f, y, tab, h, t, implicit, k, which, dense, T, tol, flow_tol,
                       power_iterations, seed)
 
@@ -557,23 +558,6 @@ def _check_which(which: object) -> tuple[str, ...]:
     if bad or not which:
         raise ArgumentError(f"which: expected entries among {_WHICH}, got {list(which)}")
     return which
-
-
-def _check_implicit(tab: ButcherTableau | IMEXTableau, implicit: object) -> None:
-    if isinstance(tab, IMEXTableau):
-        if implicit is None:
-            raise ArgumentError(
-                f"implicit: method {tab.name!r} is an IMEX scheme and needs implicit=L"
-            )
-        if not (callable(implicit) and callable(getattr(implicit, "solve", None))):
-            raise ArgumentTypeError(
-                "implicit: expected a linear operator with L(y) and L.solve(r, gamma) (e.g. "
-                f"odenet.linear.ConvFFT), got {type(implicit).__name__}"
-            )
-    elif implicit is not None:
-        raise ArgumentError(
-            f"implicit: method {tab.name!r} is explicit and takes no implicit operator"
-        )
 
 
 def _check_value(f: Callable, tt: Tensor, y: Tensor) -> None:

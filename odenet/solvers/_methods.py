@@ -268,15 +268,15 @@ def check_implicit(tableau: ButcherTableau | IMEXTableau, implicit: object) -> N
     >>> try:
     ...     check_implicit(METHODS["ars222"], None)
     ... except ValueError as err:
-    ...     print(str(err).split(" for ")[0])
-    implicit: method 'ars222' is an IMEX scheme
+    ...     print(str(err).split(",")[0])
+    implicit: method 'ars222' is an IMEX scheme and needs implicit=L
     """
     label = tableau.name or type(tableau).__name__
     if isinstance(tableau, IMEXTableau):
         if implicit is None:
             raise ArgumentError(
-                f"implicit: method {label!r} is an IMEX scheme for y' = f(t, y) - L y and "
-                "needs implicit=L (e.g. odenet.linear.ConvFFT)"
+                f"implicit: method {label!r} is an IMEX scheme and needs implicit=L, the linear "
+                "operator of y' = f(t, y) - L y (e.g. odenet.linear.ConvFFT)"
             )
         if not (callable(implicit) and callable(getattr(implicit, "solve", None))):
             raise ArgumentTypeError(
