@@ -105,7 +105,7 @@ class _AdjointFunction(torch.autograd.Function):
             else:
                 a, ath, gt = _explicit_adjoint(b, grads, a, ath)
         b.params.add(ath)
-        return b.result(gt, a)
+        return b.result(a, gt)
 
 
 Adjoint.function = _AdjointFunction

@@ -84,23 +84,23 @@ class _ANODEFunction(torch.autograd.Function):
         b = Backward(ctx, double_backward=True)
         with b.guard():
             if torch.is_grad_enabled():
-                gy, gt = _backward_create_graph(b, ctx.replays, grads)
+                gy = _backward_create_graph(b, ctx.replays, grads)
             else:
-                gy, gt = _backward_intervals(b, ctx.replays, grads)
-        return b.result(gt, gy)
+                gy = _backward_intervals(b, ctx.replays, grads)
+        return b.result(gy)
 
 
 ANODE.function = _ANODEFunction
 
 
 def _backward_intervals(b: Backward, replays: dict[int, Replay], grads):
-    """First-order backward: recompute one output interval at a time, last to first."""
+    """First-order backward: recompute one output interval at a time, last to first (the
+    gradients of the parameters and of ``t`` accumulate in ``b``)."""
     p = b.problem
     ps = b.params.tensors
     t_leaf = b.time_leaf()
     delta = p.time_delta(t_leaf) if b.need_t else None
     a = [g[-1] for g in grads]
-    gt: Tensor | None = None
     for k in range(p.num_outputs - 1, 0, -1):
         n0, n1 = p.out_index[k - 1], p.out_index[k]
         need_y = k > 1 or b.need_y0
@@ -119,14 +119,13 @@ def _backward_intervals(b: Backward, replays: dict[int, Replay], grads):
         )
         if need_y:
             a = [gc + g[k - 1] for gc, g in zip(r.y, grads)]
-        b.params.add(r.params)
-        if r.t is not None:
-            gt = r.t if gt is None else gt + r.t
-    return (a if b.need_y0 else None), gt
+        b.add(r)
+    return a if b.need_y0 else None
 
 
 def _backward_create_graph(b: Backward, replays: dict[int, Replay], grads):
-    """Backward with ``create_graph``: recompute the whole call from ``y0`` with graph."""
+    """Backward with ``create_graph``: recompute the whole call from ``y0`` with graph (the
+    gradients of the parameters and of ``t`` go to ``b``)."""
     p = b.problem
     t, y0, ps = b.t, b.y0, b.params.tensors
     delta = p.time_delta(t) if b.need_t else None
@@ -148,4 +147,6 @@ def _backward_create_graph(b: Backward, replays: dict[int, Replay], grads):
             gc = next(it) if c.requires_grad else None
             gy.append((torch.zeros_like(c) if gc is None else gc) + grads[i][0])
     b.params.add(g[len(yin) : len(yin) + len(ps)])
-    return gy, (g[-1] if b.need_t else None)
+    if b.need_t:
+        b.gt = g[-1]
+    return gy

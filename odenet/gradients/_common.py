@@ -421,6 +421,8 @@ class Backward:
         where not saved).
     params : ParamGrads
         The parameters that need a gradient, and their gradients.
+    gt : Tensor or None
+        The gradient with respect to ``t`` accumulated by :meth:`add`.
     """
 
     def __init__(self, ctx, *, double_backward: bool = False):
@@ -439,6 +441,7 @@ class Backward:
         self.need_y = need[2 : 2 + self.m]
         self.need_y0 = any(self.need_y)
         self.params = ParamGrads(params, need[2 + self.m :])
+        self.gt: Tensor | None = None
 
     @staticmethod
     def save(
@@ -465,11 +468,18 @@ class Backward:
         """A leaf standing in for ``t`` when its gradient is needed (``None`` otherwise)."""
         return self.problem.t.detach().requires_grad_() if self.need_t else None
 
-    def result(self, gt: Tensor | None, gy: Sequence[Tensor | None] | None) -> tuple:
+    def add(self, r: VJP) -> None:
+        """Accumulate the parameters' and ``t``'s parts of a :func:`segment_vjp`."""
+        self.params.add(r.params)
+        if r.t is not None:
+            self.gt = r.t if self.gt is None else self.gt + r.t
+
+    def result(self, gy: Sequence[Tensor | None] | None, gt: Tensor | None = None) -> tuple:
         """The gradients ``backward`` returns: ``(None, gt, *gy, *params)``, ``None`` for
-        every input that does not need one (zeros for ``t`` when it needs one but ``gt`` is
-        ``None``)."""
+        every input that does not need one. ``gt`` defaults to what :meth:`add` accumulated
+        (zeros when ``t`` needs a gradient but none arrived)."""
         gy = [None] * self.m if gy is None else [g if n else None for g, n in zip(gy, self.need_y)]
+        gt = self.gt if gt is None else gt
         gt = zeros_if_none(gt, self.problem.t) if self.need_t else None
         return (None, gt, *gy, *self.params.result())
 

@@ -274,7 +274,6 @@ class _RevolveFunction(torch.autograd.Function):
             cur = state0
         pos = p.num_steps - 1
         a = [g[-1] for g in grads]
-        gt: Tensor | None = None
         with b.guard():
             replay.restore()
             for act in ctx.actions:
@@ -312,10 +311,8 @@ class _RevolveFunction(torch.autograd.Function):
                         k = out_at.get(n)
                         if k is not None:
                             a = [ac + g[k] for ac, g in zip(a, grads)]
-                    b.params.add(r.params)
-                    if r.t is not None:
-                        gt = r.t if gt is None else gt + r.t
-        return b.result(gt, a if b.need_y0 else None)
+                    b.add(r)
+        return b.result(a if b.need_y0 else None)
 
 
 Revolve.function = _RevolveFunction
