@@ -380,12 +380,11 @@ class Problem:
 
         Examples
         --------
-        >>> import torch
-        >>> from odenet import METHODS
-        >>> from odenet.solvers import Problem
-        >>> p = Problem(lambda t, y: -y, METHODS["euler"], torch.tensor([0.0, 1.0]), 0.5)
-        >>> p.step_from(0.5, -0.25, torch.ones(1))  # backward in time: 1 + 0.25
-        tensor([1.2500])
+        >>> import torch, odenet
+        >>> p = odenet.solvers.Problem(lambda t, y: t * y, odenet.METHODS["midpoint"],
+        ...                            torch.tensor([0.0, 1.0]), 0.5)
+        >>> p.step_from(1.0, -0.5, torch.ones(1))  # backward in time, from t = 1 to t = 0.5
+        tensor([0.7188])
         """
         return self.step_fn(h)(func or self.func, self.stage_times_at(start, h), y)
 
