@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     >>> args.command, args.steps
     ('gradients', [4, 8])
     """
-    from odenet.analysis._gradients import STRATEGIES
+    from odenet.analysis._gradients import strategy_names
     from odenet.analysis._models import ACTIVATIONS
     from odenet.analysis._problems import BUILTIN_PROBLEMS
     from odenet.analysis._report import REPORT_DEFAULTS, strategy_error
@@ -206,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     fmt = argparse.RawDescriptionHelpFormatter
     acts = _names(list(ACTIVATIONS), "activation")
-    strategies = _names(list(STRATEGIES), "strategy", strategy_error)
+    strategies = _names(list(strategy_names()), "strategy", strategy_error)
     d = REPORT_DEFAULTS
 
     def csv(v: Sequence) -> str:

@@ -29,10 +29,11 @@ from odenet.analysis._common import (
     fingerprint,
     unwrap_func,
 )
-from odenet.analysis._gradients import parse_strategy, solve_with, torchdiffeq_method
+from odenet.analysis._gradients import parse_strategy, solve_with
 from odenet.analysis._region import resolve_method
 from odenet.analysis._results import Result, new_figure
 from odenet.analysis._sweep import CaseStore, run_cases
+from odenet.analysis._torchdiffeq import Torchdiffeq, torchdiffeq_method
 from odenet.errors import ArgumentError, ArgumentTypeError
 
 __all__ = ["CostResult", "cost", "measure", "measure_times", "ode_blocks"]
@@ -291,39 +292,28 @@ def ode_blocks(model: object) -> list:
 
 
 def _use_strategy(blocks: Sequence, strat) -> list:
-    """Set ``strat`` on every block (torchdiffeq: swap the block's solve); return the undos."""
+    """Set the strategy ``strat`` (a name or an instance) on every block; return the undos.
+
+    torchdiffeq's baselines are strategies too (:mod:`odenet.analysis._torchdiffeq`): the
+    blocks keep their own forward; a block whose method torchdiffeq lacks is refused here,
+    before anything is changed.
+    """
     from odenet.gradients import resolve_gradient
 
-    undo = []
-    for b in blocks:
-        if isinstance(strat, str) and strat.startswith("torchdiffeq"):
-            import torchdiffeq
-
-            name = torchdiffeq_method(resolve_method(b.method))
-            if name is None or getattr(b, "implicit", None) is not None:
-                for u in undo:
-                    u()
+    strategy = resolve_gradient(strat)
+    if isinstance(strategy, Torchdiffeq):
+        for b in blocks:
+            if (torchdiffeq_method(resolve_method(b.method)) is None
+                    or getattr(b, "implicit", None) is not None):
                 raise ArgumentError(
                     f"strategy: torchdiffeq has no fixed-grid equivalent of the block's method "
                     f"{getattr(b.method, 'name', b.method)!r}"
                 )
-            adjoint = strat == "torchdiffeq-adjoint"
-
-            def forward(y, b=b, name=name, adjoint=adjoint):
-                t = torch.tensor([0.0, b.T], dtype=y.dtype, device=y.device)
-                opts = {"step_size": b.T / b.steps}
-                if adjoint:
-                    ps = tuple(p for p in b.parameters() if p.requires_grad)
-                    return torchdiffeq.odeint_adjoint(b.rhs, y, t, method=name, options=opts,
-                                                      adjoint_params=ps)[-1]
-                return torchdiffeq.odeint(b.rhs, y, t, method=name, options=opts)[-1]
-
-            b.forward = forward
-            undo.append(lambda b=b: b.__dict__.pop("forward", None))
-        else:
-            old = b.gradient
-            b.gradient = resolve_gradient("backprop" if strat == "backprop" else strat)
-            undo.append(lambda b=b, old=old: setattr(b, "gradient", old))
+    undo = []
+    for b in blocks:
+        old = b.gradient
+        b.gradient = strategy
+        undo.append(lambda b=b, old=old: setattr(b, "gradient", old))
     return undo
 
 
@@ -724,8 +714,7 @@ def _check_strategies(strategies, tdq_ok: bool):
     parsed = [parse_strategy(s) for s in strategies]
     names = ["backprop"] + [n for n, _ in parsed if n != "backprop"]
     objs = {"backprop": "backprop", **{n: s for n, s in parsed}}
-    skipped = [n for n in names if objs[n] in ("torchdiffeq", "torchdiffeq-adjoint")
-               and not tdq_ok]
+    skipped = [n for n in names if isinstance(objs[n], Torchdiffeq) and not tdq_ok]
     return [n for n in names if n not in skipped], objs, skipped
 
 

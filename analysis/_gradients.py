@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 import odenet
-from odenet import METHODS, ButcherTableau, GradientStrategy, IMEXTableau
+from odenet import ButcherTableau, GradientStrategy, IMEXTableau
 from odenet.analysis._common import (
     check_bool,
     check_int,
@@ -29,6 +29,7 @@ from odenet.analysis._common import (
 )
 from odenet.analysis._results import Result, new_figure, steps_axis
 from odenet.analysis._sweep import CaseStore, run_cases
+from odenet.analysis._torchdiffeq import Torchdiffeq, torchdiffeq_method
 from odenet.errors import ArgumentError, ArgumentTypeError
 
 __all__ = [
@@ -41,37 +42,33 @@ __all__ = [
     "torchdiffeq_method",
 ]
 
-#: Strategy names understood by :func:`gradient_consistency` and :func:`odenet.analysis.cost`
-#: (``"revolve:k"`` sets the number of checkpoints).
-STRATEGIES = ("backprop", "anode", "revolve", "adjoint", "torchdiffeq", "torchdiffeq-adjoint")
+def strategy_names() -> tuple[str, ...]:
+    """The strategy names the diagnostics understand, ``"backprop"`` (the reference) first.
 
-_TORCHDIFFEQ = {"euler": "euler", "midpoint": "midpoint", "rk4_38": "rk4"}
-
-
-def torchdiffeq_method(tab: ButcherTableau | IMEXTableau) -> str | None:
-    """torchdiffeq's name of the same fixed-grid scheme, or ``None``.
+    Every name of :data:`odenet.gradients.STRATEGIES` — odenet's strategies, torchdiffeq's
+    baselines (:mod:`odenet.analysis._torchdiffeq`) and any user subclass registered so far —
+    read live; ``"revolve:k"`` sets the number of checkpoints besides.
 
     Examples
     --------
-    >>> import odenet
-    >>> from odenet.analysis._gradients import torchdiffeq_method
-    >>> torchdiffeq_method(odenet.METHODS["rk4_38"]), torchdiffeq_method(odenet.METHODS["rk4"])
-    ('rk4', None)
+    >>> from odenet.analysis._gradients import strategy_names
+    >>> strategy_names()[:2], "torchdiffeq-adjoint" in strategy_names()
+    (('backprop', 'adjoint'), True)
     """
-    if not isinstance(tab, ButcherTableau):
-        return None
-    for ours, theirs in _TORCHDIFFEQ.items():
-        if tab == METHODS[ours]:
-            return theirs
-    return None
+    return ("backprop", *(n for n in odenet.gradients.STRATEGIES if n != "backprop"))
+
+
+#: The strategy names when :mod:`odenet.analysis` was imported (:func:`strategy_names` is live).
+STRATEGIES = strategy_names()
 
 
 def parse_strategy(spec: object, name: str = "strategies") -> tuple[str, object]:
     """``(display name, strategy)`` from a name of :data:`STRATEGIES`, ``"revolve:k"`` or an
     instance.
 
-    The strategy is an :class:`odenet.GradientStrategy` or one of the strings
-    ``"torchdiffeq"`` / ``"torchdiffeq-adjoint"``. Errors name the argument ``name``.
+    The strategy is an :class:`odenet.GradientStrategy` instance: odenet's, a torchdiffeq
+    baseline (:mod:`odenet.analysis._torchdiffeq`) or a user's. Errors name the argument
+    ``name``.
 
     Examples
     --------
@@ -79,7 +76,7 @@ def parse_strategy(spec: object, name: str = "strategies") -> tuple[str, object]
     >>> parse_strategy("revolve:3")
     ('revolve:3', Revolve(checkpoints=3))
     >>> parse_strategy("torchdiffeq-adjoint")
-    ('torchdiffeq-adjoint', 'torchdiffeq-adjoint')
+    ('torchdiffeq-adjoint', TorchdiffeqAdjoint())
     """
     if isinstance(spec, GradientStrategy):
         return repr(spec), spec
@@ -88,8 +85,6 @@ def parse_strategy(spec: object, name: str = "strategies") -> tuple[str, object]
             f"{name}: expected names or GradientStrategy instances, got {type(spec).__name__}"
         )
     key = spec.strip().lower()
-    if key in ("torchdiffeq", "torchdiffeq-adjoint"):
-        return key, key
     if key.startswith("revolve:"):
         try:
             k = int(key.split(":", 1)[1])
@@ -102,12 +97,11 @@ def parse_strategy(spec: object, name: str = "strategies") -> tuple[str, object]
                 f"{name}: {spec!r}: expected 'revolve:k' with k >= 1 checkpoints"
             )
         return key, odenet.Revolve(checkpoints=k)
-    if key in ("backprop", "anode", "revolve", "adjoint"):
-        return key, {"backprop": odenet.Backprop, "anode": odenet.ANODE,
-                     "revolve": odenet.Revolve, "adjoint": odenet.Adjoint}[key]()
+    if key in odenet.gradients.STRATEGIES:
+        return key, odenet.gradients.STRATEGIES[key]()
     raise ArgumentError(
         f"{name}: unknown strategy {spec!r}; valid strategies are "
-        + ", ".join(repr(s) for s in STRATEGIES)
+        + ", ".join(repr(s) for s in strategy_names())
         + ", 'revolve:k' (or a GradientStrategy instance)"
     )
 
@@ -122,19 +116,7 @@ def solve_with(
     implicit,
     params: Sequence[Tensor],
 ) -> Tensor:
-    """One solve with a parsed strategy (odenet, or torchdiffeq's ``odeint``/``odeint_adjoint``)."""
-    if strategy in ("torchdiffeq", "torchdiffeq-adjoint"):
-        import torchdiffeq
-
-        name = torchdiffeq_method(tab)
-        if name is None:  # pragma: no cover - filtered by the callers
-            raise ArgumentError(f"torchdiffeq has no fixed-grid equivalent of {tab.name!r}")
-        opts = {"step_size": h}
-        if strategy == "torchdiffeq":
-            return torchdiffeq.odeint(func, y0, t, method=name, options=opts)
-        return torchdiffeq.odeint_adjoint(
-            func, y0, t, method=name, options=opts, adjoint_params=tuple(params)
-        )
+    """One solve with a parsed strategy (odenet's, or a torchdiffeq baseline)."""
     return odenet.odeint(func, y0, t, method=tab, step_size=h, gradient=strategy,
                          implicit=implicit, params=list(params))
 
@@ -403,7 +385,7 @@ def gradient_consistency(
     skipped = [
         f"{n} for {tab.name} (torchdiffeq has no such fixed-grid method)"
         for tab in tabs for n, s in parsed
-        if s in ("torchdiffeq", "torchdiffeq-adjoint") and torchdiffeq_method(tab) is None
+        if isinstance(s, Torchdiffeq) and torchdiffeq_method(tab) is None
     ]
     cases = _Cases(f, y0, tt, implicit, params, loss, label, {tab.name: tab for tab in tabs},
                    parsed, ref_name, ref_strategy, eps,
@@ -457,7 +439,7 @@ def _check_strategies(strategies: object, reference: object
                             "reference")
     parsed = [parse_strategy(s) for s in strategies]
     ref_name, ref_strategy = parse_strategy(reference, "reference")
-    if ref_name in ("torchdiffeq", "torchdiffeq-adjoint"):
+    if isinstance(ref_strategy, Torchdiffeq):
         raise ArgumentError("reference: expected an odenet strategy (e.g. 'backprop')")
     names = [n for n, _ in parsed]
     if len(set(names)) != len(names) or ref_name in names:
@@ -548,9 +530,7 @@ class _Cases:
         rows = [{**case, "strategy": self.ref_name, "grad_error": 0.0, "y0_error": 0.0,
                  "fd_error": fd_error(ry, rp), "time_s": rt, "error": None}]
         for sname, strategy in self.parsed:
-            if strategy in ("torchdiffeq", "torchdiffeq-adjoint") and torchdiffeq_method(
-                tab
-            ) is None:
+            if isinstance(strategy, Torchdiffeq) and torchdiffeq_method(tab) is None:
                 continue
             try:
                 gy, gp, dt = self.grads(strategy, tab, h)

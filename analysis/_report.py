@@ -27,7 +27,11 @@ from odenet import IMEXTableau
 from odenet.analysis import _html as H
 from odenet.analysis._convergence import ConvergenceResult, convergence_order
 from odenet.analysis._cost import CostResult, cost
-from odenet.analysis._gradients import STRATEGIES, GradientConsistencyResult, gradient_consistency
+from odenet.analysis._gradients import (
+    GradientConsistencyResult,
+    gradient_consistency,
+    strategy_names,
+)
 from odenet.analysis._gradients import combine as combine_gradients
 from odenet.analysis._html import adjoint_note
 from odenet.analysis._models import Case, build_case, check_spec
@@ -126,9 +130,9 @@ def strategy_error(name: object) -> str | None:
             return (f"{name!r}: the number of checkpoints k in 'revolve:k' must be an integer "
                     f"k >= 1, got {k!r}")
         return None
-    if key in STRATEGIES:
+    if key in strategy_names():
         return None
-    return (f"unknown strategy {name!r}; valid strategies are {', '.join(STRATEGIES)}, or "
+    return (f"unknown strategy {name!r}; valid strategies are {', '.join(strategy_names())}, or "
             "revolve:k with k >= 1 checkpoints")
 
 
