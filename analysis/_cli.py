@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import os
 import shlex
 import sys
 import time
@@ -122,10 +124,10 @@ _DTYPE_HELP = {
 
 
 def _model_options(p: argparse.ArgumentParser, command: str = "") -> None:
-    from odenet.analysis._models import DATA, DEFAULT_SPEC, FORMS, MODELS
+    from odenet.analysis._models import DATA, DEFAULT_SPEC, FORMS, model_names
 
     g = p.add_argument_group("network (the ODE block analysed)")
-    g.add_argument("--model", choices=MODELS, default=DEFAULT_SPEC["model"],
+    g.add_argument("--model", choices=model_names(), default=DEFAULT_SPEC["model"],
                    help="operators of the ODE-ResNet (lean, sparse, deform, dense) or IMEXnet "
                         "(imex); default %(default)s")
     g.add_argument("--form", choices=FORMS, default=DEFAULT_SPEC["form"],
@@ -175,6 +177,11 @@ def _model_options(p: argparse.ArgumentParser, command: str = "") -> None:
     o.add_argument("--no-progress", action="store_true", help="no progress bars")
     o.add_argument("--threads", type=_pos_int, default=1,
                    help="torch / BLAS threads (default %(default)s: best for small states)")
+    o.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                   help="import MODULE first (repeatable; the current folder is searched too): "
+                        "the gradient strategies (GradientStrategy subclasses with a name) and "
+                        "operators (odenet.models.register_operator) it defines become valid "
+                        "names of --strategies and --model")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -466,6 +473,22 @@ def _one_line(err: BaseException) -> str:
     return line
 
 
+def _import_plugins(argv: Sequence[str]) -> None:
+    """Import the modules of every ``--import MODULE`` before the parser lists the valid names
+    (their strategy and operator classes register themselves on import)."""
+    import importlib
+
+    names = [a.split("=", 1)[1] for a in argv if a.startswith("--import=")]
+    names += [b for a, b in itertools.pairwise(argv) if a == "--import"]
+    if names and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # as `python -m` does: a module next to the user
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError as err:
+            raise ImportError(f"cannot import {name!r} ({err})") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``odenet-analysis``; returns the exit status.
 
@@ -483,6 +506,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     2
     """
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        _import_plugins(argv)
+    except ImportError as err:
+        sys.stderr.write(f"{PROG}: error: argument --import: {_one_line(err)}\n")
+        return 2
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -40,13 +40,26 @@ __all__ = [
     "check_spec",
     "load_data",
     "make_network",
+    "model_names",
 ]
 
 #: Models of the command: an ODE-ResNet with lean / sparse / deformable / dense
 #: operators, or IMEXnet (dense explicit part, FFT-implicit depthwise smoothing).
-#: The ODE-ResNet models are the operators of :data:`odenet.models.OPERATORS` (registered when
-#: this module is imported), plus ``"imex"``.
-MODELS = (*OPERATORS, "imex")
+def model_names() -> tuple[str, ...]:
+    """The models: every operator of :data:`odenet.models.OPERATORS` (an ODE-ResNet built
+    from it, read live, so a registered operator is a model), plus ``"imex"``.
+
+    Examples
+    --------
+    >>> from odenet.analysis._models import model_names
+    >>> model_names()[:4], model_names()[-1]
+    (('lean', 'sparse', 'deform', 'dense'), 'imex')
+    """
+    return (*(op for op in OPERATORS if op != "imex"), "imex")
+
+
+#: The models when :mod:`odenet.analysis` was imported (:func:`model_names` is live).
+MODELS = model_names()
 
 #: Activations by name: the names :func:`odenet.nn.make_activation` resolves (the same mapping,
 #: so every name a specification or the command accepts builds).
@@ -132,7 +145,7 @@ def check_spec(spec: Mapping[str, Any] | None = None, **overrides: Any) -> dict[
 
     if isinstance(out["dtype"], torch.dtype):  # torch.float64 -> "float64"
         out["dtype"] = str(out["dtype"]).replace("torch.", "")
-    choice("model", MODELS)
+    choice("model", model_names())
     choice("norm", NORMS)
     choice("form", FORMS)
     choice("data", DATA)
@@ -177,7 +190,7 @@ def check_spec(spec: Mapping[str, Any] | None = None, **overrides: Any) -> dict[
     from odenet.analysis._region import resolve_method
 
     if out["method"] is None:
-        out["method"] = DEFAULT_METHODS[out["model"]]
+        out["method"] = DEFAULT_METHODS.get(out["model"], "rk4")
     resolve_method(out["method"])
     dev = out["device"]
     if not isinstance(dev, (str, torch.device)):
