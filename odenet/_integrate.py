@@ -318,8 +318,9 @@ def odeint(
         The step size (same as ``options["step_size"]``; give it once). Without
         it, one step per output interval (torchdiffeq's fixed-grid default).
     gradient : str or GradientStrategy, default "backprop"
-        ``"backprop"``, ``"anode"``, ``"revolve"``, ``"adjoint"`` or a strategy
-        instance (:class:`Backprop`, :class:`ANODE`, :class:`Revolve`, :class:`Adjoint`).
+        A name of :data:`odenet.gradients.STRATEGIES` (``"backprop"``, ``"anode"``,
+        ``"revolve"``, ``"adjoint"`` and every registered subclass) or a strategy instance
+        (:class:`Backprop`, :class:`ANODE`, :class:`Revolve`, :class:`Adjoint`, …).
     implicit : linear operator, optional
         ``L`` of ``y' = func(t, y) - L y`` (e.g. :class:`odenet.linear.ConvFFT`);
         required by the IMEX methods and refused by the explicit ones.

@@ -37,8 +37,8 @@ class ODEBlock(nn.Module):
         Any method of :data:`odenet.METHODS` (IMEX ones need ``implicit``).
     gradient : str or GradientStrategy, default "anode"
         ``"anode"`` (store only the block input, recompute in backward: exact
-        discrete gradients at ``O(L) + O(N_t)`` memory over ``L`` blocks),
-        ``"backprop"``, ``"revolve"``, ``"adjoint"`` or a strategy instance.
+        discrete gradients at ``O(L) + O(N_t)`` memory over ``L`` blocks), or any other
+        name of :data:`odenet.gradients.STRATEGIES`, or a strategy instance.
     implicit : linear operator, optional
         ``L`` of ``y' = rhs(t, y) − L y`` (e.g. :class:`odenet.linear.ConvFFT`).
 

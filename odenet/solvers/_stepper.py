@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from odenet.errors import ArgumentError, ArgumentTypeError
 from odenet.solvers._tableau import ButcherTableau, IMEXTableau
 
 __all__ = ["StepFn", "make_imex_stages", "make_step"]
@@ -187,7 +188,7 @@ def make_step(
     """
     if isinstance(tableau, IMEXTableau):
         if tuple_state:
-            raise ValueError("IMEX steps need a single tensor state")
+            raise ArgumentError("tuple_state: IMEX steps need a single tensor state, not a tuple")
         return _imex_step(tableau, float(h), implicit)
     return _explicit_step(tableau, float(h), tuple_state)
 
@@ -229,5 +230,7 @@ def make_imex_stages(tableau: IMEXTableau, h: float) -> Callable:
     (tensor([0.5000]), 2)
     """
     if not isinstance(tableau, IMEXTableau):
-        raise ValueError("make_imex_stages: expected an IMEXTableau")
+        raise ArgumentTypeError(
+            f"tableau: expected an IMEXTableau, got {type(tableau).__name__}"
+        )
     return _imex_stages(tableau, float(h))
