@@ -39,6 +39,7 @@ __all__ = [
     "gradient_consistency",
     "parse_strategy",
     "solve_with",
+    "strategy_names",
     "torchdiffeq_method",
 ]
 
