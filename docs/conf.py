@@ -142,6 +142,12 @@ sphinx_gallery_conf = {
     "show_memory": False,
     "min_reported_time": 1,
     "abort_on_example_error": False,
+    # the return values of matplotlib calls that end a code block (Text, Legend, ...) are not
+    # results: show no repr of them
+    "ignore_repr_types": r"matplotlib\.",
+    # the computation-times pages load their table scripts from a CDN: the built site must read
+    # offline; each example page still states its total running time
+    "write_computation_times": False,
 }
 
 # -- HTML ------------------------------------------------------------------------------------------

@@ -90,6 +90,8 @@ for i, j in [(2, 2), (2, 5), (5, 2), (5, 5), (4, 4)]:
 ax.set_title("regular taps (grey) and learned sampling points (red)")
 ax.set_xlim(-1.5, 8.5)
 ax.set_ylim(8.5, -1.5)
+ax.set_xlabel("column x (pixels of the 8×8 digit)")
+ax.set_ylabel("row y (pixels)")
 print(f"mean |offset| {offset.abs().mean().item():.3f} px, mask mean {mask.mean().item():.3f}")
 print(f"total time {time.perf_counter() - start:.1f} s")
 
