@@ -124,5 +124,5 @@ print(f"total time {time.perf_counter() - start:.1f} s")
 # seventh of its multiply-adds, the pSConv network a little over half of both. The accuracies
 # of this run, the points each cheaper network gives up against dense and its parameter saving
 # are printed above (and the running time at the end). This is a small, easy data set and a
-# single seed, so differences of a point or two are within the spread between seeds; it shows
-# the trade-off, not the papers' CIFAR numbers.
+# single seed: the printed gaps are one draw, not a mean over seeds; it shows the trade-off, not
+# the papers' CIFAR numbers.
