@@ -102,11 +102,9 @@ print(f"total time {time.perf_counter() - start:.1f} s")
 # Compared with the paper
 # -----------------------
 # ANODE (Gholami et al., 2019) claims O(L) + O(Nt) memory for L blocks of Nt steps against
-# backprop's O(L·Nt), and exact discrete gradients where the adjoint's are not. On this CPU
-# (one run, resident set size, 16 steps per block; the numbers move by a few MB between runs)
-# backprop's peak grows by roughly 65–70 MB per block, about 580 MB at L = 8, while ANODE's grows
-# by a few MB per block, about 180 MB at L = 8 (0.3 of backprop); for one block ANODE costs as much
-# as backprop plus the stored input (ratio about 1.3). Inside a single block, revolve with 4
-# checkpoints and the adjoint cut the peak to about 0.2 and 0.15 of backprop, at about 1.7× and
-# 1.3× its time — the adjoint with the inconsistent gradient shown in
-# :doc:`plot_anode_reproduction`.
+# backprop's O(L·Nt), and exact discrete gradients where the adjoint's are not. The table of the
+# sweep (one run, resident set size, 4 steps of ``rk4`` per block) shows backprop's peak growing
+# linearly in L and ANODE's by a small amount per block; the ratio column is ANODE's share of
+# backprop at each L. The cost table of the single block above gives, from the same run, the
+# peak memory and time of revolve with 4 checkpoints and of the adjoint relative to backprop —
+# the adjoint with the inconsistent gradient shown in :doc:`plot_anode_reproduction`.
