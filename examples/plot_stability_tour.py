@@ -117,7 +117,9 @@ fig, axes = plt.subplots(1, 3, figsize=(13, 4.3), layout="constrained")
 for ax, method in zip(axes, ("euler", "rk4", "ars222")):
     region = analysis.stability_region(method)
     region.plot(ax, spectra=h * eig)
-    ax.plot((h2 * eig).real, (h2 * eig).imag, "x", color="C3", ms=4, label="h₂·λ")
+    # under the dots (zorder), so that the hλ of the network's own step stay visible
+    ax.plot((h2 * eig).real, (h2 * eig).imag, "x", color="C3", ms=4, alpha=0.7, zorder=1.5,
+            label="h₂·λ")
     ax.set_title(f"{method}: real-axis limit {region.real_axis_limit:.2f}")
     ax.legend(fontsize=8, loc="upper left")
 
