@@ -33,7 +33,6 @@ from odenet.analysis._torchdiffeq import Torchdiffeq, torchdiffeq_method
 from odenet.errors import ArgumentError, ArgumentTypeError
 
 __all__ = [
-    "STRATEGIES",
     "GradientConsistencyResult",
     "combine",
     "gradient_consistency",
@@ -59,12 +58,9 @@ def strategy_names() -> tuple[str, ...]:
     return ("backprop", *(n for n in odenet.gradients.STRATEGIES if n != "backprop"))
 
 
-#: The strategy names when :mod:`odenet.analysis` was imported (:func:`strategy_names` is live).
-STRATEGIES = strategy_names()
-
 
 def parse_strategy(spec: object, name: str = "strategies") -> tuple[str, object]:
-    """``(display name, strategy)`` from a name of :data:`STRATEGIES`, ``"revolve:k"`` or an
+    """``(display name, strategy)`` from a name of :func:`strategy_names`, ``"revolve:k"`` or an
     instance.
 
     The strategy is an :class:`odenet.GradientStrategy` instance: odenet's, a torchdiffeq
@@ -306,7 +302,7 @@ def gradient_consistency(
     steps : sequence of int
         Step counts ``Nt`` over ``[t[0], t[-1]]``.
     strategies : sequence
-        Names of :data:`STRATEGIES` (``"revolve:k"`` for ``k`` checkpoints) or
+        Names of :func:`strategy_names` (``"revolve:k"`` for ``k`` checkpoints) or
         :class:`odenet.GradientStrategy` instances. ``"torchdiffeq"`` (its
         ``odeint``, discretize-then-optimize) and ``"torchdiffeq-adjoint"``
         (``odeint_adjoint`` with ``adjoint_params``) run only for methods with a

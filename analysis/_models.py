@@ -32,7 +32,6 @@ __all__ = [
     "DEFAULT_METHODS",
     "DEFAULT_SPEC",
     "FORMS",
-    "MODELS",
     "NORMS",
     "Case",
     "build_case",
@@ -57,9 +56,6 @@ def model_names() -> tuple[str, ...]:
     """
     return (*(op for op in OPERATORS if op != "imex"), "imex")
 
-
-#: The models when :mod:`odenet.analysis` was imported (:func:`model_names` is live).
-MODELS = model_names()
 
 #: Activations by name: the names :func:`odenet.nn.make_activation` resolves (the same mapping,
 #: so every name a specification or the command accepts builds).

@@ -36,7 +36,13 @@ from odenet.analysis._gradients import combine as combine_gradients
 from odenet.analysis._html import adjoint_note
 from odenet.analysis._models import Case, build_case, check_spec
 from odenet.analysis._problems import BUILTIN_PROBLEMS, ODEProblem
-from odenet.analysis._region import StabilityRegion, resolve_method, stability_region
+from odenet.analysis._region import (
+    StabilityRegion,
+    _ray_polys,
+    _trim,
+    resolve_method,
+    stability_region,
+)
 from odenet.analysis._report_figures import (
     order_figures,
     plot_orders,
@@ -730,17 +736,12 @@ def run_order(
 
 
 def _distinct_regions(names: Sequence[str]) -> list[str]:
-    """The first of each group of explicit methods that share one stability polynomial
-    ``R(z) = 1 + Σ_k b·A^(k-1)·1 z^k`` (heun and midpoint, rk4 and rk4_38 draw one region)."""
+    """The first of each group of methods that share one stability function ``R = N / D``
+    (heun and midpoint, rk4 and rk4_38 draw one region)."""
     seen, out = set(), []
     for n in names:
-        tab = odenet.METHODS[n]
-        a, b = np.asarray(tab.a, dtype=float), np.asarray(tab.b, dtype=float)
-        v, coeffs = np.ones(len(b)), []
-        for _ in range(len(b)):
-            coeffs.append(round(float(b @ v), 12))
-            v = a @ v
-        key = tuple(coeffs)
+        num, den = _ray_polys(odenet.METHODS[n], 1.0, 0.0)  # R along z = r, as polynomials in r
+        key = tuple(tuple(np.round(_trim(c / den[0]), 12).tolist()) for c in (num, den))
         if key not in seen:
             seen.add(key)
             out.append(n)

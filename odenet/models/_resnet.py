@@ -130,23 +130,20 @@ def make_operator(
                 + ", ".join(repr(o) for o in OPERATORS)
                 + " (or pass a factory op(channels), or register one with register_operator)"
             )
-        made = _call_factory(OPERATORS[op], channels, {"stencil": stencil, "period": period})
-        if not isinstance(made, nn.Module):
-            raise ArgumentTypeError(
-                f"op: the registered factory of {op!r} returned an object of type "
-                f"{type(made).__name__}; expected an nn.Module operator"
-            )
-        return made
-    if callable(op):
-        made = op(channels)
-        if not isinstance(made, nn.Module):
-            raise ArgumentTypeError(
-                f"op: the factory returned an object of type {type(made).__name__}; expected an "
-                "nn.Module "
-                f"operator on {channels} channels (e.g. odenet.nn.LeanConv2d)"
-            )
-        return made
-    raise ArgumentTypeError(f"op: expected a name or a callable, got {type(op).__name__}")
+        made, what = (
+            _call_factory(OPERATORS[op], channels, {"stencil": stencil, "period": period}),
+            f"the registered factory of {op!r}",
+        )
+    elif callable(op):
+        made, what = op(channels), "the factory"
+    else:
+        raise ArgumentTypeError(f"op: expected a name or a callable, got {type(op).__name__}")
+    if not isinstance(made, nn.Module):
+        raise ArgumentTypeError(
+            f"op: {what} returned an object of type {type(made).__name__}; expected an "
+            f"nn.Module operator on {channels} channels (e.g. odenet.nn.LeanConv2d)"
+        )
+    return made
 
 
 class ODEResNet(nn.Module):
