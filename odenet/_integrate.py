@@ -16,7 +16,8 @@ from odenet.errors import ArgumentError, ArgumentTypeError, UnknownOptionError
 from odenet.gradients._base import GradientStrategy, resolve_gradient
 from odenet.solvers._grid import MAX_NUM_STEPS, time_resolution
 from odenet.solvers._methods import check_implicit, resolve_method
-from odenet.solvers._problem import Problem, State
+from odenet.solvers._problem import Problem, State, concrete
+from odenet.solvers._reversible import ReversibleMethod
 from odenet.solvers._tableau import ButcherTableau, IMEXTableau
 
 __all__ = ["check_signature", "odeint"]
@@ -73,7 +74,20 @@ def _resolve_options(options: Mapping | None, step_size: object) -> dict[str, An
                 raise ArgumentError(
                     f"step_size: expected a scalar, got a tensor of shape {tuple(h.shape)}"
                 )
-            h = h.item()
+            if h.requires_grad:
+                raise ArgumentError(
+                    "step_size: a tensor that requires grad; gradients with respect to the step "
+                    "size are not supported (the number of steps and the landing of the last "
+                    "step depend on it); pass step_size.detach() or a float, or differentiate "
+                    "with respect to the output times t"
+                )
+            v = concrete(h)
+            if v is None:
+                raise ArgumentTypeError(
+                    "step_size: a tensor under torch.compile, whose value cannot be read "
+                    "while tracing; pass a float, or step_size=None with the grid as t"
+                )
+            h = v.item()
         if isinstance(h, bool) or not isinstance(h, (int, float)):
             raise ArgumentTypeError(f"step_size: expected a real number, got {type(h).__name__}")
         h = float(h)
@@ -160,7 +174,8 @@ def _check_y0(y0: object) -> tuple[State, bool]:
                 f"{name}: on device {c.device}, but y0[0] is on {comps[0].device}; "
                 "all components must share one device"
             )
-        if not bool(torch.isfinite(c).all()):
+        v = concrete(c)  # the values behind torch.func wrappers; None under torch.compile
+        if v is not None and not bool(torch.isfinite(v).all()):
             raise ArgumentError(f"{name}: contains non-finite values (nan or inf)")
     return (comps if tuple_state else comps[0]), tuple_state
 
@@ -179,9 +194,12 @@ def _check_t(t: object, device: torch.device) -> Tensor:
         raise ArgumentError(f"t: on device {t.device}, but y0 is on {device}; move t with .to()")
     if t.numel() < 1:
         raise ArgumentError("t: expected at least one time (the initial time), got an empty tensor")
-    if not bool(torch.isfinite(t).all()):
+    v = concrete(t)  # None under torch.compile: nothing is read on the host there
+    if v is None:
+        return t
+    if not bool(torch.isfinite(v).all()):
         raise ArgumentError("t: contains non-finite values (nan or inf)")
-    d = t[1:] - t[:-1]
+    d = v[..., 1:] - v[..., :-1]
     if not (bool((d > 0).all()) or bool((d < 0).all())):
         raise ArgumentError("t: expected strictly increasing or strictly decreasing times")
     return t
@@ -384,7 +402,8 @@ def odeint(
                 f"y0: the implicit operator acts on {channels} channels (dimension -3 of a "
                 f"(B, C, H, W) state), but y0 has shape {tuple(y0.shape)}"
             )
-        if len(t) > 1 and bool(t[1] < t[0]):
+        v = concrete(t)
+        if len(t) > 1 and v is not None and bool((v[..., 1] < v[..., 0]).any()):
             raise ArgumentError(
                 "t: IMEX methods integrate forward in time only (decreasing t would need "
                 "(I - |h| gamma L)^-1, which amplifies and may be singular)"
@@ -398,6 +417,13 @@ def odeint(
     params = _collect_params(func, implicit, params)
     time_dtype = first.real.dtype
     callback_step = _callbacks(func, strategy)
+    if isinstance(tableau, ReversibleMethod):  # leapfrog, alf, reversible_heun: their own loop
+        from odenet.gradients._reversible import solve_reversible
+
+        return solve_reversible(
+            func, y0, t, tableau, strategy, tuple_state=tuple_state, params=params, opts=opts,
+            time_dtype=time_dtype, callback_step=callback_step, event_fn=event_fn,
+        )
     if event_fn is not None:
         from odenet._events import solve_to_event
 

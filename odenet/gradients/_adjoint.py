@@ -9,7 +9,7 @@ from torch import Tensor
 
 from odenet.errors import GradientError, NonFiniteStateError
 from odenet.gradients._common import Backward, Call, CallStrategy, segment_vjp, vjp, zeros_if_none
-from odenet.solvers._problem import Problem, as_state, comps
+from odenet.solvers._problem import Problem, _all_finite, as_state, comps
 from odenet.solvers._stepper import make_imex_stages
 from odenet.solvers._tableau import IMEXTableau
 
@@ -75,12 +75,15 @@ class Adjoint(CallStrategy):
     """
 
     name = "adjoint"
+    discrete = False
 
 
 class _AdjointFunction(torch.autograd.Function):
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, call: Call, t: Tensor, *inputs: Tensor):
-        stacked = comps(call.problem.stack(call.sweep()))
+    def forward(call: Call, t: Tensor, *inputs: Tensor):
+        stacked = comps(call.problem.stack(call.sweep(y0=inputs[: call.m])))
         if call.drew_random_numbers():
             raise GradientError(
                 "gradient='adjoint': func draws random numbers (e.g. dropout in training "
@@ -89,8 +92,12 @@ class _AdjointFunction(torch.autograd.Function):
                 "eval mode (module.eval()), or use gradient='anode' or 'revolve', which replay "
                 "the random draws exactly"
             )
-        Backward.save(ctx, call, inputs, stacked, y0=False)
         return stacked
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        call, _, *ins = inputs
+        Backward.save(ctx, call, ins, output, y0=False)
 
     @staticmethod
     def backward(ctx, *grads: Tensor):
@@ -172,7 +179,7 @@ def _explicit_adjoint(b: Backward, grads, a, ath):
 
 def _check_finite(p: Problem, k: int, z: Sequence[Tensor]) -> None:
     """Raise when the reverse solve over output interval ``k`` produced NaN or inf."""
-    if all(bool(torch.isfinite(c).all()) for c in z):
+    if _all_finite(z):
         return
     t0, t1 = p.grid[p.out_index[k - 1]], p.grid[p.out_index[k]]
     raise NonFiniteStateError(

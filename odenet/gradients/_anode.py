@@ -5,7 +5,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from odenet.gradients._common import Backward, Call, CallStrategy, Replay, segment_vjp, vjp
+from odenet.gradients._common import (
+    Backward,
+    Call,
+    CallStrategy,
+    Replay,
+    builds_graph,
+    segment_vjp,
+    vjp,
+)
 from odenet.solvers._problem import State, as_state, comps
 
 __all__ = ["ANODE"]
@@ -41,7 +49,12 @@ class ANODE(CallStrategy):
     * tensors that require grad but reach ``func`` only through a closure are
       detected on the first step and refused with a
       :class:`~odenet.errors.GradientError` (pass them with ``params=``);
-    * under :func:`torch.no_grad` nothing is stored and nothing recomputed.
+    * under :func:`torch.no_grad` nothing is stored and nothing recomputed;
+    * :mod:`torch.func` transforms work through it: ``vmap`` (the forward pass runs
+      batched), reverse mode (``grad``, ``vjp``, ``jacrev``; the backward pass then
+      recomputes the whole call from ``y0`` with graph, as for double backward, because
+      a transform's backward pass cannot start from fresh leaves) and forward mode
+      (``jvp``, ``jacfwd``, ``hessian``: the steps are differentiated directly).
 
     Cost: one extra forward evaluation of every step in the backward pass.
 
@@ -62,11 +75,14 @@ class ANODE(CallStrategy):
     """
 
     name = "anode"
+    func_transforms = True
 
 
 class _ANODEFunction(torch.autograd.Function):
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, call: Call, t: Tensor, *inputs: Tensor):
+    def forward(call: Call, t: Tensor, *inputs: Tensor):
         p = call.problem
         starts = set(p.out_index[1:-1])  # interval starts after the first
         replays: dict[int, Replay] = {0: call.start}
@@ -74,16 +90,21 @@ class _ANODEFunction(torch.autograd.Function):
         def mark(n: int, y: State) -> None:
             replays[n] = call.replay()
 
-        stacked = comps(p.stack(call.sweep(starts, mark)))
-        Backward.save(ctx, call, inputs, stacked, t=t)
-        ctx.replays = replays
+        stacked = comps(p.stack(call.sweep(starts, mark, y0=inputs[: call.m])))
+        call.saved = replays
         return stacked
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        call, t, *ins = inputs
+        Backward.save(ctx, call, ins, output, t=t)
+        ctx.replays = call.saved
 
     @staticmethod
     def backward(ctx, *grads: Tensor):
         b = Backward(ctx, double_backward=True)
         with b.guard():
-            if torch.is_grad_enabled():
+            if builds_graph(ctx) or ctx.grad_levels:  # torch.func needs no fresh leaves
                 gy = _backward_create_graph(b, ctx.replays, grads)
             else:
                 gy = _backward_intervals(b, ctx.replays, grads)

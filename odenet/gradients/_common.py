@@ -40,8 +40,10 @@ __all__ = [
     "ParamGrads",
     "Replay",
     "as_state",
+    "builds_graph",
     "closure_error",
     "comps",
+    "forward_mode_active",
     "grad_guard",
     "refuse_double_backward",
     "segment_vjp",
@@ -158,9 +160,29 @@ def grad_guard(device: torch.device, buffers: Sequence[Tensor]) -> Iterator[None
         _assign(buffers, values)
 
 
-def refuse_double_backward(name: str) -> None:
+def _grad_levels() -> int:
+    """The number of :mod:`torch.func` reverse-mode transforms (grad, vjp, jacrev) under way."""
+    from torch._C._functorch import TransformType
+    from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
+
+    return sum(i.key() == TransformType.Grad for i in retrieve_all_functorch_interpreters())
+
+
+def builds_graph(ctx) -> bool:
+    """Whether a Function's backward pass must itself be differentiable.
+
+    In plain autograd: when grad mode is on in the backward pass (``create_graph=True``).
+    Under :mod:`torch.func`, whose transforms always run backward passes with grad mode on,
+    when the forward pass ran under more than one reverse-mode transform (``jacrev`` of
+    ``jacrev``, ``grad`` of ``grad``): the outer ones differentiate the inner one's backward.
+    """
+    levels = getattr(ctx, "grad_levels", 0)
+    return levels > 1 if levels else torch.is_grad_enabled()
+
+
+def refuse_double_backward(name: str, ctx=None) -> None:
     """Raise :class:`GradientError` when a backward pass is asked to build a graph."""
-    if torch.is_grad_enabled():
+    if builds_graph(ctx) if ctx is not None else torch.is_grad_enabled():
         raise GradientError(
             f"gradient={name!r} cannot differentiate its own backward pass (create_graph=True, "
             "double backward, Hessian-vector products); use gradient='backprop' or "
@@ -338,6 +360,9 @@ class Call:
         self.buffers = _buffers_of(_modules_of(problem.func, problem.implicit))
         self.start = self.replay()
         self.y1 = self._first_step()
+        #: What the Function's ``forward`` leaves for its ``setup_context`` (``forward`` has
+        #: no ``ctx`` in the style :mod:`torch.func` needs).
+        self.saved: object = None
         self.needs_grad = (
             any(c.requires_grad for c in comps(y0))
             or any(p.requires_grad for p in problem.params)
@@ -385,16 +410,27 @@ class Call:
         self,
         marks: Collection[int] = (),
         on_mark: Callable[[int, State], None] | None = None,
+        y0: Sequence[Tensor] | None = None,
     ) -> list[State]:
         """:meth:`Problem.solve` without graph from the first step; the outputs.
 
         ``on_mark(n, y)`` sees the state at every position ``n`` in ``marks``
         (``1 <= n < Nt``) before step ``n`` runs. The first step is consumed: a stored
         call keeps no extra state.
+
+        ``y0`` (components) is the initial state as a Function's ``forward`` received it.
+        Under :mod:`torch.func` transforms that is not the tensor the call began with (a
+        transform unwraps it) and the first step cannot be reused: the solve then starts
+        from ``y0`` with the random state and buffers of the call's start replayed, and
+        ``on_mark`` may see position 0.
         """
         first, self.y1 = self.y1, None
+        start = self.y0
+        if y0 is not None and any(a is not b for a, b in zip(y0, comps(self.y0))):
+            first, start = None, as_state(tuple(y0), self.problem.tuple_state)
+            self.start.restore()
         with torch.no_grad():
-            return self.problem.solve(self.y0, first=first, marks=marks, on_mark=on_mark)
+            return self.problem.solve(start, first=first, marks=marks, on_mark=on_mark)
 
 
 def zeros_if_none(g: Tensor | None, like: Tensor) -> Tensor:
@@ -428,7 +464,7 @@ class Backward:
     def __init__(self, ctx, *, double_backward: bool = False):
         call: Call = ctx.call
         if not double_backward:
-            refuse_double_backward(call.name)
+            refuse_double_backward(call.name, ctx)
         self.call, self.problem, self.m = call, call.problem, call.m
         has_t, has_y0, n_stacked = ctx.layout
         saved = list(ctx.saved_tensors)
@@ -456,6 +492,7 @@ class Backward:
         """Store the call, ``t`` (when given), ``inputs`` (``y0`` only when ``y0``) and
         the stacked outputs for the backward pass."""
         ctx.call = call
+        ctx.grad_levels = _grad_levels()
         ctx.layout = (t is not None, y0, len(stacked))
         kept = inputs if y0 else inputs[call.m :]
         ctx.save_for_backward(*(() if t is None else (t,)), *kept, *stacked)
@@ -484,22 +521,82 @@ class Backward:
         return (None, gt, *gy, *self.params.result())
 
 
+def forward_mode_active(tensors: Sequence[Tensor] = ()) -> bool:
+    """Whether forward-mode differentiation is under way: a :func:`torch.func.jvp`,
+    :func:`~torch.func.jacfwd` or :func:`~torch.func.hessian` transform, or a dual level of
+    :mod:`torch.autograd.forward_ad` in which one of ``tensors`` carries a tangent.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from odenet.gradients._common import forward_mode_active
+    >>> forward_mode_active()
+    False
+    >>> torch.func.jvp(lambda x: torch.tensor(forward_mode_active()), (torch.ones(1),),
+    ...                (torch.ones(1),))[0]
+    tensor(True)
+    """
+    from torch._C._functorch import TransformType
+    from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
+
+    if any(i.key() == TransformType.Jvp for i in retrieve_all_functorch_interpreters()):
+        return True
+    if torch.autograd.forward_ad._current_level < 0:
+        return False
+    unpack = torch.autograd.forward_ad.unpack_dual
+    return any(unpack(x).tangent is not None for x in tensors)
+
+
 class CallStrategy(GradientStrategy):
     """A strategy whose gradient comes from a custom autograd Function over one :class:`Call`.
 
     Under :func:`torch.no_grad` (or when nothing requires grad) the problem is simply solved:
     nothing is stored and nothing recomputed. Otherwise the first step is checked by
     :class:`Call` and :attr:`function` is applied as ``function.apply(call, t, *y0, *params)``;
-    subclasses set :attr:`function` only (a Function built on :class:`Backward`).
+    subclasses set :attr:`function` only (a Function built on :class:`Backward`, in the
+    ``forward`` + ``setup_context`` style that :mod:`torch.func` transforms need).
+
+    Forward-mode differentiation (:func:`torch.func.jvp`, :func:`~torch.func.jacfwd`,
+    :func:`~torch.func.hessian`, :mod:`torch.autograd.forward_ad`): a strategy whose
+    derivatives are those of the discrete solve (:attr:`discrete` true) differentiates the
+    steps themselves, as :class:`~odenet.Backprop` does (forward mode stores no graph); one
+    that is not (the continuous adjoint) is refused with a
+    :class:`~odenet.errors.GradientError`.
     """
 
     function: ClassVar[type[torch.autograd.Function]]
+    #: Whether :attr:`function`'s backward pass works under the reverse-mode transforms of
+    #: :mod:`torch.func` (``grad``, ``vjp``, ``jacrev``), which forbid fresh leaves
+    #: (``requires_grad_``) in it; when false, those transforms are refused with a
+    #: :class:`~odenet.errors.GradientError` naming the strategy.
+    func_transforms: ClassVar[bool] = False
+    #: Whether the strategy's gradients are those of the discrete solve (then forward-mode
+    #: differentiation goes through the steps).
+    discrete: ClassVar[bool] = True
 
     def solve(self, problem: Problem, y0: State) -> State:
         if not torch.is_grad_enabled():
             return problem.stack(problem.solve(y0))
+        if forward_mode_active((*comps(y0), problem.t, *problem.params)):
+            if not self.discrete:
+                raise GradientError(
+                    f"gradient={self.name or type(self).__name__!r} does not support forward-mode "
+                    "differentiation (torch.func.jvp, jacfwd, hessian, torch.autograd.forward_ad): "
+                    "its gradient comes from a reverse-time solve, not from the steps; use "
+                    "gradient='anode', 'revolve' or 'backprop' (exact derivatives of the discrete "
+                    "solve), or reverse mode (torch.func.vjp, jacrev, grad)"
+                )
+            return problem.stack(problem.solve(y0))
         call = Call(problem, y0, self)
         if not call.needs_grad:
             return problem.stack(call.sweep())
+        if not self.func_transforms and _grad_levels():
+            raise GradientError(
+                f"gradient={self.name or type(self).__name__!r} does not support the reverse-mode "
+                "transforms of torch.func (grad, vjp, jacrev, hessian): its backward pass "
+                "differentiates recomputed pieces of the solve from fresh leaves, which those "
+                "transforms forbid; use gradient='anode' or 'backprop' (the same discrete "
+                "gradients), or torch.autograd.grad / .backward()"
+            )
         out = self.function.apply(call, problem.t, *comps(y0), *problem.params)
         return as_state(out, problem.tuple_state)

@@ -236,8 +236,10 @@ def _prefix(actions: list[tuple]) -> tuple[list[int], int]:
 
 
 class _RevolveFunction(torch.autograd.Function):
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, call: Call, t: Tensor, *inputs: Tensor):
+    def forward(call: Call, t: Tensor, *inputs: Tensor):
         p = call.problem
         nt = p.num_steps
         actions = list(binomial_schedule(nt, call.strategy.snapshots(nt)))
@@ -249,15 +251,18 @@ class _RevolveFunction(torch.autograd.Function):
         def mark(n: int, y: State) -> None:
             snaps[n] = (y, call.replay())
 
-        stacked = comps(p.stack(call.sweep(marks, mark)))
+        stacked = comps(p.stack(call.sweep(marks, mark, y0=inputs[: call.m])))
         work = snaps[nt - 1]
         if nt - 1 not in stores:
             del snaps[nt - 1]
-        Backward.save(ctx, call, inputs)
-        ctx.snaps = snaps
-        ctx.work = work
-        ctx.actions = actions[first:]
+        call.saved = (snaps, work, actions[first:])
         return stacked
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        call, _, *ins = inputs
+        Backward.save(ctx, call, ins)
+        ctx.snaps, ctx.work, ctx.actions = call.saved
 
     @staticmethod
     def backward(ctx, *grads: Tensor):

@@ -17,12 +17,22 @@ from collections.abc import Callable, Collection, Sequence
 import torch
 from torch import Tensor
 
-from odenet.errors import FunctionOutputError, NonFiniteStateError
+from odenet.errors import ArgumentError, FunctionOutputError, NonFiniteStateError
 from odenet.solvers._grid import MAX_NUM_STEPS, Grid, build_grid, time_resolution
 from odenet.solvers._stepper import StepFn, make_step
 from odenet.solvers._tableau import ButcherTableau, IMEXTableau
 
-__all__ = ["Problem", "State", "as_state", "build_grid", "comps", "detach_state"]
+__all__ = [
+    "Problem",
+    "State",
+    "as_state",
+    "build_grid",
+    "comps",
+    "concrete",
+    "detach_state",
+    "host_times",
+    "is_compiling",
+]
 
 State = Tensor | tuple[Tensor, ...]
 
@@ -61,10 +71,84 @@ def _check_output(out: object, y: State, tuple_state: bool) -> None:
                 )
 
 
+def is_compiling() -> bool:
+    """Whether the code runs under :func:`torch.compile` (traced by dynamo): no host reads.
+
+    Examples
+    --------
+    >>> from odenet.solvers._problem import is_compiling
+    >>> is_compiling()
+    False
+    """
+    return bool(torch.compiler.is_compiling())
+
+
+def concrete(x: Tensor) -> Tensor | None:
+    """The plain tensor holding ``x``'s values, for checks that read them on the host.
+
+    Under :mod:`torch.func` transforms a tensor is a wrapper (a batched tensor under
+    :func:`~torch.func.vmap`, a gradient-tracking one under :func:`~torch.func.grad`)
+    whose values cannot steer Python control flow; the tensor it wraps can (under
+    ``vmap`` it holds every sample, so ``concrete(x).isfinite().all()`` checks them
+    all). ``None`` under :func:`torch.compile`, where nothing may be read on the host.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from odenet.solvers._problem import concrete
+    >>> def f(y):
+    ...     assert concrete(y).shape == (3, 2)  # the whole batch
+    ...     return y
+    >>> torch.func.vmap(f)(torch.zeros(3, 2)).shape
+    torch.Size([3, 2])
+    """
+    if is_compiling():
+        return None
+    fn = torch._C._functorch
+    x = x.detach()
+    while fn.is_functorch_wrapped_tensor(x):
+        x = fn.get_unwrapped(x)
+    return x
+
+
+def _batched(x: Tensor) -> bool:
+    fn = torch._C._functorch
+    while fn.is_functorch_wrapped_tensor(x):
+        if fn.is_batchedtensor(x):
+            return True
+        x = fn.get_unwrapped(x)
+    return False
+
+
+def host_times(t: Tensor) -> list[float]:
+    """The values of the output times ``t`` as Python floats (the grid is built from them).
+
+    Raises :class:`~odenet.errors.ArgumentError` when ``t`` is batched by
+    :func:`torch.func.vmap` (every sample would need its own grid).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from odenet.solvers._problem import host_times
+    >>> host_times(torch.tensor([0.0, 0.5]))
+    [0.0, 0.5]
+    """
+    if _batched(t):
+        raise ArgumentError(
+            "t: batched by torch.func.vmap; the step grid is built from t's values, so every "
+            "sample would need its own grid. vmap over y0 or the parameters and pass one t "
+            "(in_dims=None for t), or loop over the time grids"
+        )
+    return concrete(t).tolist()
+
+
 def _all_finite(y: State) -> bool:
-    if isinstance(y, Tensor):
-        return bool(torch.isfinite(y).all())
-    return all(bool(torch.isfinite(c).all()) for c in y)
+    """Whether every component is finite (every sample under ``vmap``; True under compile)."""
+    for c in comps(y):
+        v = concrete(c)
+        if v is not None and not bool(torch.isfinite(v).all()):
+            return False
+    return True
 
 
 def comps(y: State) -> tuple[Tensor, ...]:
@@ -196,8 +280,9 @@ class Problem:
         self.time_dtype = t.dtype if time_dtype is None else time_dtype
         self.perturb = bool(perturb)
         self.callback_step = callback_step
+        times = host_times(t)
         self.grid = Grid(
-            t.tolist(),
+            times,
             self.step_size,
             eps=time_resolution(t.dtype),
             points=grid_points,
@@ -205,7 +290,7 @@ class Problem:
         )
         self.out_index = self.grid.out_index
         self.step_sizes = self.grid.sizes
-        self.direction = 1.0 if len(t) < 2 or bool(t[-1] > t[0]) else -1.0
+        self.direction = 1.0 if len(times) < 2 or times[-1] > times[0] else -1.0
         self._c = torch.tensor(tableau.c.tolist(), dtype=torch.float64)
         self._c_list = [float(c) for c in tableau.c]
         self._fns: OrderedDict[float, StepFn] = OrderedDict()
