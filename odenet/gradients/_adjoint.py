@@ -79,8 +79,6 @@ class Adjoint(CallStrategy):
 
 
 class _AdjointFunction(torch.autograd.Function):
-    generate_vmap_rule = True
-
     @staticmethod
     def forward(call: Call, t: Tensor, *inputs: Tensor):
         stacked = comps(call.problem.stack(call.sweep(y0=inputs[: call.m])))

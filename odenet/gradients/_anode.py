@@ -50,11 +50,10 @@ class ANODE(CallStrategy):
       detected on the first step and refused with a
       :class:`~odenet.errors.GradientError` (pass them with ``params=``);
     * under :func:`torch.no_grad` nothing is stored and nothing recomputed;
-    * :mod:`torch.func` transforms work through it: ``vmap`` (the forward pass runs
-      batched), reverse mode (``grad``, ``vjp``, ``jacrev``; the backward pass then
-      recomputes the whole call from ``y0`` with graph, as for double backward, because
-      a transform's backward pass cannot start from fresh leaves) and forward mode
-      (``jvp``, ``jacfwd``, ``hessian``: the steps are differentiated directly).
+    * :mod:`torch.func` transforms work through it: ``vmap`` runs the forward pass
+      batched; the differentiating transforms (``grad``, ``vjp``, ``jacrev``, ``jvp``,
+      ``jacfwd``, ``hessian``) differentiate the steps directly (the same derivatives,
+      backprop's memory; see :class:`~odenet.gradients._common.CallStrategy`).
 
     Cost: one extra forward evaluation of every step in the backward pass.
 
@@ -75,12 +74,9 @@ class ANODE(CallStrategy):
     """
 
     name = "anode"
-    func_transforms = True
 
 
 class _ANODEFunction(torch.autograd.Function):
-    generate_vmap_rule = True
-
     @staticmethod
     def forward(call: Call, t: Tensor, *inputs: Tensor):
         p = call.problem
@@ -104,7 +100,7 @@ class _ANODEFunction(torch.autograd.Function):
     def backward(ctx, *grads: Tensor):
         b = Backward(ctx, double_backward=True)
         with b.guard():
-            if builds_graph(ctx) or ctx.grad_levels:  # torch.func needs no fresh leaves
+            if builds_graph(ctx):
                 gy = _backward_create_graph(b, ctx.replays, grads)
             else:
                 gy = _backward_intervals(b, ctx.replays, grads)

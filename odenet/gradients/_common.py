@@ -44,6 +44,7 @@ __all__ = [
     "closure_error",
     "comps",
     "forward_mode_active",
+    "func_transform_active",
     "grad_guard",
     "refuse_double_backward",
     "segment_vjp",
@@ -166,6 +167,22 @@ def _grad_levels() -> int:
     from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
 
     return sum(i.key() == TransformType.Grad for i in retrieve_all_functorch_interpreters())
+
+
+def func_transform_active() -> bool:
+    """Whether a :mod:`torch.func` transform (``vmap``, ``grad``, ``jacrev``, ...) is under way.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from odenet.gradients._common import func_transform_active
+    >>> func_transform_active(), bool(torch.func.vmap(
+    ...     lambda x: torch.tensor(func_transform_active()))(torch.ones(2)).all())
+    (False, True)
+    """
+    from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
+
+    return bool(retrieve_all_functorch_interpreters())
 
 
 def builds_graph(ctx) -> bool:
@@ -556,47 +573,51 @@ class CallStrategy(GradientStrategy):
     subclasses set :attr:`function` only (a Function built on :class:`Backward`, in the
     ``forward`` + ``setup_context`` style that :mod:`torch.func` transforms need).
 
-    Forward-mode differentiation (:func:`torch.func.jvp`, :func:`~torch.func.jacfwd`,
-    :func:`~torch.func.hessian`, :mod:`torch.autograd.forward_ad`): a strategy whose
+    :mod:`torch.func` transforms (``vmap``, ``grad``, ``vjp``, ``jacrev``, ``jvp``,
+    ``jacfwd``, ``hessian``) and :mod:`torch.autograd.forward_ad`: a transform's backward
+    pass may neither start from fresh leaves (``requires_grad_``) nor see the tensors
+    ``func`` closes over at the transform's level, so under them a strategy whose
     derivatives are those of the discrete solve (:attr:`discrete` true) differentiates the
-    steps themselves, as :class:`~odenet.Backprop` does (forward mode stores no graph); one
-    that is not (the continuous adjoint) is refused with a
-    :class:`~odenet.errors.GradientError`.
+    steps themselves, as :class:`~odenet.Backprop` does: the same derivatives (to
+    round-off), with backprop's memory. One that is not (the continuous adjoint) solves
+    without gradients (``vmap`` of a forward pass) and refuses gradients under the
+    transforms with a :class:`~odenet.errors.GradientError` naming it.
     """
 
     function: ClassVar[type[torch.autograd.Function]]
-    #: Whether :attr:`function`'s backward pass works under the reverse-mode transforms of
-    #: :mod:`torch.func` (``grad``, ``vjp``, ``jacrev``), which forbid fresh leaves
-    #: (``requires_grad_``) in it; when false, those transforms are refused with a
-    #: :class:`~odenet.errors.GradientError` naming the strategy.
-    func_transforms: ClassVar[bool] = False
-    #: Whether the strategy's gradients are those of the discrete solve (then forward-mode
-    #: differentiation goes through the steps).
+    #: Whether the strategy's gradients are those of the discrete solve (then the
+    #: :mod:`torch.func` transforms and forward mode differentiate the steps themselves).
     discrete: ClassVar[bool] = True
 
     def solve(self, problem: Problem, y0: State) -> State:
         if not torch.is_grad_enabled():
             return problem.stack(problem.solve(y0))
-        if forward_mode_active((*comps(y0), problem.t, *problem.params)):
-            if not self.discrete:
-                raise GradientError(
-                    f"gradient={self.name or type(self).__name__!r} does not support forward-mode "
-                    "differentiation (torch.func.jvp, jacfwd, hessian, torch.autograd.forward_ad): "
-                    "its gradient comes from a reverse-time solve, not from the steps; use "
-                    "gradient='anode', 'revolve' or 'backprop' (exact derivatives of the discrete "
-                    "solve), or reverse mode (torch.func.vjp, jacrev, grad)"
-                )
-            return problem.stack(problem.solve(y0))
+        if func_transform_active() or forward_mode_active(
+            (*comps(y0), problem.t, *problem.params)
+        ):
+            return self._through_steps(problem, y0)
         call = Call(problem, y0, self)
         if not call.needs_grad:
             return problem.stack(call.sweep())
-        if not self.func_transforms and _grad_levels():
-            raise GradientError(
-                f"gradient={self.name or type(self).__name__!r} does not support the reverse-mode "
-                "transforms of torch.func (grad, vjp, jacrev, hessian): its backward pass "
-                "differentiates recomputed pieces of the solve from fresh leaves, which those "
-                "transforms forbid; use gradient='anode' or 'backprop' (the same discrete "
-                "gradients), or torch.autograd.grad / .backward()"
-            )
         out = self.function.apply(call, problem.t, *comps(y0), *problem.params)
         return as_state(out, problem.tuple_state)
+
+    def _through_steps(self, problem: Problem, y0: State) -> State:
+        """Under torch.func / forward mode: differentiate the steps (discrete strategies)."""
+        needs = (
+            any(c.requires_grad for c in comps(y0))
+            or any(p.requires_grad for p in problem.params)
+            or problem.t_requires_grad
+            or _grad_levels() > 0
+            or forward_mode_active((*comps(y0), problem.t, *problem.params))
+        )
+        if needs and not self.discrete:
+            raise GradientError(
+                f"gradient={self.name or type(self).__name__!r} does not support gradients "
+                "under the transforms of torch.func (grad, vjp, jacrev, jvp, jacfwd, hessian; "
+                "vmap followed by backward) or forward-mode AD: its gradient comes from a "
+                "reverse-time solve, not from the steps; use a discretize-then-optimize "
+                "strategy (gradient='anode', 'revolve' or 'backprop'), or torch.autograd.grad "
+                "/ .backward() without transforms for the adjoint's gradient"
+            )
+        return problem.stack(problem.solve(y0))

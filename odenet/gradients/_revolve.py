@@ -236,8 +236,6 @@ def _prefix(actions: list[tuple]) -> tuple[list[int], int]:
 
 
 class _RevolveFunction(torch.autograd.Function):
-    generate_vmap_rule = True
-
     @staticmethod
     def forward(call: Call, t: Tensor, *inputs: Tensor):
         p = call.problem
