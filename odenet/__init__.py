@@ -16,7 +16,7 @@ torch.Size([2, 3])
 
 from odenet import compat, errors, gradients, linear, models, nn, solvers
 from odenet._integrate import odeint
-from odenet.gradients import ANODE, Adjoint, Backprop, GradientStrategy, Revolve
+from odenet.gradients import ANODE, Adjoint, Backprop, GradientStrategy, Reversible, Revolve
 from odenet.solvers import METHODS, ButcherTableau, IMEXTableau
 
 __version__ = "0.1.0"
@@ -40,6 +40,7 @@ __all__ = [
     "ButcherTableau",
     "GradientStrategy",
     "IMEXTableau",
+    "Reversible",
     "Revolve",
     "compat",
     "errors",

@@ -9,6 +9,7 @@ from odenet.gradients._base import (
     resolve_gradient,
     strategy_names,
 )
+from odenet.gradients._reversible import ReconstructionWarning, Reversible
 from odenet.gradients._revolve import Revolve, binomial_advances, binomial_schedule
 
 __all__ = [
@@ -17,6 +18,8 @@ __all__ = [
     "Adjoint",
     "Backprop",
     "GradientStrategy",
+    "ReconstructionWarning",
+    "Reversible",
     "Revolve",
     "binomial_advances",
     "binomial_schedule",

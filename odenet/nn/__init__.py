@@ -3,7 +3,7 @@
 Operators (each a :class:`ConvOperator` with ``.adjoint``): :class:`LeanConv2d`
 (1×1 + depthwise stencil), :class:`SparseConv2d` (pre-defined sparse kernels,
 pSConv), :class:`DeformConv2d` (DCN v1/v2), :class:`DenseConv2d` (the baseline).
-Right-hand sides: :class:`ResidualRHS`, :class:`ParabolicRHS`. Layers:
+Right-hand sides: :class:`ResidualRHS`, :class:`ParabolicRHS`, :class:`HamiltonianRHS`. Layers:
 :class:`ODEBlock`, :class:`IMEXBlock`.
 """
 
@@ -12,6 +12,7 @@ from odenet.nn._base import ConvOperator
 from odenet.nn._block import ODEBlock
 from odenet.nn._deform import DeformConv2d
 from odenet.nn._dense import DenseConv2d
+from odenet.nn._hamiltonian import HamiltonianRHS
 from odenet.nn._imex import IMEXBlock
 from odenet.nn._lean import LeanConv2d
 from odenet.nn._rhs import (
@@ -31,6 +32,7 @@ __all__ = [
     "ConvOperator",
     "DeformConv2d",
     "DenseConv2d",
+    "HamiltonianRHS",
     "IMEXBlock",
     "LeanConv2d",
     "ODEBlock",

@@ -5,22 +5,36 @@ from odenet.solvers._methods import (
     EXPLICIT_METHODS,
     IMEX_METHODS,
     METHODS,
+    REVERSIBLE_METHODS,
     check_implicit,
     method_names,
     resolve_method,
 )
 from odenet.solvers._problem import Problem, State, build_grid, detach_state
+from odenet.solvers._reversible import (
+    ALF,
+    Leapfrog,
+    ReversibleHeun,
+    ReversibleMethod,
+    ReversibleProblem,
+)
 from odenet.solvers._stepper import StepFn, make_step
 from odenet.solvers._tableau import ButcherTableau, IMEXTableau
 
 __all__ = [
+    "ALF",
     "EXPLICIT_METHODS",
     "IMEX_METHODS",
     "METHODS",
+    "REVERSIBLE_METHODS",
     "ButcherTableau",
     "Grid",
     "IMEXTableau",
+    "Leapfrog",
     "Problem",
+    "ReversibleHeun",
+    "ReversibleMethod",
+    "ReversibleProblem",
     "State",
     "StepFn",
     "build_grid",

@@ -6,12 +6,14 @@ import math
 from types import MappingProxyType
 
 from odenet.errors import ArgumentError, ArgumentTypeError, UnknownMethodError
+from odenet.solvers._reversible import REVERSIBLE, ReversibleMethod
 from odenet.solvers._tableau import ButcherTableau, IMEXTableau
 
 __all__ = [
     "EXPLICIT_METHODS",
     "IMEX_METHODS",
     "METHODS",
+    "REVERSIBLE_METHODS",
     "check_implicit",
     "method_names",
     "resolve_method",
@@ -122,7 +124,13 @@ IMEX_METHODS: tuple[str, ...] = tuple(
     n for n, tab in METHODS.items() if isinstance(tab, IMEXTableau)
 )
 
-_KINDS = {None: tuple(METHODS), "explicit": EXPLICIT_METHODS, "imex": IMEX_METHODS}
+#: The reversible methods by name (:class:`~odenet.solvers.ReversibleMethod`, paired with
+#: ``gradient="reversible"``), apart from :data:`METHODS`: they are not Runge–Kutta tableaux and
+#: run in their own loop. :func:`resolve_method` resolves their names like those of METHODS.
+REVERSIBLE_METHODS = MappingProxyType({m.name: m for m in REVERSIBLE})
+
+_KINDS = {None: tuple(METHODS), "explicit": EXPLICIT_METHODS, "imex": IMEX_METHODS,
+          "reversible": tuple(REVERSIBLE_METHODS)}
 
 
 def method_names(kind: str | None = None) -> str:
@@ -130,7 +138,7 @@ def method_names(kind: str | None = None) -> str:
 
     Parameters
     ----------
-    kind : {None, "explicit", "imex"}
+    kind : {None, "explicit", "imex", "reversible"}
         Every method, the explicit ones or the IMEX pairs.
 
     Returns
@@ -144,7 +152,9 @@ def method_names(kind: str | None = None) -> str:
     "'imex_euler', 'ars222', 'ars443'"
     """
     if kind not in _KINDS:
-        raise ArgumentError(f"kind: expected None, 'explicit' or 'imex', got {kind!r}")
+        raise ArgumentError(
+            f"kind: expected None, 'explicit', 'imex' or 'reversible', got {kind!r}"
+        )
     return ", ".join(repr(n) for n in _KINDS[kind])
 
 
@@ -163,11 +173,12 @@ def resolve_method(
 
     Parameters
     ----------
-    method : str, ButcherTableau or IMEXTableau
-        A key of :data:`METHODS` or a tableau (returned as is).
+    method : str, ButcherTableau, IMEXTableau or ReversibleMethod
+        A key of :data:`METHODS` or of :data:`REVERSIBLE_METHODS`, or a method object
+        (returned as is).
     name : str, default "method"
         The argument's name in error messages.
-    kind : {None, "explicit", "imex"}
+    kind : {None, "explicit", "imex", "reversible"}
         Restrict to explicit tableaux or to IMEX pairs (an :class:`~odenet.errors.ArgumentError`
         names the accepted ones otherwise).
     explicit_only : bool, default True
@@ -201,19 +212,24 @@ def resolve_method(
     method: 'rk4' is not an IMEX scheme
     """
     if kind not in _KINDS:
-        raise ArgumentError(f"kind: expected None, 'explicit' or 'imex', got {kind!r}")
-    if isinstance(method, str):
+        raise ArgumentError(
+            f"kind: expected None, 'explicit', 'imex' or 'reversible', got {kind!r}"
+        )
+    if isinstance(method, str) and method in REVERSIBLE_METHODS:
+        tableau = REVERSIBLE_METHODS[method]
+    elif isinstance(method, str):
         if method not in METHODS:
             which = {None: "valid methods", "explicit": "the explicit methods",
-                     "imex": "the IMEX schemes"}[kind]
+                     "imex": "the IMEX schemes", "reversible": "the reversible methods"}[kind]
             tableaux = {None: "a ButcherTableau / IMEXTableau", "explicit": "a ButcherTableau",
-                        "imex": "an IMEXTableau"}[kind]
+                        "imex": "an IMEXTableau", "reversible": "a ReversibleMethod"}[kind]
+            more = f"; reversible methods: {method_names('reversible')}" if kind is None else ""
             raise UnknownMethodError(
                 f"{name}: unknown method {method!r}; {which} are {method_names(kind)} "
-                f"(or pass {tableaux})"
+                f"(or pass {tableaux}){more}"
             )
         tableau = METHODS[method]
-    elif isinstance(method, (ButcherTableau, IMEXTableau)):
+    elif isinstance(method, (ButcherTableau, IMEXTableau, ReversibleMethod)):
         tableau = method
     else:
         raise ArgumentTypeError(
@@ -227,9 +243,15 @@ def resolve_method(
             "or an IMEXTableau"
         )
     if kind == "explicit" and not isinstance(tableau, ButcherTableau):
+        what = "a reversible method" if isinstance(tableau, ReversibleMethod) else "an IMEX scheme"
         raise ArgumentError(
-            f"{name}: {label!r} is an IMEX scheme; expected an explicit method "
+            f"{name}: {label!r} is {what}; expected an explicit method "
             f"({method_names('explicit')}) or a ButcherTableau"
+        )
+    if kind == "reversible" and not isinstance(tableau, ReversibleMethod):
+        raise ArgumentError(
+            f"{name}: {label!r} is not a reversible method; expected one of "
+            f"{method_names('reversible')} or a ReversibleMethod"
         )
     if explicit_only and isinstance(tableau, ButcherTableau) and not tableau.is_explicit:
         raise ArgumentError(
