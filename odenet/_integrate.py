@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from odenet.errors import ArgumentError, ArgumentTypeError, UnknownOptionError
 from odenet.gradients._base import GradientStrategy, resolve_gradient
+from odenet.solvers._adaptive import adaptive_tableau, odeint_adaptive
 from odenet.solvers._grid import MAX_NUM_STEPS, time_resolution
 from odenet.solvers._methods import check_implicit, resolve_method
 from odenet.solvers._problem import Problem, State, concrete
@@ -386,6 +387,12 @@ def odeint(
     >>> abs(y[-1, 0].item() - torch.e ** -1) < 1e-6
     True
     """
+    adaptive = adaptive_tableau(method)  # an embedded pair: error-controlled steps
+    if adaptive is not None:
+        return odeint_adaptive(
+            func, y0, t, adaptive, options, step_size=step_size, gradient=gradient,
+            implicit=implicit, params=params, event_fn=event_fn,
+        )
     tableau = resolve_method(method)
     opts = _resolve_options(options, step_size)
     y0, tuple_state = _check_y0(y0)

@@ -1,5 +1,7 @@
 """Solver core: tableaux, the generic stepper and the :class:`Problem` strategies drive."""
 
+from odenet.solvers._adaptive_methods import ADAPTIVE_METHODS
+from odenet.solvers._controller import StepSizeError
 from odenet.solvers._grid import Grid, time_resolution
 from odenet.solvers._methods import (
     EXPLICIT_METHODS,
@@ -22,6 +24,7 @@ from odenet.solvers._stepper import StepFn, make_step
 from odenet.solvers._tableau import ButcherTableau, IMEXTableau
 
 __all__ = [
+    "ADAPTIVE_METHODS",
     "ALF",
     "EXPLICIT_METHODS",
     "IMEX_METHODS",
@@ -37,6 +40,7 @@ __all__ = [
     "ReversibleProblem",
     "State",
     "StepFn",
+    "StepSizeError",
     "build_grid",
     "check_implicit",
     "detach_state",

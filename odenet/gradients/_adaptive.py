@@ -1,0 +1,341 @@
+"""Gradients of adaptive solves: backprop, ANODE, binomial checkpointing, the OTD adjoint.
+
+The discrete network of an adaptive solve is the sequence of accepted steps. Its
+exact (discretize-then-optimize) gradient treats the step sizes the controller chose
+as constants — they are decisions of the forward pass, like the branch taken by an
+``if`` — the choice diffrax makes. Rejected steps do not enter the result and have no
+gradient. Every strategy below delivers that gradient, except :class:`~odenet.Adjoint`,
+the optimize-then-discretize adjoint, which solves the continuous adjoint equation
+backward in time on a grid of its own (its own error control: ``adjoint_rtol``,
+``adjoint_atol``), as torchdiffeq's ``odeint_adjoint`` does.
+
+* ``"backprop"``: autograd through the accepted steps of the loop (the controller sees
+  detached values); memory grows with the number of accepted steps.
+* ``"anode"``: the forward loop runs without graph and records the accepted steps; the
+  backward pass replays one output interval at a time with graph.
+* ``"revolve"`` (``Revolve(checkpoints=k)``): the number of steps is known only when
+  the forward loop ends, so the loop stores no intermediate state; the backward pass
+  runs the optimal binomial schedule for the recorded steps with at most ``k`` stored
+  states (the initial one included), its first advances re-running the forward
+  without graph. Memory: ``k`` states and one step's graph, whatever the number of
+  steps; recomputation: ``binomial_advances(N, k)`` steps.
+* ``"adjoint"``: the augmented system solved backward with the same pair.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from odenet.errors import ArgumentError, GradientError, NonFiniteStateError
+from odenet.gradients._adjoint import Adjoint
+from odenet.gradients._anode import ANODE
+from odenet.gradients._backprop import Backprop
+from odenet.gradients._base import GradientStrategy
+from odenet.gradients._common import (
+    Backward,
+    Call,
+    _buffers_of,
+    _modules_of,
+    segment_vjp,
+    zeros_if_none,
+)
+from odenet.gradients._revolve import (
+    ADVANCE,
+    FREE,
+    RESTORE,
+    STORE,
+    Revolve,
+    binomial_schedule,
+)
+from odenet.solvers._adaptive import AdaptiveSolve
+from odenet.solvers._controller import mixed_rms_norm, rms_norm
+from odenet.solvers._problem import State, as_state, comps
+
+__all__ = ["AdaptiveStats", "solve_adaptive"]
+
+
+class AdaptiveStats(dict):
+    """Step counts of the last adaptive solve of a strategy (for :mod:`odenet.analysis`)."""
+
+
+#: The counts of the most recent adaptive solve and backward pass (diagnostics only).
+LAST = AdaptiveStats()
+
+
+class _AdaptiveCall(Call):
+    """A :class:`~odenet.gradients._common.Call` over an :class:`AdaptiveSolve`."""
+
+    def __init__(self, solve: AdaptiveSolve, y0: State, strategy: GradientStrategy):
+        self.problem = solve
+        self.strategy = strategy
+        self.name = strategy.name
+        self.y0 = y0
+        self.m = len(comps(y0))
+        self.device = comps(y0)[0].device
+        self.buffers = _buffers_of(_modules_of(solve.func, None))
+        self.start = self.replay()
+        self.y1 = None
+        self.saved = None
+        self.needs_grad = any(c.requires_grad for c in comps(y0)) or any(
+            p.requires_grad for p in solve.params
+        )
+
+
+def _record_forward(solve: AdaptiveSolve) -> None:
+    LAST.clear()
+    LAST.update(forward_steps=solve.accepted, forward_rejected=solve.rejected,
+                forward_nfe=solve.nfe)
+
+
+def _forward(call: _AdaptiveCall, what: str) -> list[tuple[Tensor, ...]]:
+    solve: AdaptiveSolve = call.problem
+    with torch.no_grad():
+        outs = solve.run(tuple(c.detach() for c in comps(call.y0)))
+    _record_forward(solve)
+    if call.drew_random_numbers():
+        raise GradientError(
+            f"gradient={call.name!r}: func draws random numbers (e.g. dropout in training mode); "
+            f"{what} with an adaptive method would not see the same draws. Put the random "
+            "modules in eval mode, or use gradient='backprop'"
+        )
+    return outs
+
+
+class _ANODEFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, call: _AdaptiveCall, t: Tensor, *inputs: Tensor):
+        stacked = call.problem.stack(_forward(call, "recomputing the accepted steps"))
+        Backward.save(ctx, call, inputs, stacked)
+        return stacked
+
+    @staticmethod
+    def backward(ctx, *grads: Tensor):
+        b = Backward(ctx)
+        s: AdaptiveSolve = b.problem
+        ps = b.params.tensors
+        a = [g[-1] for g in grads]
+        steps = 0
+        with b.guard():
+            for k in range(s.num_outputs - 1, 0, -1):
+                n0, n1 = s.out_index[k - 1], s.out_index[k]
+                need_y = k > 1 or b.need_y0
+                if not need_y and not ps:
+                    break
+                r = segment_vjp(
+                    b.call,
+                    lambda y, n0=n0, n1=n1: as_state(s.advance(comps(y), n0, n1), s.tuple_state),
+                    [st[k - 1] for st in b.stacked],
+                    a,
+                    ps,
+                    when=f"recomputing the accepted steps from t = {s.times[k - 1]:.6g}",
+                    need_y=need_y,
+                )
+                steps += n1 - n0
+                if need_y:
+                    a = [gc + g[k - 1] for gc, g in zip(r.y, grads)]
+                b.add(r)
+        LAST.update(backward_steps=steps, backward_recomputed=0)
+        return b.result(a if b.need_y0 else None)
+
+
+class _RevolveFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, call: _AdaptiveCall, t: Tensor, *inputs: Tensor):
+        stacked = call.problem.stack(_forward(call, "the checkpointed recomputation"))
+        Backward.save(ctx, call, inputs)
+        return stacked
+
+    @staticmethod
+    def backward(ctx, *grads: Tensor):
+        b = Backward(ctx)
+        s: AdaptiveSolve = b.problem
+        nt = s.num_steps
+        out_at = {n: k for k, n in enumerate(s.out_index)}
+        snaps: dict[int, tuple[Tensor, ...]] = {}
+        cur: tuple[Tensor, ...] = tuple(b.y0)
+        pos = 0
+        a = [g[-1] for g in grads]
+        advanced = 0
+        stored = 0
+        with b.guard():
+            for act in binomial_schedule(nt, b.call.strategy.snapshots(nt)):
+                kind = act[0]
+                if kind == ADVANCE:
+                    with torch.no_grad():
+                        cur = s.advance(cur, act[1], act[2])
+                    advanced += act[2] - act[1]
+                    pos = act[2]
+                elif kind == STORE:
+                    snaps[act[1]] = cur
+                    stored = max(stored, len(snaps))
+                elif kind == RESTORE:
+                    cur, pos = snaps[act[1]], act[1]
+                elif kind == FREE:
+                    del snaps[act[1]]
+                else:  # REVERSE
+                    n = act[1]
+                    assert pos == n
+                    need_y = n > 0 or b.need_y0
+                    r = segment_vjp(
+                        b.call,
+                        lambda y, n=n: as_state(s.replay(n, comps(y)), s.tuple_state),
+                        cur,
+                        a,
+                        b.params.tensors,
+                        when=lambda n=n: f"at accepted step {n} (t = {s.starts[n]:.6g})",
+                        need_y=need_y,
+                    )
+                    if need_y:
+                        a = r.y
+                        k = out_at.get(n)
+                        if k is not None:
+                            a = [ac + g[k] for ac, g in zip(a, grads)]
+                    b.add(r)
+        LAST.update(backward_steps=nt, backward_recomputed=advanced, snapshots=stored)
+        return b.result(a if b.need_y0 else None)
+
+
+def _adjoint_norm(solve: AdaptiveSolve, m: int, n_params: int) -> Callable:
+    """torchdiffeq's default norm of the augmented state: the largest of the state's norm,
+    the adjoint's norm (both with the forward norm) and the parameters' mixed RMS norm;
+    ``adjoint_norm="seminorm"`` leaves the parameters out (Kidger et al. 2021)."""
+    o = solve.opts
+    semi = o.adjoint_norm == "seminorm"
+    user = o.norm
+
+    def state_norm(xs: Sequence[Tensor]) -> float:
+        if user is not None:
+            return abs(float(user(tuple(xs) if solve.tuple_state else xs[0])))
+        return abs(float(mixed_rms_norm(xs) if solve.tuple_state else rms_norm(xs[0])))
+
+    def norm(z: tuple[Tensor, ...]) -> float:
+        vals = [state_norm(z[:m]), state_norm(z[m : 2 * m])]
+        if not semi and n_params:
+            vals.append(float(mixed_rms_norm(z[2 * m :])))
+        return max(vals)
+
+    if callable(o.adjoint_norm):
+        return o.adjoint_norm
+    return norm
+
+
+def _scalar_tol(tols: Sequence) -> float:
+    return min(float(x) if not isinstance(x, Tensor) else float(x.min()) for x in tols)
+
+
+class _AdjointFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, call: _AdaptiveCall, t: Tensor, *inputs: Tensor):
+        stacked = call.problem.stack(_forward(call, "the continuous adjoint"))
+        Backward.save(ctx, call, inputs, stacked, y0=False)
+        return stacked
+
+    @staticmethod
+    def backward(ctx, *grads: Tensor):
+        import dataclasses
+
+        b = Backward(ctx)
+        s: AdaptiveSolve = b.problem
+        call, m = b.call, b.m
+        ps = b.params.tensors
+        o = s.opts
+        rt = o.adjoint_rtol if o.adjoint_rtol is not None else o.rtol
+        at = o.adjoint_atol if o.adjoint_atol is not None else o.atol
+        rt_all = (*rt, *rt, *([_scalar_tol(rt)] * len(ps)))
+        at_all = (*at, *at, *([_scalar_tol(at)] * len(ps)))
+        aopts = dataclasses.replace(
+            o, rtol=rt_all, atol=at_all, norm=_adjoint_norm(s, m, len(ps)), step_t=(), jump_t=(),
+        )
+        cb = getattr(s.func, "callback_step_adjoint", None)
+
+        def aug(t: Tensor, z: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+            r = segment_vjp(
+                call,
+                lambda y: s.func(t, y),
+                z[:m],
+                [-c for c in z[m : 2 * m]],
+                ps,
+                when=lambda: f"in the reverse solve (t = {float(t):.6g})",
+            )
+            gp = [zeros_if_none(g, q) for g, q in zip(r.params, ps)]
+            return (*r.out, *r.y, *gp)
+
+        a = [g[-1] for g in grads]
+        ath = [torch.zeros_like(q) for q in ps]
+        steps = rejected = nfe = 0
+        with b.guard(), torch.no_grad():
+            for k in range(s.num_outputs - 1, 0, -1):
+                tk = s.t[k - 1 : k + 1].flip(0).detach()
+                rev = AdaptiveSolve(aug, s.tableau, tk, aopts, tuple_state=True,
+                                    time_dtype=s.time_dtype,
+                                    callbacks={"callback_step": cb} if cb else None)
+                z0 = (*(st[k] for st in b.stacked), *a, *ath)
+                z = rev.run(z0, record=False)[-1]
+                steps += rev.accepted
+                rejected += rev.rejected
+                nfe += rev.nfe
+                if o.check_finite and not all(bool(torch.isfinite(c).all()) for c in z):
+                    raise NonFiniteStateError(
+                        f"gradient='adjoint': the reverse-time solve from t = {s.times[k]:.6g} "
+                        f"back to t = {s.times[k - 1]:.6g} became non-finite (nan or inf); use "
+                        "a discretize-then-optimize strategy ('anode', 'revolve', 'backprop')",
+                        time=s.times[k - 1],
+                    )
+                a = [z[m + c] + grads[c][k - 1] for c in range(m)]
+                ath = list(z[2 * m :])
+        LAST.update(backward_steps=steps, backward_rejected=rejected, backward_nfe=nfe)
+        b.params.add(ath)
+        return b.result(a)
+
+
+_FUNCTIONS: dict[type, type[torch.autograd.Function]] = {
+    ANODE: _ANODEFunction,
+    Revolve: _RevolveFunction,
+    Adjoint: _AdjointFunction,
+}
+
+
+def solve_adaptive(strategy: GradientStrategy, solve: AdaptiveSolve, y0: State) -> State:
+    """Run ``solve`` from ``y0`` with the gradient ``strategy``; the stacked outputs.
+
+    Examples
+    --------
+    >>> import torch, odenet
+    >>> w = torch.tensor(-1.0, dtype=torch.float64, requires_grad=True)
+    >>> t = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    >>> y0 = torch.ones(1, dtype=torch.float64)
+    >>> grads = []
+    >>> for g in ("backprop", "anode", "revolve"):
+    ...     y = odenet.odeint(lambda t, y: w * y, y0, t, method="dopri5", gradient=g,
+    ...                       params=[w], options={"rtol": 1e-6})
+    ...     grads.append(torch.autograd.grad(y[-1].sum(), w)[0])
+    >>> abs(grads[1] - grads[0]).item() < 1e-15, abs(grads[2] - grads[0]).item() < 1e-15
+    (True, True)
+    """
+    ts = solve.tuple_state
+    kind = next((k for k in _FUNCTIONS if isinstance(strategy, k)), None)
+    if isinstance(strategy, Backprop) or not torch.is_grad_enabled():
+        outs = solve.run(comps(y0))
+        _record_forward(solve)
+        return as_state(solve.stack(outs), ts)
+    if kind is None:
+        raise ArgumentError(
+            f"gradient: {strategy!r} does not support adaptive methods; use 'backprop', "
+            "'anode', 'revolve' or 'adjoint'"
+        )
+    if solve.opts.interpolate and kind is not Adjoint:
+        raise ArgumentError(
+            f"gradient: {strategy.name!r} recomputes the accepted steps, which interpolated "
+            "outputs (torchdiffeq's dense output) do not end on; use 'backprop' or 'adjoint'"
+        )
+    call = _AdaptiveCall(solve, y0, strategy)
+    if not call.needs_grad:
+        with torch.no_grad():
+            outs = solve.run(comps(y0))
+        _record_forward(solve)
+        return as_state(solve.stack(outs), ts)
+    out = _FUNCTIONS[kind].apply(call, solve.t, *comps(y0), *solve.params)
+    return as_state(out, ts)

@@ -1,0 +1,441 @@
+"""Step-size control for the embedded Runge–Kutta pairs: options, error norm, controller.
+
+The semantics and option names are torchdiffeq's (Hairer, Nørsett & Wanner, *Solving
+ODEs I*, §II.4): the local error estimate ``e = h Σ (b_i - b̂_i) k_i`` of a step from
+``y0`` to ``y1`` is scaled component-wise by ``atol + rtol · max(|y0|, |y1|)``; the step
+is accepted when the norm of the scaled error (root mean square by default, the
+maximum of the components' RMS norms for tuple states) is at most 1; the next step is
+``h · min(ifactor, max(safety · err^(-1/p), dfactor))`` with ``p`` the order of the
+pair (``dfactor`` applies only after a rejection). The PI controller of Gustafsson
+(1991) / Söderlind (2002) multiplies in ``(err_prev / err)^(pcoeff / p)`` and uses
+``err^(-(pcoeff + icoeff) / p)`` in place of ``err^(-1/p)``; ``pcoeff = 0``,
+``icoeff = 1`` is the plain (integral) controller above.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from odenet.errors import ArgumentError, ArgumentTypeError, OdenetError, UnknownOptionError
+from odenet.solvers._grid import MAX_NUM_STEPS
+
+__all__ = [
+    "ADAPTIVE_OPTIONS",
+    "AdaptiveOptions",
+    "Controller",
+    "StepSizeError",
+    "error_ratio",
+    "initial_step",
+    "mixed_rms_norm",
+    "parse_adaptive_options",
+    "rms_norm",
+]
+
+#: The options an adaptive method takes (torchdiffeq's names, then odenet's).
+ADAPTIVE_OPTIONS = (
+    "rtol", "atol", "first_step", "min_step", "max_step", "max_num_steps", "safety", "ifactor",
+    "dfactor", "norm", "step_t", "jump_t", "pcoeff", "icoeff", "check_finite",
+    "adjoint_rtol", "adjoint_atol", "adjoint_norm",
+)
+_DEFAULT_RTOL, _DEFAULT_ATOL = 1e-7, 1e-9
+
+
+class StepSizeError(OdenetError, RuntimeError):
+    """An adaptive solve could not continue: the step size fell below the time resolution,
+    or the step budget ``max_num_steps`` ran out.
+
+    Attributes
+    ----------
+    time : float
+        The time the solve had reached.
+
+    Examples
+    --------
+    >>> from odenet.solvers import StepSizeError
+    >>> StepSizeError("stalled", time=0.5).time
+    0.5
+    """
+
+    def __init__(self, message: str, *, time: float):
+        super().__init__(message)
+        self.time = time
+
+
+def rms_norm(x: Tensor) -> Tensor:
+    """Root mean square of a tensor (torchdiffeq's default norm).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from odenet.solvers._controller import rms_norm
+    >>> rms_norm(torch.tensor([3.0, 4.0])).item() ** 2
+    12.5
+    """
+    return x.abs().pow(2).mean().sqrt()
+
+
+def mixed_rms_norm(xs: Sequence[Tensor]) -> Tensor | float:
+    """The largest RMS norm of the components of a tuple state (torchdiffeq's mixed norm).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from odenet.solvers._controller import mixed_rms_norm
+    >>> mixed_rms_norm((torch.ones(2), torch.full((3,), 2.0))).item()
+    2.0
+    """
+    if len(xs) == 0:
+        return 0.0
+    return max(rms_norm(x) for x in xs)
+
+
+def _number(v: object, name: str, *, positive: bool = True, allow_inf: bool = False) -> float:
+    if isinstance(v, Tensor):
+        if v.numel() != 1:
+            raise ArgumentError(
+                f"{name}: expected a scalar, got a tensor of shape {tuple(v.shape)}"
+            )
+        if v.requires_grad:
+            raise ArgumentError(f"{name}: must not require grad")
+        v = v.item()
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ArgumentTypeError(f"{name}: expected a real number, got {type(v).__name__}")
+    v = float(v)
+    if math.isnan(v) or (math.isinf(v) and not allow_inf):
+        raise ArgumentError(f"{name}: expected a finite number, got {v}")
+    if positive and v <= 0:
+        raise ArgumentError(f"{name}: expected a positive number, got {v}")
+    if not positive and v < 0:
+        raise ArgumentError(f"{name}: expected a non-negative number, got {v}")
+    return v
+
+
+def _tolerance(v: object, name: str, shapes: Sequence[torch.Size], tuple_state: bool):
+    """A tolerance per state component: a float, or a tensor broadcastable to the component."""
+
+    def one(x: object, where: str, shape: torch.Size):
+        if isinstance(x, Tensor) and x.numel() != 1:
+            if x.requires_grad:
+                raise ArgumentError(f"{where}: must not require grad")
+            try:
+                torch.broadcast_shapes(x.shape, shape)
+            except RuntimeError:
+                raise ArgumentError(
+                    f"{where}: a tensor of shape {tuple(x.shape)} does not broadcast to the "
+                    f"state's shape {tuple(shape)}"
+                ) from None
+            if not bool(torch.isfinite(x).all()) or bool((x < 0).any()):
+                raise ArgumentError(f"{where}: expected finite non-negative values")
+            return x.detach()
+        return _number(x, where, positive=False)
+
+    if isinstance(v, (tuple, list)):
+        if not tuple_state:
+            raise ArgumentTypeError(
+                f"{name}: a tuple of tolerances needs a tuple state y0; got {len(v)} values for a "
+                "single tensor (pass a tensor of per-element tolerances instead)"
+            )
+        if len(v) != len(shapes):
+            raise ArgumentError(
+                f"{name}: expected one tolerance per component of y0 ({len(shapes)}), got {len(v)}"
+            )
+        return tuple(one(x, f"{name}[{m}]", s) for m, (x, s) in enumerate(zip(v, shapes)))
+    if isinstance(v, Tensor) and v.numel() != 1 and tuple_state:
+        raise ArgumentTypeError(
+            f"{name}: with a tuple state give a tuple of tolerances (one per component), not "
+            "one tensor"
+        )
+    return tuple(one(v, name, s) for s in shapes)
+
+
+def _times(v: object, name: str) -> list[float]:
+    if isinstance(v, Tensor):
+        v = v.detach().reshape(-1).tolist()
+    if not isinstance(v, (list, tuple)) or not all(
+        isinstance(x, (int, float)) and not isinstance(x, bool) for x in v
+    ):
+        raise ArgumentTypeError(f"{name}: expected a 1-D tensor or a sequence of times")
+    return [float(x) for x in v]
+
+
+@dataclass(frozen=True)
+class AdaptiveOptions:
+    """The validated options of an adaptive solve (see :func:`parse_adaptive_options`)."""
+
+    rtol: tuple
+    atol: tuple
+    first_step: float | None = None
+    min_step: float = 0.0
+    max_step: float = math.inf
+    max_num_steps: int = MAX_NUM_STEPS
+    safety: float = 0.9
+    ifactor: float = 10.0
+    dfactor: float = 0.2
+    norm: Callable | None = None
+    step_t: tuple[float, ...] = ()
+    jump_t: tuple[float, ...] = ()
+    pcoeff: float = 0.0
+    icoeff: float = 1.0
+    check_finite: bool = True
+    adjoint_rtol: tuple | None = None
+    adjoint_atol: tuple | None = None
+    adjoint_norm: Any = None
+    # torchdiffeq's dense output (the compat module's): step past the output times and
+    # interpolate, and take the last stage as the next first one even without FSAL.
+    interpolate: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+def parse_adaptive_options(
+    options: Mapping | None,
+    shapes: Sequence[torch.Size],
+    tuple_state: bool,
+    *,
+    rtol: object = None,
+    atol: object = None,
+    interpolate: bool = False,
+) -> AdaptiveOptions:
+    """Validate the options of an adaptive method (unknown keys are an error).
+
+    ``rtol`` / ``atol`` (keyword arguments, as torchdiffeq's) may also be given in
+    ``options``, not both. Tolerances are a number, a tensor broadcastable to the state
+    (per element), or for tuple states a tuple with one of those per component.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from odenet.solvers._controller import parse_adaptive_options
+    >>> o = parse_adaptive_options({"rtol": 1e-5, "safety": 0.8}, [torch.Size([2])], False)
+    >>> o.rtol, o.atol, o.safety
+    ((1e-05,), (1e-09,), 0.8)
+    """
+    opts = {} if options is None else options
+    if not isinstance(opts, Mapping):
+        raise ArgumentTypeError(f"options: expected a dict, got {type(opts).__name__}")
+    for key in opts:
+        if key == "step_size":
+            raise ArgumentError(
+                "step_size: adaptive methods choose their own step sizes under error control; "
+                "give options['first_step'] for the first one (or options['max_step']), or use a "
+                "fixed-step method (the pair's own weights: tableau.fixed_step())"
+            )
+        if key not in ADAPTIVE_OPTIONS:
+            raise UnknownOptionError(
+                f"options: unknown option {key!r} for an adaptive method; valid options are "
+                + ", ".join(repr(k) for k in ADAPTIVE_OPTIONS)
+            )
+    for name, kw in (("rtol", rtol), ("atol", atol)):
+        if kw is not None and name in opts:
+            raise ArgumentError(f"{name}: given both as {name}= and in options; pass it once")
+    rt = opts.get("rtol", _DEFAULT_RTOL if rtol is None else rtol)
+    at = opts.get("atol", _DEFAULT_ATOL if atol is None else atol)
+    kw: dict[str, Any] = {
+        "rtol": _tolerance(rt, "rtol", shapes, tuple_state),
+        "atol": _tolerance(at, "atol", shapes, tuple_state),
+    }
+    if all(isinstance(x, float) and x == 0 for x in (*kw["rtol"], *kw["atol"])):
+        raise ArgumentError("rtol, atol: both are zero; the error test could never pass")
+    for name in ("adjoint_rtol", "adjoint_atol"):
+        if opts.get(name) is not None:
+            kw[name] = _tolerance(opts[name], f"options[{name!r}]", shapes, tuple_state)
+    if opts.get("first_step") is not None:
+        kw["first_step"] = _number(opts["first_step"], "options['first_step']")
+    if "min_step" in opts:
+        kw["min_step"] = _number(opts["min_step"], "options['min_step']", positive=False)
+    if "max_step" in opts:
+        kw["max_step"] = _number(opts["max_step"], "options['max_step']", allow_inf=True)
+    if kw.get("min_step", 0.0) > kw.get("max_step", math.inf):
+        raise ArgumentError("options['min_step']: larger than options['max_step']")
+    if "max_num_steps" in opts:
+        m = opts["max_num_steps"]
+        if isinstance(m, bool) or not isinstance(m, int):
+            raise ArgumentTypeError(
+                f"options['max_num_steps']: expected a positive int, got {type(m).__name__}"
+            )
+        if m < 1:
+            raise ArgumentError(f"options['max_num_steps']: expected a positive int, got {m}")
+        kw["max_num_steps"] = m
+    for name in ("safety", "ifactor", "dfactor", "pcoeff", "icoeff"):
+        if name in opts:
+            kw[name] = _number(opts[name], f"options[{name!r}]", positive=name != "pcoeff")
+    if kw.get("ifactor", 10.0) < 1:
+        raise ArgumentError("options['ifactor']: expected a growth limit >= 1")
+    if kw.get("dfactor", 0.2) > 1:
+        raise ArgumentError("options['dfactor']: expected a shrink limit <= 1")
+    if kw.get("safety", 0.9) > 1:
+        raise ArgumentError("options['safety']: expected a safety factor in (0, 1]")
+    if opts.get("norm") is not None:
+        if not callable(opts["norm"]):
+            raise ArgumentTypeError(
+                "options['norm']: expected a callable norm(x) of the scaled error (a tuple of "
+                f"tensors for tuple states), got {type(opts['norm']).__name__}"
+            )
+        kw["norm"] = opts["norm"]
+    if opts.get("adjoint_norm") is not None:
+        an = opts["adjoint_norm"]
+        if an != "seminorm" and not callable(an):
+            raise ArgumentError(
+                "options['adjoint_norm']: expected 'seminorm' or a callable of the augmented "
+                f"state's tuple, got {an!r}"
+            )
+        kw["adjoint_norm"] = an
+    for name in ("step_t", "jump_t"):
+        if opts.get(name) is not None:
+            vals = _times(opts[name], f"options[{name!r}]")
+            if not all(math.isfinite(x) for x in vals):
+                raise ArgumentError(f"options[{name!r}]: expected finite times")
+            kw[name] = tuple(sorted(set(vals)))
+    if set(kw.get("step_t", ())) & set(kw.get("jump_t", ())):
+        raise ArgumentError(
+            "options['step_t'], options['jump_t']: must not share times (a jump already stops "
+            "a step there)"
+        )
+    for name in ("check_finite",):
+        if name in opts:
+            if not isinstance(opts[name], bool):
+                raise ArgumentTypeError(
+                    f"options[{name!r}]: expected True or False, got {type(opts[name]).__name__}"
+                )
+            kw[name] = opts[name]
+    return AdaptiveOptions(**kw, interpolate=interpolate)
+
+
+def error_ratio(
+    err: Sequence[Tensor],
+    y0: Sequence[Tensor],
+    y1: Sequence[Tensor],
+    rtol: Sequence,
+    atol: Sequence,
+    norm: Callable | None,
+    tuple_state: bool,
+) -> float:
+    """``norm(err / (atol + rtol · max(|y0|, |y1|)))`` as a float (detached).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from odenet.solvers._controller import error_ratio
+    >>> error_ratio([torch.tensor([1e-3])], [torch.ones(1)], [torch.ones(1)], (1e-3,), (0.0,),
+    ...             None, False)
+    1.0
+    """
+    scaled = []
+    for e, a, b, rt, at in zip(err, y0, y1, rtol, atol):
+        tol = torch.maximum(a.detach().abs(), b.detach().abs()).mul(rt).add(at)
+        scaled.append(e.detach() / tol)
+    if norm is not None:
+        v = norm(tuple(scaled) if tuple_state else scaled[0])
+    else:
+        v = mixed_rms_norm(scaled) if tuple_state else rms_norm(scaled[0])
+    return abs(float(v))
+
+
+def initial_step(
+    f: Callable,
+    t0: float,
+    y0: Sequence[Tensor],
+    f0: Sequence[Tensor],
+    order: int,
+    rtol: Sequence,
+    atol: Sequence,
+    norm: Callable | None,
+    tuple_state: bool,
+    time_at: Callable[[float], Tensor],
+) -> float:
+    """The starting step of Hairer, Nørsett & Wanner (§II.4), as torchdiffeq computes it.
+
+    ``order`` is the pair's order minus one (torchdiffeq's choice); ``f`` takes and
+    returns component tuples; ``time_at(h)`` is the time ``h`` after ``t0`` in the direction
+    of integration. Costs one evaluation of ``f``.
+    """
+
+    def nrm(xs):
+        if norm is not None:
+            return abs(float(norm(tuple(xs) if tuple_state else xs[0])))
+        return abs(float(mixed_rms_norm(xs) if tuple_state else rms_norm(xs[0])))
+
+    with torch.no_grad():
+        scale = [torch.abs(y).mul(rt).add(at) for y, rt, at in zip(y0, rtol, atol)]
+        d0 = nrm([y / s for y, s in zip(y0, scale)])
+        d1 = nrm([g / s for g, s in zip(f0, scale)])
+        h0 = 1e-6 if (d0 < 1e-5 or d1 < 1e-5) else 0.01 * d0 / d1
+        h0 = _cast(h0, y0[0])
+        y1 = [y + h0 * g for y, g in zip(y0, f0)]
+        f1 = f(time_at(h0), y1)
+        d2 = nrm([(a - b) / s for a, b, s in zip(f1, f0, scale)]) / h0
+        if d1 <= 1e-15 and d2 <= 1e-15:
+            h1 = max(1e-6, h0 * 1e-3)
+        else:
+            h1 = (0.01 / max(d1, d2)) ** (1.0 / float(order + 1))
+        return min(100 * h0, h1)
+
+
+def _cast(x: float, like: Tensor) -> float:
+    """``x`` rounded to the state's real dtype (torchdiffeq computes h0 in it)."""
+    return float(torch.tensor(x, dtype=like.real.dtype if like.is_complex() else like.dtype))
+
+
+class Controller:
+    """The step-size controller: accept or reject a step, propose the next size.
+
+    Parameters
+    ----------
+    opts : AdaptiveOptions
+        ``safety``, ``ifactor``, ``dfactor``, ``pcoeff``, ``icoeff``, ``min_step``,
+        ``max_step``.
+    order : int
+        The order ``p`` of the pair (torchdiffeq's exponent ``1/p``).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from odenet.solvers._controller import Controller, parse_adaptive_options
+    >>> c = Controller(parse_adaptive_options(None, [torch.Size([1])], False), order=5)
+    >>> c.accept(0.5, 0.1), round(c.propose(0.1, 0.5), 6)  # 0.9 * 0.5**(-1/5) * 0.1
+    (True, 0.103383)
+    >>> c.accept(2.0, 0.1), round(c.propose(0.1, 1e6), 6)  # shrinking is limited by dfactor
+    (False, 0.02)
+    """
+
+    def __init__(self, opts: AdaptiveOptions, order: int):
+        self.o = opts
+        self.order = int(order)
+        self.prev: float | None = None  # the last accepted error ratio (PI control)
+
+    def accept(self, ratio: float, h: float) -> bool:
+        """Whether a step of size ``|h|`` with scaled error ``ratio`` is accepted."""
+        ok = ratio <= 1.0
+        if abs(h) > self.o.max_step:
+            ok = False
+        if abs(h) <= self.o.min_step:
+            ok = True
+        return ok
+
+    def propose(self, h: float, ratio: float, accepted: bool | None = None) -> float:
+        """The next step size after a step of size ``h`` (> 0) with scaled error ``ratio``."""
+        o = self.o
+        if accepted is None:
+            accepted = ratio <= 1.0
+        if not math.isfinite(ratio):
+            return max(h * o.dfactor, o.min_step)
+        if ratio == 0:
+            factor = o.ifactor
+        else:
+            k = float(self.order)
+            dfactor = 1.0 if ratio < 1 else o.dfactor
+            if o.pcoeff == 0.0 and o.icoeff == 1.0:
+                raw = o.safety / ratio ** (1.0 / k)
+            else:
+                raw = o.safety * ratio ** (-(o.pcoeff + o.icoeff) / k)
+                if accepted and self.prev is not None and self.prev > 0:
+                    raw *= self.prev ** (o.pcoeff / k)
+            factor = min(o.ifactor, max(raw, dfactor))
+        if accepted and ratio > 0:
+            self.prev = ratio
+        return min(max(h * factor, o.min_step), o.max_step)
