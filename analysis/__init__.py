@@ -35,24 +35,29 @@ from odenet.analysis import _requirements  # noqa: F401  (first: names a missing
 from odenet.analysis._convergence import ConvergenceResult, convergence_order
 from odenet.analysis._cost import CostResult, cost
 from odenet.analysis._gradients import GradientConsistencyResult, gradient_consistency
+from odenet.analysis._plan import Plan, plan_gradients
 from odenet.analysis._problems import ODEProblem
 from odenet.analysis._region import StabilityRegion, max_stable_steps, stability_region
 from odenet.analysis._report import report
 from odenet.analysis._reversibility import ReversibilityResult, reversibility
 from odenet.analysis._stability import StabilityResult, stability
+from odenet.analysis._user_model import find_blocks
 
 __all__ = [
     "ConvergenceResult",
     "CostResult",
     "GradientConsistencyResult",
     "ODEProblem",
+    "Plan",
     "ReversibilityResult",
     "StabilityRegion",
     "StabilityResult",
     "convergence_order",
     "cost",
+    "find_blocks",
     "gradient_consistency",
     "max_stable_steps",
+    "plan_gradients",
     "report",
     "reversibility",
     "stability",

@@ -110,6 +110,34 @@ def _names(valid: Sequence[str] | None = None, what: str = "name",
     return parse
 
 
+def _model_choice(text: str) -> str:
+    """``--model``: a built-in model name, or ``pkg.module:factory`` / ``path/file.py:factory``."""
+    from odenet.analysis._models import model_names
+
+    if ":" in text:
+        return text
+    if text not in model_names():
+        raise argparse.ArgumentTypeError(
+            f"invalid choice: {text!r} (choose from {', '.join(map(repr, model_names()))}, or "
+            "your network as pkg.module:factory or path/to/file.py:factory)"
+        )
+    return text
+
+
+def _data_choice(text: str) -> str:
+    """``--data``: a built-in data set, or ``pkg.module:loader`` for a network of your own."""
+    from odenet.analysis._models import DATA
+
+    if ":" in text:
+        return text
+    if text not in DATA:
+        raise argparse.ArgumentTypeError(
+            f"invalid choice: {text!r} (choose from {', '.join(map(repr, DATA))}, or a loader "
+            "pkg.module:loader returning a batch for a network given as module:factory)"
+        )
+    return text
+
+
 def _methods() -> list[str]:
     from odenet import METHODS
 
@@ -127,9 +155,12 @@ def _model_options(p: argparse.ArgumentParser, command: str = "") -> None:
     from odenet.analysis._models import DATA, DEFAULT_SPEC, FORMS, model_names
 
     g = p.add_argument_group("network (the ODE block analysed)")
-    g.add_argument("--model", choices=model_names(), default=DEFAULT_SPEC["model"],
+    g.add_argument("--model", type=_model_choice, default=DEFAULT_SPEC["model"],
+                   metavar="{" + ",".join(model_names()) + "} or MODULE:FACTORY",
                    help="operators of the ODE-ResNet (lean, sparse, deform, dense) or IMEXnet "
-                        "(imex); default %(default)s")
+                        "(imex); default %(default)s. Your own network: pkg.module:factory or "
+                        "path/to/file.py:factory, a function returning an nn.Module with ODE "
+                        "blocks (report only; give a batch with --input or --data)")
     g.add_argument("--form", choices=FORMS, default=DEFAULT_SPEC["form"],
                    help="right-hand side: -K^T s(Ky+b) (parabolic) or s(Ky+b) (residual); "
                         "default %(default)s")
@@ -155,9 +186,16 @@ def _model_options(p: argparse.ArgumentParser, command: str = "") -> None:
     g.add_argument("--weights", default=None, metavar="FILE",
                    help="a state dict of the network (torch.save(net.state_dict(), FILE); "
                         "read with weights_only=True)")
-    g.add_argument("--data", choices=DATA, default=DEFAULT_SPEC["data"],
+    g.add_argument("--data", type=_data_choice, default=DEFAULT_SPEC["data"],
+                   metavar="{" + ",".join(DATA) + "} or MODULE:LOADER",
                    help="scikit-learn's bundled digits (auto, the default, means digits) or "
-                        "generated bar images")
+                        "generated bar images; for --model MODULE:FACTORY, a function "
+                        "MODULE:LOADER returning a batch: a tensor, (inputs, targets) or "
+                        "{'inputs': ..., 'targets': ...}")
+    g.add_argument("--input", default=None, metavar="FILE",
+                   help="for --model MODULE:FACTORY: a batch saved with torch.save (a tensor, "
+                        "(inputs, targets) or {'inputs': ..., 'targets': ...}; read with "
+                        "weights_only=True)")
     g.add_argument("--dtype", choices=("float32", "float64"),
                    default="float32" if command == "cost" else DEFAULT_SPEC["dtype"],
                    help=_DTYPE_HELP.get(command, "dtype of the analysis (default %(default)s)"))
@@ -364,11 +402,105 @@ def _files(name: str, result: Any, fig=None) -> dict[str, str | bytes]:
     return files
 
 
-def _run(args: argparse.Namespace, command_line: str) -> int:
+#: Options that describe a built-in network (refused with --model MODULE:FACTORY).
+_BUILTIN_ONLY = ("--form", "--norm", "--channels", "--block-method", "--block-steps", "--T",
+                 "--weight-scale", "--train-steps", "--activations", "--methods", "--steps",
+                 "--fresh", "--no-progress")
+
+
+def _given(argv: Sequence[str], option: str) -> bool:
+    return any(a == option or a.startswith(option + "=") for a in argv)
+
+
+def _run_user(args: argparse.Namespace, command_line: str, argv: Sequence[str]) -> int:
+    """``report --model MODULE:FACTORY``: the report on the user's own network."""
+    import torch
+
+    from odenet.analysis import _report as R
+    from odenet.analysis._user_model import load_factory, load_inputs, split_batch
+    from odenet.errors import ArgumentError, ArgumentTypeError
+
+    if args.command != "report":
+        raise ArgumentError(f"model: a network given as MODULE:FACTORY is analysed by "
+                            f"'{PROG} report' (the {args.command} command takes the built-in "
+                            "models; from Python, the analysis functions take any block)")
+    for opt in _BUILTIN_ONLY:
+        if _given(argv, opt):
+            raise ArgumentError(f"model: {opt} describes a built-in network; it does not apply "
+                                "to a network given as MODULE:FACTORY")
+    user_data = ":" in args.data
+    if args.input is not None and user_data:
+        raise ArgumentError("input: give the batch once: --input FILE or --data MODULE:LOADER")
+    if args.input is None and not user_data:
+        raise ArgumentError("input: a network given as MODULE:FACTORY needs a batch: --input "
+                            "FILE (saved with torch.save) or --data MODULE:LOADER")
+    if args.weights is not None:
+        R.check_weights(args.weights)
+    R.output_path(args.output)
+    _set_threads(args.threads)
+    torch.manual_seed(args.seed)
+    model = load_factory(args.model, "model")
+    if not isinstance(model, torch.nn.Module):
+        raise ArgumentTypeError(f"model: {args.model}() returned a {type(model).__name__}, not "
+                                "a torch.nn.Module")
+    from odenet.analysis._user_model import find_blocks
+
+    if not find_blocks(model):
+        raise ArgumentError(
+            f"model: {args.model}() returned a {type(model).__name__} without ODE blocks (an "
+            "odenet.nn.ODEBlock, an IMEXBlock, or a module with an odenet_block description or "
+            "rhs, T, steps and method attributes)")
+    if args.weights is not None:
+        state = torch.load(args.weights, map_location="cpu", weights_only=True)
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as err:
+            first = " ".join(line.strip() for line in str(err).splitlines()[:2])
+            raise ArgumentError(f"weights: {args.weights!r} does not fit the network of "
+                                f"{args.model} ({first})") from None
+    if user_data:
+        inputs, targets = split_batch(load_factory(args.data, "data"), f"data: {args.data}()")
+    else:
+        inputs, targets = load_inputs(args.input)
+    if _given(argv, "--batch"):
+        def head(t):
+            return t[: args.batch]
+        inputs = tuple(head(t) for t in inputs) if isinstance(inputs, tuple) else head(inputs)
+        targets = None if targets is None else head(targets)
+    device = torch.device(args.device)
+    model = model.to(device)
+    inputs = (tuple(t.to(device) for t in inputs) if isinstance(inputs, tuple)
+              else inputs.to(device))
+    targets = None if targets is None else targets.to(device)
+    settings: dict[str, Any] = {"dtype": args.dtype}
+    if _given(argv, "--strategies"):
+        settings["strategies"] = args.strategies
+    if args.quick:
+        settings.update(samples=2, step_factors=[1, 2], cost_repeats=1, flow_iterations=8,
+                        stability_k=2, cost_strategies=["anode", "adjoint"],
+                        network_strategies=["adjoint"])
+    sections = args.sections if _given(argv, "--sections") else None
+    R.report(model, inputs, output=args.output, targets=targets, settings=settings,
+             sections=sections, force=args.force, command=command_line, source=args.model)
+    return 0
+
+
+def _run(args: argparse.Namespace, command_line: str,
+         argv: Sequence[str] = ()) -> int:
     import shutil
 
     from odenet.analysis import _report as R
+    from odenet.errors import ArgumentError
 
+    if ":" in args.model:
+        return _run_user(args, command_line, argv)
+    if args.input is not None:
+        raise ArgumentError("input: --input FILE is the batch of a network given as "
+                            "--model MODULE:FACTORY; the built-in models use --data")
+    if ":" in args.data:
+        raise ArgumentError(f"data: {args.data!r} (a loader) gives the batch of a network "
+                            "given as --model MODULE:FACTORY; the built-in models take "
+                            "auto, digits or synthetic")
     if args.weights is not None:
         R.check_weights(args.weights)
     R.output_path(args.output)
@@ -454,7 +586,8 @@ _OPTIONS = {
     "train_steps": "--train-steps", "methods": "--methods", "strategies": "--strategies",
     "problems": "--problems", "activation": "--activations", "activations": "--activations",
     "sections": "--sections", "model": "--model", "data": "--data", "norm": "--norm",
-    "form": "--form", "step_size": "--step-size", "k": "--k",
+    "form": "--form", "step_size": "--step-size", "k": "--k", "input": "--input",
+    "inputs": "--input",
 }
 
 
@@ -518,7 +651,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0)
     command_line = " ".join([PROG, *(shlex.quote(a) for a in argv)])
     try:
-        return _run(args, command_line)
+        return _run(args, command_line, argv)
     except OdenetError as err:
         sys.stderr.write(f"{PROG} {args.command}: error: {_one_line(err)}\n")
         return 2

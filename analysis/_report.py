@@ -1012,19 +1012,49 @@ def network_state(spec: Mapping[str, Any]) -> str:
     return f"untrained: weights drawn at random from seed {spec['seed']}"
 
 
+_UNSET: Any = object()
+
+
 def report(
-    output: str | os.PathLike = "odenet-report",
-    spec: Mapping[str, Any] | None = None,
+    target: Any = _UNSET,
+    inputs: Any = _UNSET,
+    /,
     *,
+    output: str | os.PathLike | None = None,
+    spec: Mapping[str, Any] | None = None,
+    targets: torch.Tensor | None = None,
+    loss: Callable | None = None,
     settings: Mapping[str, Any] | None = None,
-    sections: Sequence[str] = _SECTIONS,
+    sections: Sequence[str] | None = None,
     progress: bool | None = None,
     fresh: bool = False,
     force: bool = False,
     quiet: bool = False,
     command: str | None = None,
+    source: str | None = None,
 ) -> Path:
-    """Run every analysis on one network and write ``index.html``, PNG figures and ``results.json``.
+    """Run every analysis on a network and write ``index.html``, PNG figures and ``results.json``.
+
+    Two forms:
+
+    - ``report(model, inputs, output=..., targets=..., loss=...)``: **your own network**, any
+      ``torch.nn.Module`` containing ODE blocks (:class:`odenet.nn.ODEBlock`,
+      :class:`odenet.nn.IMEXBlock`, or a module following the block protocol of
+      :mod:`odenet.analysis._user_model`: an ``odenet_block`` description, or ``rhs``,
+      ``T``, ``steps`` and ``method`` attributes). Each block's real input is captured with
+      forward hooks on the batch ``inputs``; every analysis runs per block at the block's
+      own method, step size and gradient strategy (stability of ``h·J`` against the
+      method's region, the strategy's gradient against backprop at ``Nt`` and its
+      multiples, reverse-time reconstruction, memory and time per strategy); the gradient
+      and the cost are also measured for the whole network's loss. The page opens with one
+      verdict line per block (stable at its step size, and by how much; is the strategy's
+      gradient trustworthy at its ``Nt``; is reverse reconstruction usable), each linking
+      to its evidence. Settings: :data:`odenet.analysis._network_report.NETWORK_DEFAULTS`;
+      ``sections`` among ``"stability"``, ``"gradients"``, ``"reversibility"``, ``"cost"``.
+      The analyses run on a float64 copy of the model by default (``settings={"dtype":
+      None}`` keeps its dtype); the model itself is not changed.
+    - ``report(output, spec)``: a built-in network of the ``odenet-analysis`` command, from a
+      specification (below).
 
     The report goes into a new or empty folder, or one that an earlier
     ``odenet-analysis`` run made (it carries the marker file
@@ -1041,14 +1071,27 @@ def report(
 
     Parameters
     ----------
-    output : str or path-like
-        The report folder (created).
+    target : nn.Module or str or path-like, optional
+        Your network (first form), or the report folder (second form; default
+        ``"odenet-report"``).
+    inputs : Tensor, tuple of Tensor, or dict, optional
+        First form: a batch the network runs on (a tuple: the model's arguments). Second
+        form: the model specification (as ``spec``).
+    output : str or path-like, optional
+        The report folder (created; default ``"odenet-report"``).
     spec : dict, optional
         The model specification (:data:`odenet.analysis._models.DEFAULT_SPEC` keys).
+    targets : Tensor, optional
+        First form: the batch's targets. The network's loss is ``loss(output, targets)``;
+        without ``loss``, cross-entropy for integer targets, mean squared error for
+        floating ones, and half the squared norm of the output without targets.
+    loss : callable, optional
+        First form: ``loss(output, targets)`` (``loss(output)`` without targets).
     settings : dict, optional
-        Sweep settings overriding :data:`REPORT_DEFAULTS`.
-    sections : sequence of str
-        Which analyses to run.
+        Sweep settings overriding :data:`REPORT_DEFAULTS` (first form:
+        :data:`~odenet.analysis._network_report.NETWORK_DEFAULTS`).
+    sections : sequence of str, optional
+        Which analyses to run (default: all).
     progress : bool, optional
         Progress bars (``None``: on a terminal).
     fresh : bool
@@ -1060,6 +1103,8 @@ def report(
         Print nothing.
     command : str, optional
         The command line that made the report (shown in the HTML).
+    source : str, optional
+        First form: where the network came from (e.g. ``pkg.module:factory``), shown.
 
     Returns
     -------
@@ -1085,9 +1130,45 @@ def report(
     ...                    sections=["order"], quiet=True)
     ...     sorted(p.name for p in index.parent.iterdir())
     ['.odenet-analysis', 'index.html', 'order.png', 'results.json', 'sweeps']
+
+    Your own network (here an ODE-ResNet with two blocks; any module with ODE blocks works):
+
+    >>> import torch, odenet
+    >>> net = odenet.models.ODEResNet(1, 3, widths=(2,), blocks=2, steps=2)
+    >>> x, y = torch.randn(4, 1, 6, 6), torch.tensor([0, 1, 2, 0])
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     index = report(net, x, targets=y, output=pathlib.Path(d) / "mine",
+    ...                    sections=["gradients"], settings={"samples": 2}, quiet=True)
+    ...     "Summary: one line per ODE block" in index.read_text()
+    True
     """
+    if isinstance(target, torch.nn.Module):
+        from odenet.analysis._network_report import network_report
+
+        if inputs is _UNSET:
+            raise ArgumentError("inputs: required with a model (a batch the network runs on)")
+        if spec is not None or fresh or progress is not None:
+            bad = "spec" if spec is not None else ("fresh" if fresh else "progress")
+            raise ArgumentError(f"{bad}: applies to the built-in networks' report, not to a "
+                                "report on a model")
+        return network_report(target, inputs, "odenet-report" if output is None else output,
+                              targets=targets, loss=loss, settings=settings, sections=sections,
+                              force=force, quiet=quiet, command=command, source=source)
+    for name, value in (("targets", targets), ("loss", loss), ("source", source)):
+        if value is not None:
+            raise ArgumentError(f"{name}: applies to a report on a model (report(model, "
+                                "inputs, ...)), not to a specification")
+    if inputs is not _UNSET:
+        if spec is not None:
+            raise ArgumentError("spec: given twice (as the second argument and as spec=)")
+        spec = inputs
+    if target is _UNSET:
+        target = "odenet-report" if output is None else output
+    elif output is not None:
+        raise ArgumentError("output: given twice (as the first argument and as output=)")
+    output = target
     out_path = output_path(output)
-    sections = _check_sections(sections)
+    sections = _check_sections(_SECTIONS if sections is None else sections)
     cfg = check_settings(settings)
     if spec is not None and not isinstance(spec, Mapping):
         raise ArgumentTypeError(f"spec: expected a dict (a model specification), got "
