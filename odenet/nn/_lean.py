@@ -3,14 +3,35 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from odenet.errors import ArgumentError
+from odenet.nn import _fused
 from odenet.nn._base import ConvOperator, kaiming_uniform_
 from odenet.nn._checks import check_bool, check_positive_int
+from odenet.nn._sparse import _like_input
+from odenet.nn.functional._checks import check_param
 from odenet.nn.functional._lean import STENCILS, lean_conv2d, lean_conv2d_adjoint, stencil_kernel
+from odenet.nn.functional._lean import _check as _check_lean
 
 __all__ = ["LeanConv2d"]
+
+#: Engines of :class:`LeanConv2d`.
+ENGINES = ("auto", "fused", "chunked", "conv")
+
+
+def _lean_by_convs(x: Tensor, w: Tensor, s: Tensor, b: Tensor | None) -> Tensor:
+    """``W x + S x (+ b)`` as two vendor convolutions (1×1 and depthwise)."""
+    c = x.shape[1]
+    y = F.conv2d(x, w[:, :, None, None], b)
+    return y + F.conv2d(x, stencil_kernel(s), None, padding=1, groups=c)
+
+
+def _lean_adjoint_by_convs(z: Tensor, w: Tensor, s: Tensor) -> Tensor:
+    c = z.shape[1]
+    y = F.conv2d(z, w.t()[:, :, None, None])
+    return y + F.conv_transpose2d(z, stencil_kernel(s), None, padding=1, groups=c)
 
 
 class LeanConv2d(ConvOperator):
@@ -33,6 +54,20 @@ class LeanConv2d(ConvOperator):
         :data:`odenet.nn.functional.STENCILS`).
     bias : bool, default False
         Add a learnable bias (not part of :meth:`adjoint`).
+    engine : {"auto", "fused", "chunked", "conv"}, default "auto"
+        How to compute. ``"fused"``: a compiled CPU kernel (built with the system's
+        C++ compiler at first use and cached) that applies the matrix and the
+        stencil in one pass per image, one parallel region per call with dynamic
+        scheduling, so that a descheduled thread does not stall the others;
+        float32/float64 on the CPU. ``"chunked"``: :func:`odenet.nn.functional.lean_conv2d`
+        (batched matrix products and shifted multiply-adds, chunk by chunk).
+        ``"conv"``: a 1×1 and a depthwise vendor convolution. ``"auto"``:
+        ``"fused"`` where it applies, ``"conv"`` under CPU autocast (which runs it
+        in low precision), ``"chunked"`` otherwise. Where the fused kernel cannot be
+        built (no compiler) ``"auto"`` and ``"fused"`` fall back after one
+        :class:`RuntimeWarning`; ``ODENET_FUSED=0`` in the environment turns the
+        compiled kernels off. All engines agree to round-off and preserve a
+        channels-last input's memory format.
 
     Attributes
     ----------
@@ -54,7 +89,13 @@ class LeanConv2d(ConvOperator):
     """
 
     def __init__(
-        self, in_channels: int, out_channels: int, stencil: int = 5, bias: bool = False
+        self,
+        in_channels: int,
+        out_channels: int,
+        stencil: int = 5,
+        bias: bool = False,
+        *,
+        engine: str = "auto",
     ) -> None:
         super().__init__()
         check_positive_int("in_channels", in_channels)
@@ -71,6 +112,10 @@ class LeanConv2d(ConvOperator):
                 f"stencil: expected one of {sorted(STENCILS)} (4: N/W/E/S, 5: plus the centre, "
                 f"9: full 3x3), got {stencil!r}"
             )
+        if engine not in ENGINES:
+            raise ArgumentError(f"engine: expected one of {ENGINES}, got {engine!r}")
+        self.engine = engine
+        self._plans: _fused.LeanPlans | None = None
         self.in_channels = self.out_channels = in_channels
         self.kernel_size = 3
         self.stencil = stencil
@@ -81,9 +126,36 @@ class LeanConv2d(ConvOperator):
         )
         self.bias = nn.Parameter(torch.zeros(c)) if bias else None
 
+    def _engine(self, x: object) -> str:
+        """The engine that computes this call."""
+        if not isinstance(x, Tensor):
+            return "chunked"  # the functional form reports the bad input
+        cpu_autocast = x.device.type == "cpu" and torch.is_autocast_enabled("cpu")
+        if self.engine in ("auto", "fused") and _fused.supports(x) and _fused.library():
+            return "fused"
+        if self.engine == "conv" or cpu_autocast:
+            return "conv"
+        return "chunked"
+
+    def _lean_plans(self) -> _fused.LeanPlans:
+        if self._plans is None:
+            lib = _fused.library()
+            assert lib is not None
+            self._plans = _fused.LeanPlans.build(self.in_channels, self.stencil, lib.odenet_kmax())
+        return self._plans
+
     def forward(self, x: Tensor) -> Tensor:
         """``K x (+ bias)``."""
-        return lean_conv2d(x, self.weight, self.stencil_weight, self.bias)
+        engine = self._engine(x)
+        w, s, b = self.weight, self.stencil_weight, self.bias
+        if engine == "chunked":
+            return _like_input(lean_conv2d(x, w, s, b), x)
+        _check_lean(x, w, s)
+        if b is not None:
+            check_param("bias", b, (self.in_channels,), x)
+        if engine == "conv":
+            return _lean_by_convs(x, w, s, b)
+        return _like_input(_fused.fused_lean_conv2d(x, w, s, b, self._lean_plans()), x)
 
     def adjoint(self, z: Tensor) -> Tensor:
         """``Kᵀ z = W₁ₓ₁ᵀ z + Sᵀ z`` (bias excluded).
@@ -96,7 +168,14 @@ class LeanConv2d(ConvOperator):
         >>> torch.allclose((op(x) * z).sum(), (x * op.adjoint(z)).sum())
         True
         """
-        return lean_conv2d_adjoint(z, self.weight, self.stencil_weight)
+        engine = self._engine(z)
+        w, s = self.weight, self.stencil_weight
+        if engine == "chunked":
+            return _like_input(lean_conv2d_adjoint(z, w, s), z)
+        _check_lean(z, w, s)
+        if engine == "conv":
+            return _lean_adjoint_by_convs(z, w, s)
+        return _like_input(_fused.fused_lean_conv2d_adjoint(z, w, s, self._lean_plans()), z)
 
     def dense_kernel(self) -> Tensor:
         """The equivalent ``(C, C, 3, 3)`` kernel: the stencil on the diagonal, W at the centre.

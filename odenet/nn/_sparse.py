@@ -6,16 +6,36 @@ import torch
 from torch import Tensor, nn
 
 from odenet.errors import ArgumentError
+from odenet.nn import _fused
 from odenet.nn._base import ConvOperator, kaiming_uniform_
 from odenet.nn._checks import check_bool, check_positive_int
+from odenet.nn.functional._checks import check_like
+from odenet.nn.functional._sparse import _check as _check_sparse
 from odenet.nn.functional._sparse import (
-    ENGINES,
     psc_mask,
     sparse_conv2d,
     sparse_conv2d_adjoint,
 )
 
 __all__ = ["SparseConv2d"]
+
+#: Engines of :class:`SparseConv2d`: the compiled ``"fused"`` kernel and the pure-PyTorch
+#: engines of :func:`odenet.nn.functional.sparse_conv2d`.
+ENGINES = ("auto", "fused", "taps", "masked")
+
+
+def _channels_last(x: Tensor) -> bool:
+    """Whether ``x`` is laid out channels-last (and not also plain contiguous)."""
+    return (
+        x.ndim == 4
+        and not x.is_contiguous()
+        and x.is_contiguous(memory_format=torch.channels_last)
+    )
+
+
+def _like_input(out: Tensor, x: Tensor) -> Tensor:
+    """``out`` in ``x``'s memory format (channels-last in, channels-last out)."""
+    return out.contiguous(memory_format=torch.channels_last) if _channels_last(x) else out
 
 
 class SparseConv2d(ConvOperator):
@@ -39,10 +59,20 @@ class SparseConv2d(ConvOperator):
         Period of the rule over channel indices.
     bias : bool, default False
         Add a learnable bias (not part of :meth:`adjoint`).
-    engine : {"auto", "taps", "masked"}, default "auto"
-        How to compute (see :func:`odenet.nn.functional.sparse_conv2d`): ``"taps"``
-        does work proportional to the support, ``"masked"`` runs the vendor's dense
-        convolution on the zero-filled kernel.
+    engine : {"auto", "fused", "taps", "masked"}, default "auto"
+        How to compute. ``"fused"``: a compiled CPU kernel (built with the system's
+        C++ compiler at first use and cached) that gathers the taps of the support
+        by offset, never materialising them, forward and backward; float32/float64
+        on the CPU. ``"taps"`` and ``"masked"``: the pure-PyTorch engines of
+        :func:`odenet.nn.functional.sparse_conv2d` (work proportional to the
+        support; the vendor's dense convolution on the zero-filled kernel).
+        ``"auto"``: ``"fused"`` where it applies, else the functional ``"auto"``.
+        Where the fused kernel cannot be built (no compiler) both ``"auto"`` and
+        ``"fused"`` fall back after one :class:`RuntimeWarning`; under CPU autocast
+        and for other devices or dtypes they use the pure-PyTorch engines
+        (``"masked"`` under autocast). ``ODENET_FUSED=0`` in the environment turns
+        the compiled kernels off. All engines agree to round-off and preserve a
+        channels-last input's memory format.
 
     Attributes
     ----------
@@ -86,10 +116,38 @@ class SparseConv2d(ConvOperator):
         nnz = int(mask.sum())
         self.weight = nn.Parameter(kaiming_uniform_(torch.empty(nnz), nnz / out_channels))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+        self._plans: _fused.SparsePlans | None = None
+        self._support = mask.numpy().copy()  # the plans' source, also inside torch.func
+
+    def _fused_plans(self, x: Tensor) -> _fused.SparsePlans | None:
+        """The fused kernel's plans when it computes this call, else None."""
+        if self.engine not in ("auto", "fused") or not _fused.supports(x):
+            return None
+        if self.mask.shape[-2:] != (3, 3):
+            return None
+        lib = _fused.library()
+        if lib is None:
+            return None
+        if self._plans is None:
+            self._plans = _fused.SparsePlans.from_mask(self._support, lib.odenet_kmax())
+        return self._plans
+
+    def _fallback_engine(self, x: Tensor) -> str:
+        if isinstance(x, Tensor) and x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            return "masked"  # the vendor's convolution, which autocast runs in low precision
+        return "auto" if self.engine == "fused" else self.engine
 
     def forward(self, x: Tensor) -> Tensor:
         """``K x (+ bias)``."""
-        return sparse_conv2d(x, self.weight, self.mask, self.bias, self.engine)
+        plans = self._fused_plans(x) if isinstance(x, Tensor) else None
+        if plans is None:
+            out = sparse_conv2d(x, self.weight, self.mask, self.bias, self._fallback_engine(x))
+            return _like_input(out, x)
+        _check_sparse(x, self.weight, self.mask, transpose=False)
+        if self.bias is not None:
+            check_like("bias", self.bias, x)
+        out = _fused.fused_sparse_conv2d(x, self.weight, self.mask, self.bias, plans)
+        return _like_input(out, x)
 
     def adjoint(self, z: Tensor) -> Tensor:
         """``Kᵀ z`` (bias excluded).
@@ -102,7 +160,12 @@ class SparseConv2d(ConvOperator):
         >>> torch.allclose((op(x) * z).sum(), (x * op.adjoint(z)).sum())
         True
         """
-        return sparse_conv2d_adjoint(z, self.weight, self.mask, self.engine)
+        plans = self._fused_plans(z) if isinstance(z, Tensor) else None
+        if plans is None:
+            out = sparse_conv2d_adjoint(z, self.weight, self.mask, self._fallback_engine(z))
+            return _like_input(out, z)
+        _check_sparse(z, self.weight, self.mask, transpose=True)
+        return _like_input(_fused.fused_sparse_conv2d_adjoint(z, self.weight, self.mask, plans), z)
 
     def dense_kernel(self) -> Tensor:
         """The kernel ``(out, in, 3, 3)``, zero off the support.
@@ -132,3 +195,4 @@ class SparseConv2d(ConvOperator):
             f"{self.in_channels}, {self.out_channels}, pattern={self.pattern!r}, "
             f"period={self.period}, bias={self.bias is not None}"
         )
+
