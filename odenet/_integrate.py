@@ -16,9 +16,10 @@ from odenet.errors import ArgumentError, ArgumentTypeError, UnknownOptionError
 from odenet.gradients._base import GradientStrategy, resolve_gradient
 from odenet.solvers._adaptive import adaptive_tableau, odeint_adaptive
 from odenet.solvers._grid import MAX_NUM_STEPS, time_resolution
-from odenet.solvers._methods import check_implicit, resolve_method
+from odenet.solvers._methods import check_implicit
 from odenet.solvers._problem import Problem, State, concrete
 from odenet.solvers._reversible import ReversibleMethod
+from odenet.solvers._stepper import traceable_method
 from odenet.solvers._tableau import ButcherTableau, IMEXTableau
 
 __all__ = ["check_signature", "odeint"]
@@ -393,7 +394,7 @@ def odeint(
             func, y0, t, adaptive, options, step_size=step_size, gradient=gradient,
             implicit=implicit, params=params, event_fn=event_fn,
         )
-    tableau = resolve_method(method)
+    tableau = traceable_method(method)  # resolve_method, its checks kept off a compiled graph
     opts = _resolve_options(options, step_size)
     y0, tuple_state = _check_y0(y0)
     first = y0 if not tuple_state else y0[0]

@@ -50,6 +50,8 @@ class ANODE(CallStrategy):
       detected on the first step and refused with a
       :class:`~odenet.errors.GradientError` (pass them with ``params=``);
     * under :func:`torch.no_grad` nothing is stored and nothing recomputed;
+    * :func:`torch.compile` traces it into one graph as activation checkpointing of the
+      call (:meth:`compiled_solve`);
     * :mod:`torch.func` transforms work through it: ``vmap`` runs the forward pass
       batched; the differentiating transforms (``grad``, ``vjp``, ``jacrev``, ``jvp``,
       ``jacfwd``, ``hessian``) differentiate the steps directly (the same derivatives,
@@ -74,6 +76,22 @@ class ANODE(CallStrategy):
     """
 
     name = "anode"
+
+    def compiled_solve(self, problem, y0: State) -> State:
+        """Under :func:`torch.compile`: the call under activation checkpointing.
+
+        :func:`torch.utils.checkpoint.checkpoint` (non-reentrant, random state preserved)
+        stores the call's input and recomputes the whole call in the backward pass: ANODE's
+        memory (the input per call, one call's graph at a time) in a form the compiler
+        traces into one graph.
+        """
+        from torch.utils.checkpoint import checkpoint
+
+        def run(*c: Tensor) -> tuple[Tensor, ...]:
+            return comps(problem.stack(problem.solve(as_state(c, problem.tuple_state))))
+
+        out = checkpoint(run, *comps(y0), use_reentrant=False)
+        return as_state(out, problem.tuple_state)
 
 
 class _ANODEFunction(torch.autograd.Function):

@@ -592,6 +592,8 @@ class CallStrategy(GradientStrategy):
     def solve(self, problem: Problem, y0: State) -> State:
         if not torch.is_grad_enabled():
             return problem.stack(problem.solve(y0))
+        if problem.traced:
+            return self.compiled_solve(problem, y0)
         if func_transform_active() or forward_mode_active(
             (*comps(y0), problem.t, *problem.params)
         ):
@@ -601,6 +603,15 @@ class CallStrategy(GradientStrategy):
             return problem.stack(call.sweep())
         out = self.function.apply(call, problem.t, *comps(y0), *problem.params)
         return as_state(out, problem.tuple_state)
+
+    def compiled_solve(self, problem: Problem, y0: State) -> State:
+        """The solve under :func:`torch.compile` (``problem.traced``), where the custom
+        Function cannot run (its backward pass reads the host); refused unless overridden."""
+        raise GradientError(
+            f"gradient={self.name or type(self).__name__!r} cannot be compiled with "
+            "torch.compile (its backward pass recomputes on the host); use gradient='anode' "
+            "(activation checkpointing of the call) or 'backprop', or run this strategy eagerly"
+        )
 
     def _through_steps(self, problem: Problem, y0: State) -> State:
         """Under torch.func / forward mode: differentiate the steps (discrete strategies)."""

@@ -13,6 +13,7 @@ from odenet.errors import ArgumentError, ArgumentTypeError
 from odenet.gradients._base import GradientStrategy, resolve_gradient
 from odenet.nn._checks import check_positive_int
 from odenet.solvers._methods import check_implicit, resolve_method
+from odenet.solvers._problem import is_compiling
 from odenet.solvers._tableau import ButcherTableau, IMEXTableau
 
 __all__ = ["ODEBlock"]
@@ -89,15 +90,19 @@ class ODEBlock(nn.Module):
             raise ArgumentTypeError(
                 f"y: expected a floating point tensor, got dtype {y.dtype} (convert with .float())"
             )
-        t = torch.tensor(
-            [0.0, self.T], dtype=y.dtype if y.is_floating_point() else None, device=y.device
-        )
+        dtype = y.real.dtype
+        if is_compiling():  # torch.compile: the grid as t, nothing read on the host
+            t = torch.linspace(0.0, self.T, self.steps + 1, dtype=dtype, device=y.device)
+            h = None
+        else:
+            t = torch.tensor([0.0, self.T], dtype=dtype, device=y.device)
+            h = self.T / self.steps
         out = odeint(
             self.rhs,
             y,
             t,
             method=self.tableau,
-            step_size=self.T / self.steps,
+            step_size=h,
             gradient=self.gradient,
             implicit=self.implicit,
         )

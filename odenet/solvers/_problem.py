@@ -19,7 +19,7 @@ from torch import Tensor
 
 from odenet.errors import ArgumentError, FunctionOutputError, NonFiniteStateError
 from odenet.solvers._grid import MAX_NUM_STEPS, Grid, build_grid, time_resolution
-from odenet.solvers._stepper import StepFn, make_step
+from odenet.solvers._stepper import StepFn, explicit_structure, make_step, make_step_h
 from odenet.solvers._tableau import ButcherTableau, IMEXTableau
 
 __all__ = [
@@ -280,6 +280,13 @@ class Problem:
         self.time_dtype = t.dtype if time_dtype is None else time_dtype
         self.perturb = bool(perturb)
         self.callback_step = callback_step
+        #: Traced by :func:`torch.compile`: the grid is ``t`` itself (one step per output
+        #: interval), step sizes and stage times are tensors computed from ``t`` (see
+        #: :meth:`solve`), so nothing is read on the host and a new ``t`` reuses the graph.
+        self.traced = is_compiling()
+        if self.traced:
+            self._init_traced(tableau, grid_points, t)
+            return
         times = host_times(t)
         self.grid = Grid(
             times,
@@ -296,10 +303,59 @@ class Problem:
         self._fns: OrderedDict[float, StepFn] = OrderedDict()
         self._chunks: OrderedDict[int, list[tuple[Tensor, ...]]] = OrderedDict()
 
+    def _init_traced(self, tableau, grid_points, t: Tensor) -> None:
+        why = None
+        if self.step_size is not None:
+            why = (
+                "step_size: under torch.compile the step grid cannot depend on the values of t "
+                "(they are not known while tracing); pass every step time in t (e.g. "
+                "torch.linspace(t0, t1, steps + 1)) with step_size=None, one step per output "
+                "interval, or use odenet.nn.ODEBlock, which does so"
+            )
+        elif grid_points is not None:
+            why = (
+                "options['grid_constructor']: not supported under torch.compile; pass the "
+                "grid as t"
+            )
+        elif isinstance(tableau, IMEXTableau):
+            why = (
+                f"method: the IMEX method {tableau.name!r} is not supported under torch.compile "
+                "(the implicit operators cache host-side data); use an explicit method or run "
+                "the IMEX solve eagerly"
+            )
+        if why is not None:
+            raise ArgumentError(why)
+        self.grid = None
+        self.out_index = list(range(len(t)))
+        self.step_sizes = None
+        self.direction = 1.0
+        self._c_list = list(explicit_structure(tableau)[0])
+        self._step_h = make_step_h(tableau, tuple_state=self.tuple_state)
+
+    def _traced_step(self, n: int, y: State, func: Callable | None = None) -> State:
+        """Step ``n`` from ``t[n]`` to ``t[n + 1]`` with tensor times and step size."""
+        t = self.t.to(self.time_dtype)
+        t0, t1 = t[n], t[n + 1]
+        h = t1 - t0
+        ts = []
+        for c in self._c_list:
+            if c == 0.0:
+                tau = torch.nextafter(t0, t1) if self.perturb else t0
+            elif c == 1.0:
+                tau = torch.nextafter(t1, t0) if self.perturb else t1
+            else:
+                tau = t0 + c * h
+            ts.append(tau)
+        ref = comps(y)[0]
+        hy = h.to(ref.real.dtype if ref.is_complex() else ref.dtype)
+        return self._step_h(func or self.func, tuple(ts), y, hy)
+
     # -- structure ------------------------------------------------------------------------------
     @property
     def num_steps(self) -> int:
         """Total number of steps ``Nt`` over all output intervals."""
+        if self.traced:
+            return len(self.out_index) - 1
         return self.grid.num_steps
 
     @property
@@ -520,6 +576,15 @@ class Problem:
         [1.0, 0.625, 0.3906]
         """
         outs = [y0]
+        if self.traced:  # torch.compile: t is the grid, nothing read on the host
+            y = y0
+            for n in range(len(self.out_index) - 1):
+                if self.callback_step is not None:
+                    t = self.t.to(self.time_dtype)
+                    self.callback_step(t[n], y, t[n + 1] - t[n])
+                y = self._traced_step(n, y, self._checked_func(y0) if n == 0 and validate else None)
+                outs.append(y)
+            return outs
         delta = self.time_delta() if torch.is_grad_enabled() else None
         cb = self.callback_step
         y = y0

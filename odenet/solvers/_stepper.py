@@ -22,7 +22,15 @@ from torch import Tensor
 from odenet.errors import ArgumentError, ArgumentTypeError
 from odenet.solvers._tableau import ButcherTableau, IMEXTableau
 
-__all__ = ["StepFn", "make_imex_stages", "make_step"]
+__all__ = [
+    "StepFn",
+    "checked_method",
+    "explicit_structure",
+    "make_imex_stages",
+    "make_step",
+    "make_step_h",
+    "traceable_method",
+]
 
 State = Tensor | tuple[Tensor, ...]
 StepFn = Callable[[Callable, Sequence[Tensor], State], State]
@@ -234,3 +242,115 @@ def make_imex_stages(tableau: IMEXTableau, h: float) -> Callable:
             f"tableau: expected an IMEXTableau, got {type(tableau).__name__}"
         )
     return _imex_stages(tableau, float(h))
+
+
+def _lin(k: Sequence, terms: _Terms) -> Tensor:
+    """``sum(w * k[j] for j, w in terms)`` (``terms`` not empty), a fresh tensor."""
+    it = iter(terms)
+    j, w = next(it)
+    out = torch.mul(k[j], w)
+    for j, w in it:
+        out = out + k[j] * w
+    return out
+
+
+def _add_h(y: State, k: Sequence, terms: _Terms, h: Tensor, tuple_state: bool) -> State:
+    """``y + h * sum(w * k[j])`` with the step size ``h`` a tensor (tuple-wise)."""
+    if not terms:
+        return y
+    if tuple_state:
+        return tuple(
+            ym + h * _lin([None if kj is None else kj[m] for kj in k], terms)
+            for m, ym in enumerate(y)
+        )
+    return y + h * _lin(k, terms)
+
+
+@torch._dynamo.assume_constant_result
+def explicit_structure(tableau: ButcherTableau) -> tuple:
+    """``(c, rows, weights, needed)`` of an explicit tableau as Python numbers.
+
+    ``rows[i]`` and ``weights`` are the non-zero ``(j, a_ij)`` / ``(j, b_j)``, ``needed[j]``
+    whether stage ``j`` is used. Computed on the host and, under :func:`torch.compile`,
+    taken as a constant (the tableau's arrays are never traced).
+
+    Examples
+    --------
+    >>> from odenet import METHODS
+    >>> from odenet.solvers._stepper import explicit_structure
+    >>> explicit_structure(METHODS["midpoint"])
+    ((0.0, 0.5), ((), ((0, 0.5),)), ((1, 1.0),), (True, True))
+    """
+    a, b = tableau.a, tableau.b
+    s = tableau.stages
+    rows = tuple(_nonzero(a[i, :i], 1.0) for i in range(s))
+    weights = _nonzero(b, 1.0)
+    needed = tuple(bool(b[j] != 0 or (a[j + 1 :, j] != 0).any()) for j in range(s))
+    return tuple(float(c) for c in tableau.c), rows, weights, needed
+
+
+@torch._dynamo.assume_constant_result
+def checked_method(method: object) -> bool:
+    """Validate ``method`` as :func:`~odenet.solvers.resolve_method` does; ``True``.
+
+    Under :func:`torch.compile` the check runs on the host, once per compilation, and its
+    result is a constant (a tableau's arrays are never traced).
+    """
+    from odenet.solvers._methods import resolve_method
+
+    resolve_method(method)
+    return True
+
+
+def traceable_method(method: object) -> ButcherTableau | IMEXTableau:
+    """:func:`~odenet.solvers.resolve_method`, traceable by :func:`torch.compile`.
+
+    Examples
+    --------
+    >>> from odenet.solvers._stepper import traceable_method
+    >>> traceable_method("rk4").order
+    4
+    """
+    from odenet.solvers._methods import METHODS, REVERSIBLE_METHODS, resolve_method
+
+    if not torch.compiler.is_compiling():
+        return resolve_method(method)
+    checked_method(method)
+    if isinstance(method, str):
+        return METHODS[method] if method in METHODS else REVERSIBLE_METHODS[method]
+    return method
+
+
+def make_step_h(tableau: ButcherTableau, *, tuple_state: bool = False) -> Callable:
+    """The explicit step of :func:`make_step` with the step size as a tensor argument.
+
+    ``step(f, ts, y, h) -> y_next`` with ``h`` a 0-d tensor: the tableau's coefficients
+    stay Python numbers (they are the method), the step size is data, so a traced or
+    compiled step (:func:`torch.compile`) does not specialise on it and a new step size
+    reuses the same graph. The increment is ``h * (sum b_i k_i)`` (``make_step`` folds
+    ``h`` into the coefficients), equal to round-off.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from odenet import METHODS
+    >>> from odenet.solvers._stepper import make_step_h
+    >>> step = make_step_h(METHODS["heun"])
+    >>> ts = (torch.tensor(0.0), torch.tensor(0.5))
+    >>> step(lambda t, y: -y, ts, torch.ones(1), torch.tensor(0.5))  # 1 - h + h^2/2
+    tensor([0.6250])
+    """
+    if not isinstance(tableau, ButcherTableau):
+        raise ArgumentTypeError(
+            f"tableau: expected an explicit ButcherTableau, got {type(tableau).__name__}"
+        )
+    _, rows, weights, needed = explicit_structure(tableau)
+    s = len(rows)
+
+    def step(f, ts, y, h):
+        k: list = []
+        for i in range(s):
+            k.append(f(ts[i], _add_h(y, k, rows[i], h, tuple_state)) if needed[i] else None)
+        return _add_h(y, k, weights, h, tuple_state)
+
+    return step
