@@ -25,6 +25,7 @@ import torch
 import odenet
 from odenet import IMEXTableau
 from odenet.analysis import _html as H
+from odenet.analysis import _reconstruction
 from odenet.analysis._convergence import ConvergenceResult, convergence_order
 from odenet.analysis._cost import CostResult, cost
 from odenet.analysis._gradients import (
@@ -970,6 +971,10 @@ REPORT_SECTIONS: tuple[ReportSection, ...] = (
     ReportSection("cost", "memory (a fresh process per strategy) and time (interleaved rounds) "
                           "per strategy",
                   _run_cost, result_figures("cost"), H.cost_section, _cost_keys),
+    ReportSection("reconstruction", "reconstruction by inverse steps (reversible methods, "
+                                    "float32 and float64)",
+                  _reconstruction.run_section, result_figures("reconstruction"),
+                  _reconstruction.reconstruction_section, _reconstruction.reconstruction_keys),
 )
 
 

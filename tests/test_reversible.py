@@ -432,3 +432,21 @@ def test_callback_step_and_single_time():
         warnings.simplefilter("error")
         odenet.odeint(lambda t, y: -y, y0, torch.tensor([0.0, 1.0], dtype=F64),
                       method="reversible_heun")
+
+
+def test_torch_func_transforms_differentiate_the_steps():
+    func, y0 = _problem("reversible_heun", seed=3)
+    t = torch.tensor([0.0, 0.5], dtype=F64)
+
+    def final(y, gradient):
+        return odenet.odeint(func, y, t, method="reversible_heun", step_size=0.1,
+                             gradient=gradient)[-1].square().sum()
+
+    g_func = torch.func.grad(lambda y: final(y, "reversible"))(y0)
+    x = y0.clone().requires_grad_()
+    (g_ref,) = torch.autograd.grad(final(x, "reversible"), x)
+    assert torch.allclose(g_func, g_ref, rtol=1e-10, atol=0)
+    per_sample = torch.func.vmap(lambda y: final(y[None], "reversible"))(y0)
+    with torch.no_grad():
+        loop = torch.stack([final(y0[i : i + 1], "backprop") for i in range(len(y0))])
+    assert torch.allclose(per_sample, loop, rtol=1e-12)

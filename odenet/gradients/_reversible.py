@@ -20,6 +20,8 @@ from odenet.gradients._common import (
     _device_module,
     _modules_of,
     closure_error,
+    forward_mode_active,
+    func_transform_active,
     grad_guard,
     refuse_double_backward,
     vjp,
@@ -70,6 +72,10 @@ class Reversible(GradientStrategy):
     Cost: the forward solve, then per step one inverse step, one step with graph and its
     backward (for reversible Heun and ALF: two evaluations of ``func`` and one
     vector–Jacobian product).
+
+    Under :mod:`torch.func` transforms (``vmap``, ``grad``, ``jacrev``, ``jvp``, ...) and
+    forward-mode AD the steps are differentiated directly, as :class:`Backprop` does (the
+    same derivatives, backprop's memory).
 
     Requirements: ``func`` must be deterministic (no dropout in training mode: random draws
     are detected and refused), gradients with respect to ``t`` are not available, and
@@ -342,7 +348,8 @@ def solve_reversible(
             s0 = rp.init(y_comps, f=rp.checked_f(y_comps))
             outs, _ = rp.solve(y_comps, start=s0)
         return as_state(rp.stack(outs), tuple_state)
-    if isinstance(strategy, Reversible):
+    transformed = func_transform_active() or forward_mode_active((*y_comps, *params))
+    if isinstance(strategy, Reversible) and not transformed:
         call = _Call(rp, y_comps, strategy)
         rng = _rng_states(call.device)
         out = _ReversibleFunction.apply(call, *y_comps, *params)
@@ -356,6 +363,8 @@ def solve_reversible(
                 "func. Call model.eval(), or use gradient='backprop'"
             )
         return as_state(tuple(out[: len(y_comps)]), tuple_state)
+    # backprop, or a torch.func transform / forward mode (whose backward passes cannot start
+    # from fresh leaves): differentiate the steps themselves, the same derivatives
     s0 = rp.init(y_comps, f=rp.checked_f(y_comps))
     outs, _ = rp.solve(y_comps, start=s0)
     return as_state(rp.stack(outs), tuple_state)

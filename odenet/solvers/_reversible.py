@@ -16,7 +16,7 @@ augmented state is ``(*y, *aux)``, ``m`` user components first.
 Methods
 -------
 ``reversible_heun`` (:class:`ReversibleHeun`)
-    Kidger, Foster, Li & Lyons (ICML 2021). State ``(y, ŷ, F)``, ``F = f(t, ŷ)``; order 2;
+    Kidger, Foster, Li & Lyons (2021). State ``(y, ŷ, F)``, ``F = f(t, ŷ)``; order 2;
     one evaluation per step. Any state layout.
 ``alf`` (:class:`ALF`)
     Zhuang et al., MALI (ICLR 2021): asynchronous leapfrog with damping ``η``. State
@@ -39,7 +39,7 @@ from torch import Tensor
 
 from odenet.errors import ArgumentError, ArgumentTypeError, FunctionOutputError, NonFiniteStateError
 from odenet.solvers._grid import MAX_NUM_STEPS, Grid, time_resolution
-from odenet.solvers._problem import _check_output, as_state, comps
+from odenet.solvers._problem import _check_output, as_state, comps, concrete
 
 __all__ = [
     "ALF",
@@ -136,7 +136,7 @@ class ReversibleMethod:
 
 @dataclass(frozen=True)
 class ReversibleHeun(ReversibleMethod):
-    r"""Reversible Heun (Kidger, Foster, Li & Lyons, ICML 2021), order 2, one evaluation a step.
+    r"""Reversible Heun (Kidger, Foster, Li & Lyons, 2021), order 2, one evaluation a step.
 
     The augmented state is ``(y, ŷ, F)`` with the auxiliary ``ŷ`` (``ŷ_0 = y_0``) and the
     cached ``F = f(t, ŷ)``. One step from ``t`` to ``t + h``:
@@ -380,7 +380,12 @@ REVERSIBLE = (ReversibleHeun(), ALF(), Leapfrog())
 
 
 def _all_finite(c: Sequence[Tensor]) -> bool:
-    return all(bool(torch.isfinite(x).all()) for x in c)
+    """Whether every tensor is finite (read behind torch.func wrappers; True when tracing)."""
+    for x in c:
+        v = concrete(x)
+        if v is not None and not bool(torch.isfinite(v).all()):
+            return False
+    return True
 
 
 class ReversibleProblem:
