@@ -8,13 +8,19 @@ The functions take torchdiffeq's arguments with torchdiffeq's defaults and
 method names (its ``"rk4"`` is Kutta's 3/8 rule, odenet's ``"rk4_38"``). What
 differs, by design:
 
-* only fixed-step methods exist so far: ``euler``, ``midpoint``, ``heun2``,
-  ``heun3``, ``rk4`` (and odenet's own names); torchdiffeq's default ``dopri5``
-  and its other adaptive, implicit and Adams methods are a clear error;
-* steps land exactly on every output time (the last step of an interval is
-  shortened) instead of interpolating, and events are located by re-stepping,
-  so ``options["interp"]`` has no effect (a warning says so), as have
-  ``rtol``/``atol`` for fixed steps (a warning when they are not the defaults);
+* the adaptive methods ``dopri5`` (the default), ``bosh3``, ``adaptive_heun``,
+  ``fehlberg2``, ``dopri8`` (and odenet's ``tsit5``) run torchdiffeq's algorithm
+  with its arithmetic: the same accepted steps, and outputs from its dense-output
+  interpolation, so the numbers are torchdiffeq's; their gradient holds the step
+  sizes the controller chose constant (torchdiffeq's backprop also differentiates
+  through the controller); ``odeint_event``, ``grid_constructor`` and gradients with
+  respect to ``t`` are not available with them; ``scipy_solver``, the Adams and the
+  implicit methods are a clear error;
+* fixed steps (``euler``, ``midpoint``, ``heun2``, ``heun3``, ``rk4``) land exactly on
+  every output time (the last step of an interval is shortened) instead of
+  interpolating, and events are located by re-stepping, so ``options["interp"]``
+  has no effect (a warning says so), as have ``rtol``/``atol`` for fixed steps (a
+  warning when they are not the defaults);
 * ``odeint_adjoint`` integrates the adjoint on the forward grid traversed
   backward with the same method, so ``adjoint_method`` and ``adjoint_options``
   must match the forward ones, and a ``grid_constructor`` is called once;
@@ -44,10 +50,12 @@ from torch import Tensor, nn
 from odenet._events import reroute_event_gradient
 from odenet._integrate import odeint as _odeint
 from odenet.errors import ArgumentError, ArgumentTypeError, UnknownMethodError
+from odenet.solvers._adaptive import odeint_adaptive
+from odenet.solvers._adaptive_methods import ADAPTIVE_METHODS
 from odenet.solvers._methods import METHODS
 from odenet.solvers._tableau import ButcherTableau
 
-__all__ = ["FIXED_METHODS", "odeint", "odeint_adjoint", "odeint_event"]
+__all__ = ["ADAPTIVE_METHODS", "FIXED_METHODS", "odeint", "odeint_adjoint", "odeint_event"]
 
 # Heun's third-order method (torchdiffeq's "heun3").
 HEUN3 = ButcherTableau(
@@ -66,9 +74,7 @@ FIXED_METHODS: Mapping[str, ButcherTableau] = {
     "heun3": HEUN3,
     "rk4": METHODS["rk4_38"],
 }
-_NOT_YET = {
-    "dopri5", "dopri8", "tsit5", "bosh3", "fehlberg2", "adaptive_heun", "scipy_solver",
-}
+_NOT_YET = {"scipy_solver"}
 _NOT_HERE = {
     "explicit_adams", "implicit_adams", "fixed_adams", "implicit_euler", "implicit_midpoint",
     "trapezoid", "radauIIA3", "gl4", "radauIIA5", "gl6", "sdirk2", "trbdf2",
@@ -84,24 +90,25 @@ def _method(method: object):
     if isinstance(method, str):
         if method in FIXED_METHODS:
             return FIXED_METHODS[method]
-        valid = ", ".join(repr(m) for m in FIXED_METHODS)
+        if method in ADAPTIVE_METHODS:
+            return ADAPTIVE_METHODS[method]
+        valid = ", ".join(repr(m) for m in (*FIXED_METHODS, *ADAPTIVE_METHODS))
         if method in _NOT_YET:
             raise UnknownMethodError(
-                f"method: {method!r} is an adaptive method, which odenet does not have yet "
-                f"(torchdiffeq's default is 'dopri5'); pass a fixed-step method ({valid}) with "
-                "options={'step_size': h}, or without a step size to step on t itself"
+                f"method: {method!r} (scipy's solvers) is not available in odenet; its own "
+                f"methods are {valid}"
             )
         if method in _NOT_HERE:
             raise UnknownMethodError(
                 f"method: torchdiffeq's {method!r} (Adams or implicit) is not available in "
-                f"odenet; the fixed-step explicit methods are {valid}"
+                f"odenet; the explicit methods are {valid}"
             )
         if method in METHODS:
             return METHODS[method]
     raise UnknownMethodError(
-        f"method: unknown method {method!r}; torchdiffeq's fixed-step names are "
-        + ", ".join(repr(m) for m in FIXED_METHODS)
-        + " (odenet's names, e.g. 'rk4_38', 'ssprk3', are accepted too)"
+        f"method: unknown method {method!r}; torchdiffeq's names are "
+        + ", ".join(repr(m) for m in (*FIXED_METHODS, *ADAPTIVE_METHODS))
+        + " (odenet's names, e.g. 'rk4_38', 'ssprk3', 'tsit5', are accepted too)"
     )
 
 
@@ -151,12 +158,17 @@ def odeint(
         Initial state.
     t : Tensor
         1-D output times, increasing or decreasing; may require grad.
-    rtol, atol : float
-        Accepted for compatibility; no effect on fixed steps (a warning when changed).
+    rtol, atol : float, Tensor or tuple
+        The error control of the adaptive methods (per component for tuple states); no
+        effect on fixed steps (a warning when changed).
     method : str, optional
-        ``"euler"``, ``"midpoint"``, ``"heun2"``, ``"heun3"``, ``"rk4"`` (the 3/8 rule).
-        torchdiffeq's default (``None`` = ``"dopri5"``) is adaptive: a clear error.
+        Adaptive: ``"dopri5"`` (the default, ``None``), ``"bosh3"``, ``"adaptive_heun"``,
+        ``"fehlberg2"``, ``"dopri8"``, ``"tsit5"``; fixed-step: ``"euler"``,
+        ``"midpoint"``, ``"heun2"``, ``"heun3"``, ``"rk4"`` (the 3/8 rule).
     options : dict, optional
+        Adaptive methods: torchdiffeq's ``first_step``, ``min_step``, ``max_step``,
+        ``max_num_steps``, ``safety``, ``ifactor``, ``dfactor``, ``norm``, ``step_t``,
+        ``jump_t`` (and odenet's, see :func:`odenet.odeint`). Fixed steps:
         ``step_size`` (without it, one step per output interval), ``perturb``,
         ``grid_constructor``, ``interp`` (no effect, warned), and odenet's
         ``check_finite``, ``max_num_steps``.
@@ -177,6 +189,9 @@ def odeint(
     torch.Size([3, 2])
     """
     tableau = _method(method)
+    if tableau.is_adaptive:
+        return odeint_adaptive(func, y0, t, tableau, options, rtol=rtol, atol=atol,
+                               event_fn=event_fn, interpolate=True)
     opts = _options(options, rtol, atol, ("rtol", "atol"))
     return _odeint(func, y0, t, method=tableau, options=opts, event_fn=event_fn)
 
@@ -199,8 +214,13 @@ def odeint_adjoint(
 ):
     """torchdiffeq's ``odeint_adjoint``: the continuous adjoint (``gradient="adjoint"``).
 
-    The adjoint runs on the forward grid traversed backward with the same method,
-    so ``adjoint_method`` and ``adjoint_options`` may only repeat the forward ones.
+    Fixed steps: the adjoint runs on the forward grid traversed backward with the same
+    method, so ``adjoint_method`` and ``adjoint_options`` may only repeat the forward ones.
+    Adaptive methods: the augmented system is solved backward from each output time to
+    the previous one with the forward method under its own error control
+    (``adjoint_rtol``, ``adjoint_atol``, default ``rtol``, ``atol``; torchdiffeq's norm of
+    the augmented state, ``adjoint_options={"norm": "seminorm"}`` leaving the parameters
+    out), as torchdiffeq does.
     ``adjoint_params`` defaults to ``func.parameters()`` (``func`` must then be an
     ``nn.Module``, as in torchdiffeq); tensors that require grad but are not among
     them are an error rather than a silently zero gradient. ``func.callback_step_adjoint``
@@ -211,11 +231,11 @@ def odeint_adjoint(
     func, y0, t, rtol, atol, method, options, event_fn
         As in :func:`odeint`.
     adjoint_rtol, adjoint_atol : float, optional
-        Accepted for compatibility; no effect on fixed steps.
+        The reverse solve's tolerances (adaptive methods; no effect on fixed steps).
     adjoint_method : str, optional
         Must be ``None`` or the forward method.
     adjoint_options : dict, optional
-        Must be ``None`` or equal to the forward ``options``.
+        ``None``, equal to the forward ``options``, or (adaptive methods) ``{"norm": ...}``.
     adjoint_params : iterable of Tensor, optional
         The tensors to differentiate besides ``y0``.
 
@@ -236,6 +256,39 @@ def odeint_adjoint(
     torch.Size([2, 2])
     """
     tableau = _method(method)
+    if adjoint_params is None:
+        if not isinstance(func, nn.Module):
+            raise ArgumentTypeError(
+                "func: must be an nn.Module to take the adjoint parameters from it; "
+                "alternatively pass them with adjoint_params=(...) (as in torchdiffeq)"
+            )
+        params = tuple(func.parameters())
+    else:
+        params = tuple(adjoint_params)
+    if tableau.is_adaptive:
+        if adjoint_method is not None and _method(adjoint_method) is not tableau:
+            raise ArgumentError(
+                f"adjoint_method: odenet's adjoint solves backward with the forward method "
+                f"({tableau.name!r}); got {adjoint_method!r}"
+            )
+        opts = dict(options or {})
+        if adjoint_options is not None:
+            extra = {k: v for k, v in dict(adjoint_options).items() if k != "norm"}
+            if extra and extra != {k: v for k, v in opts.items() if k != "norm"}:
+                raise ArgumentError(
+                    "adjoint_options: odenet's adaptive adjoint takes the forward options and "
+                    "adjoint_options={'norm': 'seminorm' or a callable}; got "
+                    f"{sorted(extra)}"
+                )
+            if "norm" in adjoint_options:
+                opts["adjoint_norm"] = adjoint_options["norm"]
+        if adjoint_rtol is not None:
+            opts["adjoint_rtol"] = adjoint_rtol
+        if adjoint_atol is not None:
+            opts["adjoint_atol"] = adjoint_atol
+        return odeint_adaptive(func, y0, t, tableau, opts, rtol=rtol, atol=atol,
+                               gradient="adjoint", params=params, event_fn=event_fn,
+                               interpolate=True)
     opts = _options(options, rtol, atol, ("rtol", "atol"))
     if adjoint_method is not None and _method(adjoint_method) is not tableau:
         raise ArgumentError(
@@ -249,15 +302,6 @@ def odeint_adjoint(
         )
     _options(None, _RTOL if adjoint_rtol is None else adjoint_rtol,
              _ATOL if adjoint_atol is None else adjoint_atol, ("adjoint_rtol", "adjoint_atol"))
-    if adjoint_params is None:
-        if not isinstance(func, nn.Module):
-            raise ArgumentTypeError(
-                "func: must be an nn.Module to take the adjoint parameters from it; "
-                "alternatively pass them with adjoint_params=(...) (as in torchdiffeq)"
-            )
-        params = tuple(func.parameters())
-    else:
-        params = tuple(adjoint_params)
     return _odeint(
         func, y0, t, method=tableau, options=opts, gradient="adjoint", params=params,
         event_fn=event_fn,

@@ -79,8 +79,10 @@ class _AdaptiveCall(Call):
         self.start = self.replay()
         self.y1 = None
         self.saved = None
-        self.needs_grad = any(c.requires_grad for c in comps(y0)) or any(
-            p.requires_grad for p in solve.params
+        self.needs_grad = (
+            any(c.requires_grad for c in comps(y0))
+            or any(p.requires_grad for p in solve.params)
+            or solve.t.requires_grad
         )
 
 
@@ -198,7 +200,7 @@ class _RevolveFunction(torch.autograd.Function):
         return b.result(a if b.need_y0 else None)
 
 
-def _adjoint_norm(solve: AdaptiveSolve, m: int, n_params: int) -> Callable:
+def _adjoint_norm(solve: AdaptiveSolve, m: int, n_params: int, need_t: bool) -> Callable:
     """torchdiffeq's default norm of the augmented state: the largest of the state's norm,
     the adjoint's norm (both with the forward norm) and the parameters' mixed RMS norm;
     ``adjoint_norm="seminorm"`` leaves the parameters out (Kidger et al. 2021)."""
@@ -213,8 +215,10 @@ def _adjoint_norm(solve: AdaptiveSolve, m: int, n_params: int) -> Callable:
 
     def norm(z: tuple[Tensor, ...]) -> float:
         vals = [state_norm(z[:m]), state_norm(z[m : 2 * m])]
+        if need_t:
+            vals.append(abs(float(z[-1])))
         if not semi and n_params:
-            vals.append(float(mixed_rms_norm(z[2 * m :])))
+            vals.append(float(mixed_rms_norm(z[2 * m : 2 * m + n_params])))
         return max(vals)
 
     if callable(o.adjoint_norm):
@@ -230,7 +234,7 @@ class _AdjointFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, call: _AdaptiveCall, t: Tensor, *inputs: Tensor):
         stacked = call.problem.stack(_forward(call, "the continuous adjoint"))
-        Backward.save(ctx, call, inputs, stacked, y0=False)
+        Backward.save(ctx, call, inputs, stacked, t=t, y0=False)
         return stacked
 
     @staticmethod
@@ -244,35 +248,51 @@ class _AdjointFunction(torch.autograd.Function):
         o = s.opts
         rt = o.adjoint_rtol if o.adjoint_rtol is not None else o.rtol
         at = o.adjoint_atol if o.adjoint_atol is not None else o.atol
-        rt_all = (*rt, *rt, *([_scalar_tol(rt)] * len(ps)))
-        at_all = (*at, *at, *([_scalar_tol(at)] * len(ps)))
+        need_t = b.need_t
+        nt = 1 if need_t else 0
+        rt_all = (*rt, *rt, *([_scalar_tol(rt)] * (len(ps) + nt)))
+        at_all = (*at, *at, *([_scalar_tol(at)] * (len(ps) + nt)))
         aopts = dataclasses.replace(
-            o, rtol=rt_all, atol=at_all, norm=_adjoint_norm(s, m, len(ps)), step_t=(), jump_t=(),
+            o, rtol=rt_all, atol=at_all, norm=_adjoint_norm(s, m, len(ps), need_t)
         )
-        cb = getattr(s.func, "callback_step_adjoint", None)
+        cbs = {
+            n: getattr(s.func, n + "_adjoint")
+            for n in ("callback_step", "callback_accept_step", "callback_reject_step")
+            if callable(getattr(s.func, n + "_adjoint", None))
+        }
 
         def aug(t: Tensor, z: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+            td = t.detach().requires_grad_(need_t)
             r = segment_vjp(
                 call,
-                lambda y: s.func(t, y),
+                lambda y: s.func(td, y),
                 z[:m],
                 [-c for c in z[m : 2 * m]],
                 ps,
                 when=lambda: f"in the reverse solve (t = {float(t):.6g})",
+                t_leaf=td if need_t else None,
             )
             gp = [zeros_if_none(g, q) for g, q in zip(r.params, ps)]
-            return (*r.out, *r.y, *gp)
+            gt = [zeros_if_none(r.t, td)] if need_t else []
+            return (*r.out, *r.y, *gp, *gt)
 
         a = [g[-1] for g in grads]
         ath = [torch.zeros_like(q) for q in ps]
+        at_ = [torch.zeros((), dtype=s.time_dtype, device=call.device)] if need_t else []
+        gt = torch.zeros(s.num_outputs, dtype=s.t.dtype, device=call.device) if need_t else None
         steps = rejected = nfe = 0
         with b.guard(), torch.no_grad():
             for k in range(s.num_outputs - 1, 0, -1):
+                if need_t:  # moving output time t_k moves y(t_k) at the speed f(t_k, y_k)
+                    yk = as_state(tuple(st[k] for st in b.stacked), s.tuple_state)
+                    fk = comps(s.func(s.time(s.times[k]), yk))
+                    dl = sum((f * g[k]).sum() for f, g in zip(fk, grads))
+                    gt[k] = dl
+                    at_ = [at_[0] - dl]
                 tk = s.t[k - 1 : k + 1].flip(0).detach()
                 rev = AdaptiveSolve(aug, s.tableau, tk, aopts, tuple_state=True,
-                                    time_dtype=s.time_dtype,
-                                    callbacks={"callback_step": cb} if cb else None)
-                z0 = (*(st[k] for st in b.stacked), *a, *ath)
+                                    time_dtype=s.time_dtype, callbacks=cbs)
+                z0 = (*(st[k] for st in b.stacked), *a, *ath, *at_)
                 z = rev.run(z0, record=False)[-1]
                 steps += rev.accepted
                 rejected += rev.rejected
@@ -285,10 +305,13 @@ class _AdjointFunction(torch.autograd.Function):
                         time=s.times[k - 1],
                     )
                 a = [z[m + c] + grads[c][k - 1] for c in range(m)]
-                ath = list(z[2 * m :])
+                ath = list(z[2 * m : 2 * m + len(ps)])
+                at_ = list(z[2 * m + len(ps) :])
         LAST.update(backward_steps=steps, backward_rejected=rejected, backward_nfe=nfe)
         b.params.add(ath)
-        return b.result(a)
+        if need_t:
+            gt[0] = at_[0]
+        return b.result(a, gt)
 
 
 _FUNCTIONS: dict[type, type[torch.autograd.Function]] = {
@@ -330,6 +353,11 @@ def solve_adaptive(strategy: GradientStrategy, solve: AdaptiveSolve, y0: State) 
         raise ArgumentError(
             f"gradient: {strategy.name!r} recomputes the accepted steps, which interpolated "
             "outputs (torchdiffeq's dense output) do not end on; use 'backprop' or 'adjoint'"
+        )
+    if solve.t.requires_grad and kind is not Adjoint:
+        raise ArgumentError(
+            f"t: gradients with respect to the output times of an adaptive solve are given by "
+            f"gradient='backprop' and 'adjoint', not by {strategy.name!r}; pass t.detach()"
         )
     call = _AdaptiveCall(solve, y0, strategy)
     if not call.needs_grad:

@@ -287,7 +287,18 @@ class AdaptiveSolve:
         cb_rej = self.callbacks.get("callback_reject_step")
         u = sign * self.times[0]
         y = y0
-        f0 = F(self.time(sign * u), y)
+        # t may require grad: the step times then carry their dependence on it (_timed)
+        delta = None
+        if self.t.requires_grad and torch.is_grad_enabled():
+            delta = (self.t - self.t.detach()).to(self.time_dtype)
+
+        def at(x: float, k: int) -> Tensor:  # time x of a step of output interval k (>= 1)
+            tt = self.time(x)
+            if delta is None:
+                return tt
+            return tt + delta[0 if o.interpolate else k - 1]
+
+        f0 = F(at(sign * u, 1), y)
         if o.first_step is None:
             h = initial_step(F, sign * u, y, f0, self.tableau.order - 1, o.rtol, o.atol, o.norm,
                              self.tuple_state, lambda h0: self.time(sign * (u + h0)))
@@ -342,7 +353,15 @@ class AdaptiveSolve:
                 if cb_step is not None:
                     cb_step(self.time(t0), as_state(y, self.tuple_state), self.time(hs))
                 ts = self.stage_times(t0, hs, t1, sign * first_u)
-                y1, err, k = self.step(F, ts, y, f0, hs)
+                Fs, f0s, scale = F, f0, None
+                if delta is not None:
+                    ts, scale = self._timed(ts, delta, kk, u1 == target, hs)
+                    if scale is not None:
+                        def Fs(t, y, F=F, scale=scale):
+                            return tuple(x * scale for x in F(t, y))
+
+                        f0s = tuple(x * scale for x in f0)
+                y1, err, k = self.step(Fs, ts, y, f0s, hs)
                 with torch.no_grad():
                     ratio = error_ratio(err, y, y1, o.rtol, o.atol, o.norm, self.tuple_state)
                     if o.check_finite and math.isfinite(ratio) and not _all_finite(y1):
@@ -361,13 +380,14 @@ class AdaptiveSolve:
                         interp = (u, u1, self._fit(y, y1, k, hs))
                     first_u = u1
                     y = y1
+                    nk = kk + 1 if u1 == target else kk  # the interval the next step is in
                     if jump:
                         first_u = self._next_after(u1)
-                        f0 = F(self.time(sign * first_u), y)
+                        f0 = F(at(sign * first_u, nk), y)
                     elif self._fsal or o.interpolate:
-                        f0 = k[-1]
+                        f0 = k[-1] if scale is None else tuple(x / scale for x in k[-1])
                     else:
-                        f0 = F(self.time(t1), y)
+                        f0 = F(at(t1, nk), y)
                     u = u1
                 else:
                     if cb_rej is not None:
@@ -378,7 +398,7 @@ class AdaptiveSolve:
                 if interp is None:
                     outs.append(y0)
                 else:
-                    outs.append(self._evaluate(interp, target))
+                    outs.append(self._evaluate(interp, target, None if delta is None else kk))
             else:
                 outs.append(y)
                 if record:
@@ -426,13 +446,38 @@ class AdaptiveSolve:
             out.append((a0, h * g0, c, b, a))
         return out
 
-    def _evaluate(self, interp: tuple, target: float) -> Comps:
+    def _timed(
+        self, ts: tuple[Tensor, ...], delta: Tensor, kk: int, last: bool, h: float
+    ) -> tuple[tuple[Tensor, ...], Tensor | None]:
+        """Stage times (and a right-hand-side scale) carrying their dependence on ``t``.
+
+        The step sizes are held fixed, so the steps of an output interval move with its
+        start time; landing on an output time, the last step's length moves with it: a
+        step of length ``h + dh`` is the step of length ``h`` of ``(1 + dh/h) f``.
+        With interpolated outputs every step moves with ``t[0]``.
+        """
+        if self.opts.interpolate:
+            return tuple(tau + delta[0] for tau in ts), None
+        dk = delta[kk - 1]
+        if not last:
+            return tuple(tau + dk for tau in ts), None
+        dh = delta[kk] - dk
+        ts = tuple(tau + (dk + c * dh) for tau, c in zip(ts, self._c))
+        return ts, 1.0 + dh / h
+
+    def _evaluate(self, interp: tuple, target: float, kk: int | None = None) -> Comps:
         u0, u1, coef = interp
         x = (target - u0) / (u1 - u0)
+        xt = None
+        if kk is not None:  # the output time requires grad: x moves with t[kk] and t[0]
+            sign = self.direction
+            tk = self.t[kk].to(torch.float64)
+            d0 = (self.t[0] - self.t[0].detach()).to(torch.float64)
+            xt = ((tk - d0) - sign * u0) / (sign * (u1 - u0))
         res = []
         for e, d, c, b, a in coef:
-            xx = torch.tensor(x, dtype=e.real.dtype if e.is_complex() else e.dtype,
-                              device=e.device)
+            dt = e.real.dtype if e.is_complex() else e.dtype
+            xx = torch.tensor(x, dtype=dt, device=e.device) if xt is None else xt.to(dt)
             total = e + xx * d
             p = xx
             for q in (c, b, a):
@@ -530,11 +575,6 @@ def odeint_adaptive(
     cs = comps(y0)
     t = _check_t(t, cs[0].device)
     check_signature("func", func)
-    if t.requires_grad:
-        raise ArgumentError(
-            f"t: gradients with respect to the output times are not supported by the adaptive "
-            f"method {name!r} (its step sizes are chosen by the controller); pass t.detach()"
-        )
     strategy = resolve_gradient(gradient)
     params = _collect_params(func, None, params)
     opts = parse_adaptive_options(
