@@ -337,6 +337,7 @@ def _apply(
     lib = library()
     assert lib is not None
     x = x.contiguous()
+    bias = None if bias is None else bias.contiguous()
     b, cin, h, w = x.shape
     wv = _padded_width(lib, x)
     out = x.new_empty(b, plan.cout, h, wv)
