@@ -325,7 +325,9 @@ def odeint(
     method : str, ButcherTableau or IMEXTableau, default "rk4"
         A name of :data:`odenet.METHODS` (``euler``, ``midpoint``, ``heun``,
         ``ssprk3``, ``rk4`` (classic), ``rk4_38`` (Kutta's 3/8 rule, torchdiffeq's
-        "rk4"), ``imex_euler``, ``ars222``, ``ars443``) or a tableau.
+        "rk4"), ``imex_euler``, ``ars222``, ``ars443``) or a tableau. The reversible
+        methods of :data:`odenet.solvers.REVERSIBLE_METHODS` (``reversible_heun``, ``alf``,
+        ``leapfrog``) pair with ``gradient="reversible"`` (or ``"backprop"``).
     options : dict, optional
         ``step_size``; ``check_finite`` (default True: checks the state at every
         output time and, when it is NaN or infinite, names the first non-finite
@@ -339,8 +341,9 @@ def odeint(
         it, one step per output interval (torchdiffeq's fixed-grid default).
     gradient : str or GradientStrategy, default "backprop"
         A name of :data:`odenet.gradients.STRATEGIES` (``"backprop"``, ``"anode"``,
-        ``"revolve"``, ``"adjoint"`` and every registered subclass) or a strategy instance
-        (:class:`Backprop`, :class:`ANODE`, :class:`Revolve`, :class:`Adjoint`, …).
+        ``"revolve"``, ``"adjoint"``, ``"reversible"`` (reversible methods only) and every
+        registered subclass) or a strategy instance (:class:`Backprop`, :class:`ANODE`,
+        :class:`Revolve`, :class:`Adjoint`, :class:`Reversible`, …).
     implicit : linear operator, optional
         ``L`` of ``y' = func(t, y) - L y`` (e.g. :class:`odenet.linear.ConvFFT`);
         required by the IMEX methods and refused by the explicit ones.
