@@ -100,6 +100,9 @@ def _build() -> ctypes.CDLL:
         fn = getattr(lib, f"odenet_wgrad_{suffix}")
         fn.argtypes = [p, p, p, p, i64, i64, i64, i64, i64, *plan, i32]
         fn.restype = None
+        fn = getattr(lib, f"odenet_backward_{suffix}")
+        fn.argtypes = [p, p, p, p, p, p, p, i64, i64, i64, i64, i64, *plan, *plan, i32]
+        fn.restype = None
     lib.odenet_kmax.restype = i32
     lib.odenet_vector_bytes.restype = i32
     return lib
@@ -352,10 +355,8 @@ def _wgrad(g: Tensor, x: Tensor, plan: _Plan, want_sten: bool) -> tuple[Tensor, 
     """Packed weight gradient (and the diagonal stencil's) of ``<g, K x>``."""
     lib = library()
     assert lib is not None
-    x = x.contiguous()
+    x, g = x.contiguous(), g.contiguous()
     b, cin, h, w = x.shape
-    wv = _padded_width(lib, x)
-    g = g.contiguous() if wv == w else F.pad(g, (0, wv - w))
     gw = x.new_empty(plan.index.size)
     gs = x.new_empty(plan.cout, plan.nst) if want_sten and plan.nst else None
     if x.numel() and g.numel():
@@ -367,6 +368,28 @@ def _wgrad(g: Tensor, x: Tensor, plan: _Plan, want_sten: bool) -> tuple[Tensor, 
         if gs is not None:
             gs.zero_()
     return gw, gs
+
+
+def _backward(
+    g: Tensor, x: Tensor, packed_t: Tensor, plan_t: _Plan, sten_t: Tensor | None,
+    plan: _Plan, want_sten: bool,
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """``Kᵀ g`` and the packed weight gradient of ``<g, K x>`` in one parallel region."""
+    lib = library()
+    assert lib is not None
+    x, g = x.contiguous(), g.contiguous()
+    b, cin, h, w = x.shape
+    if not (x.numel() and g.numel()):
+        gw, gs = _wgrad(g, x, plan, want_sten)
+        return _apply(g, packed_t, plan_t, None, sten_t), gw, gs
+    wv = _padded_width(lib, x)
+    gx = x.new_empty(b, cin, h, wv)
+    gw = x.new_empty(plan.index.size)
+    gs = x.new_empty(plan.cout, plan.nst) if want_sten and plan.nst else None
+    fn = getattr(lib, f"odenet_backward_{_suffix(x)}")
+    fn(_ptr(g), _ptr(x), _ptr(gx), _ptr(packed_t), _ptr(sten_t), _ptr(gw), _ptr(gs), b, cin,
+       plan.cout, h, w, *plan_t.args(), *plan.args(), torch.get_num_threads())
+    return (gx if wv == w else gx[..., :w].contiguous()), gw, gs
 
 
 def _vjp(fn: Callable, args: list, needs, g: Tensor) -> list:
@@ -422,9 +445,14 @@ class _Sparse(Function):
             )
             return gx, gw, gb, None, None
         plans = ctx.plans
-        gx = _apply(g, plans.transpose.pack(weight), plans.transpose) if need[0] else None
-        gw = None
-        if need[1]:
+        gx = gw = None
+        if need[0] and need[1]:
+            gx, packed, _ = _backward(g, x, plans.transpose.pack(weight), plans.transpose, None,
+                                      plans.forward, False)
+            gw = plans.forward.unpack(packed)
+        elif need[0]:
+            gx = _apply(g, plans.transpose.pack(weight), plans.transpose)
+        elif need[1]:
             packed, _ = _wgrad(g, x, plans.forward, False)
             gw = plans.forward.unpack(packed)
         gb = g.sum((0, 2, 3)) if bias is not None and need[2] else None
@@ -513,9 +541,10 @@ def _lean_apply(x, w, s, bias, plans: LeanPlans, transpose: bool) -> Tensor:
     return _apply(x, plan.pack(mat), plan, bias, off)
 
 
-def _lean_wgrad(g, x, plans: LeanPlans, need_w: bool, need_s: bool):
-    """Gradients of ``<g, K x>`` in W and in the stencil weight."""
-    packed, gsten = _wgrad(g, x, plans.forward, need_s)
+def _lean_wgrad(g, x, plans: LeanPlans, need_w: bool, need_s: bool, done=None):
+    """Gradients of ``<g, K x>`` in W and in the stencil weight (from ``done``, the packed
+    results of :func:`_backward`, when given)."""
+    packed, gsten = _wgrad(g, x, plans.forward, need_s) if done is None else done
     gmat = plans.forward.unpack(packed).view(plans.channels, plans.channels)
     gs = None
     if need_s:
@@ -562,10 +591,18 @@ class _Lean(Function):
         need = ctx.needs_input_grad
         if torch.is_grad_enabled():
             return (*_vjp(_lean_reference, [x, w, s, bias], need, g), None)
-        gx = _lean_apply(g, w, s, None, ctx.plans, transpose=True) if need[0] else None
-        gw = gs = None
-        if need[1] or need[2]:
-            gw, gs = _lean_wgrad(g, x, ctx.plans, need[1], need[2])
+        plans = ctx.plans
+        gx = gw = gs = None
+        if need[0] and (need[1] or need[2]):
+            off, centre = plans.split(s)
+            packed_t = plans.transpose.pack(_lean_matrix(w, centre))
+            gx, packed, gsten = _backward(g, x, packed_t, plans.transpose, off, plans.forward,
+                                          need[2])
+            gw, gs = _lean_wgrad(g, x, plans, need[1], need[2], done=(packed, gsten))
+        elif need[0]:
+            gx = _lean_apply(g, w, s, None, plans, transpose=True)
+        elif need[1] or need[2]:
+            gw, gs = _lean_wgrad(g, x, plans, need[1], need[2])
         gb = g.sum((0, 2, 3)) if bias is not None and need[3] else None
         return gx, gw, gs, gb, None
 

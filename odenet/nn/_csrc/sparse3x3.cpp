@@ -37,8 +37,12 @@
 #define ODENET_KMAX 4
 #endif
 #define ODENET_NV 3  // output vectors per channel in a tile
+#ifndef ODENET_KH
 #define ODENET_KH 4  // channels per weight-gradient micro-kernel
+#endif
+#ifndef ODENET_EH
 #define ODENET_EH 5  // entries per weight-gradient micro-kernel
+#endif
 
 namespace {
 
@@ -212,14 +216,129 @@ int thread_id() {
 #endif
 }
 
+struct Offsets {
+    std::vector<int64_t> off, stoff;  // entry and diagonal-stencil offsets in a padded image
+
+    Offsets(const Plan& pl, const Geometry& g) {
+        const int ne = pl.blk_start[pl.nblocks];
+        off.resize(ne > 0 ? ne : 1);
+        for (int e = 0; e < ne; ++e) off[e] = pl.ent_c[e] * g.plane + g.tap[pl.ent_t[e]];
+        stoff.resize(pl.nst > 0 ? pl.nst : 1);
+        for (int s = 0; s < pl.nst; ++s) stoff[s] = g.tap[pl.st_t[s]];
+    }
+};
+
+// One image: out (Cout, H, Wv) = blocks [b0, b1) of the plan applied to a padded image.
 template <typename T>
-void entry_offsets(const Plan& pl, const Geometry& g, std::vector<int64_t>& off,
-                   std::vector<int64_t>& stoff) {
-    const int ne = pl.blk_start[pl.nblocks];
-    off.resize(ne > 0 ? ne : 1);
-    for (int e = 0; e < ne; ++e) off[e] = pl.ent_c[e] * g.plane + g.tap[pl.ent_t[e]];
-    stoff.resize(pl.nst > 0 ? pl.nst : 1);
-    for (int s = 0; s < pl.nst; ++s) stoff[s] = g.tap[pl.st_t[s]];
+void apply_image(const T* pad, T* ob, const T* w, const T* bias, const T* sten, const Plan& pl,
+                 const Geometry& g, const Offsets& o, int64_t b0, int64_t b1) {
+    for (int64_t blk = b0; blk < b1; ++blk) {
+        const int e0 = pl.blk_start[blk], ne = pl.blk_start[blk + 1] - e0;
+        const int32_t* oc = pl.blk_oc + blk * ODENET_KMAX;
+        const TileFn<T> fn = tile_fn<T>(pl.blk_k[blk]);
+        for (int64_t t = 0; t < g.ntile; ++t)
+            fn(pad, ob, o.off.data() + e0, w + int64_t(e0) * ODENET_KMAX, ne, oc, bias,
+               g.inpos.data() + t * ODENET_NV, g.outpos.data() + t * ODENET_NV, g.oplane, sten,
+               o.stoff.data(), pl.nst, g.plane);
+    }
+}
+
+// acc[k][e] = sum over the pixels of one image of g[oc[k]] * shifted x, for KH channels and
+// EH entries; g's channel c starts at gb + c * gcs, its pixel p at gpos[p] from there.
+template <typename T, int KH, int EH>
+void tile_wgrad(const T* gb, int64_t gcs, const int64_t* gpos, const T* pad, const int64_t* off,
+                const int32_t* oc, const Geometry& g, T* dst /* entries x KMAX */) {
+    typedef typename Vec<T>::type V;
+    V acc[KH][EH];
+    for (int k = 0; k < KH; ++k)
+        for (int e = 0; e < EH; ++e) acc[k][e] = V{};
+    const T* gk[KH];
+    for (int k = 0; k < KH; ++k) gk[k] = gb + oc[k] * gcs;
+    const T* pe[EH];
+    for (int e = 0; e < EH; ++e) pe[e] = pad + off[e];
+    for (int64_t p = 0; p < g.npos; ++p) {
+        const int64_t ip = g.inpos[p], op = gpos[p];
+        V gv[KH];
+        for (int k = 0; k < KH; ++k) gv[k] = loadu(gk[k] + op);
+        for (int e = 0; e < EH; ++e) {
+            const V xv = loadu(pe[e] + ip);
+            for (int k = 0; k < KH; ++k) acc[k][e] += gv[k] * xv;
+        }
+    }
+    for (int e = 0; e < EH; ++e)
+        for (int k = 0; k < KH; ++k) dst[e * ODENET_KMAX + k] += hsum<T>(acc[k][e]);
+}
+
+template <typename T, int KH>
+void wgrad_entries(const T* gb, int64_t gcs, const int64_t* gpos, const T* pad,
+                   const int64_t* off, int ne, const int32_t* oc, const Geometry& g, T* dst) {
+    int e = 0;
+#define ODENET_WG(EH) \
+    tile_wgrad<T, KH, EH>(gb, gcs, gpos, pad, off + e, oc, g, dst + e * ODENET_KMAX)
+    for (; e + ODENET_EH <= ne; e += ODENET_EH) ODENET_WG(ODENET_EH);
+    switch (ne - e) {
+        case 1: ODENET_WG(1); break;
+        case 2: ODENET_WG(2); break;
+        case 3: ODENET_WG(3); break;
+        case 4: ODENET_WG(4); break;
+        case 5: ODENET_WG(5); break;
+        case 6: ODENET_WG(6); break;
+        case 7: ODENET_WG(7); break;
+        default: break;
+    }
+#undef ODENET_WG
+}
+static_assert(ODENET_EH <= 8, "wgrad_entries handles tails of up to seven entries");
+
+// One image's contribution to the packed weight gradient (entries x KMAX) and to the diagonal
+// stencil's (Cout x nst): sums over pixels of g times the shifted padded image.
+template <typename T>
+void wgrad_image(const T* gb, int64_t gcs, const int64_t* gpos, const T* pad, const Plan& pl,
+                 const Geometry& g, const Offsets& o, int64_t Cout, T* gw, T* gsten) {
+    for (int blk = 0; blk < pl.nblocks; ++blk) {
+        const int e0 = pl.blk_start[blk], ne = pl.blk_start[blk + 1] - e0;
+        const int32_t* oc = pl.blk_oc + blk * ODENET_KMAX;
+        const int64_t* of = o.off.data() + e0;
+        const int kb = pl.blk_k[blk];
+        for (int k0 = 0; k0 < kb; k0 += ODENET_KH) {
+            T* dst = gw + int64_t(e0) * ODENET_KMAX + k0;
+            const int32_t* ok = oc + k0;
+            const int kh = kb - k0 >= ODENET_KH ? ODENET_KH : kb - k0;
+#define ODENET_WK(K)                                                       \
+    case K:                                                                \
+        wgrad_entries<T, K>(gb, gcs, gpos, pad, of, ne, ok, g, dst); \
+        break
+            switch (kh) {
+                ODENET_WK(1);
+                ODENET_WK(2);
+                ODENET_WK(3);
+#if ODENET_KH >= 4
+                ODENET_WK(4);
+#endif
+#if ODENET_KH >= 8
+                ODENET_WK(5);
+                ODENET_WK(6);
+                ODENET_WK(7);
+                ODENET_WK(8);
+#endif
+                default: break;
+            }
+#undef ODENET_WK
+        }
+    }
+    if (gsten) {
+        typedef typename Vec<T>::type V;
+        for (int64_t c = 0; c < Cout; ++c) {
+            const T* gc = gb + c * gcs;
+            for (int s = 0; s < pl.nst; ++s) {
+                const T* xc = pad + c * g.plane + o.stoff[s];
+                V acc = V{};
+                for (int64_t p = 0; p < g.npos; ++p)
+                    acc += loadu(gc + gpos[p]) * loadu(xc + g.inpos[p]);
+                gsten[c * pl.nst + s] += hsum<T>(acc);
+            }
+        }
+    }
 }
 
 // out (B, Cout, H, Wv) = sum over entries of w * shifted x (+ diagonal stencil) (+ bias)
@@ -227,8 +346,7 @@ template <typename T>
 void apply_impl(const T* x, T* out, const T* w, const T* bias, const T* sten, int64_t B,
                 int64_t Cin, int64_t Cout, int64_t H, int64_t W, const Plan& pl, int nthreads) {
     const Geometry g(H, W, vlen<T>());
-    std::vector<int64_t> off, stoff;
-    entry_offsets<T>(pl, g, off, stoff);
+    const Offsets o(pl, g);
     const int nt = thread_count(nthreads);
     // split the blocks of one image when there are fewer images than threads
     int64_t nsplit = 1;
@@ -246,149 +364,94 @@ void apply_impl(const T* x, T* out, const T* w, const T* bias, const T* sten, in
                 pad_image(x + b * Cin * H * W, pad.data(), Cin, g);
                 last = b;
             }
-            T* ob = out + b * Cout * g.oplane;
-            const int64_t b0 = s * pl.nblocks / nsplit, b1 = (s + 1) * pl.nblocks / nsplit;
-            for (int64_t blk = b0; blk < b1; ++blk) {
-                const int e0 = pl.blk_start[blk], ne = pl.blk_start[blk + 1] - e0;
-                const int32_t* oc = pl.blk_oc + blk * ODENET_KMAX;
-                const TileFn<T> fn = tile_fn<T>(pl.blk_k[blk]);
-                for (int64_t t = 0; t < g.ntile; ++t)
-                    fn(pad.data(), ob, off.data() + e0, w + int64_t(e0) * ODENET_KMAX, ne, oc,
-                       bias, g.inpos.data() + t * ODENET_NV, g.outpos.data() + t * ODENET_NV,
-                       g.oplane, sten, stoff.data(), pl.nst, g.plane);
-            }
+            apply_image(pad.data(), out + b * Cout * g.oplane, w, bias, sten, pl, g, o,
+                        s * pl.nblocks / nsplit, (s + 1) * pl.nblocks / nsplit);
         }
     }
 }
 
-// acc[k][e] = sum over pixels of g[oc[k]] * shifted x for KH channels and EH entries, over the
-// nimg images of a task (one horizontal sum per task, not per image)
-template <typename T, int KH, int EH>
-void tile_wgrad(const T* gb, int64_t gstride, const T* pad, int64_t pstride, int nimg,
-                const int64_t* off, const int32_t* oc, int64_t oplane, const Geometry& g,
-                T* dst /* entries x KMAX */) {
-    typedef typename Vec<T>::type V;
-    V acc[KH][EH];
-    for (int k = 0; k < KH; ++k)
-        for (int e = 0; e < EH; ++e) acc[k][e] = V{};
-    for (int i = 0; i < nimg; ++i) {
-        const T* gk[KH];
-        for (int k = 0; k < KH; ++k) gk[k] = gb + i * gstride + oc[k] * oplane;
-        const T* pe[EH];
-        for (int e = 0; e < EH; ++e) pe[e] = pad + i * pstride + off[e];
-        for (int64_t p = 0; p < g.npos; ++p) {
-            const int64_t ip = g.inpos[p], op = g.outpos[p];
-            V gv[KH];
-            for (int k = 0; k < KH; ++k) gv[k] = loadu(gk[k] + op);
-            for (int e = 0; e < EH; ++e) {
-                const V xv = loadu(pe[e] + ip);
-                for (int k = 0; k < KH; ++k) acc[k][e] += gv[k] * xv;
-            }
+// Per-thread partial sums, added up after the parallel region.
+template <typename T>
+struct Partials {
+    int64_t nw, ns;
+    std::vector<T> data;
+    Partials(int nt, int64_t nw_, int64_t ns_)
+        : nw(nw_), ns(ns_), data(static_cast<size_t>(nt) * (nw_ + ns_), T(0)) {}
+    T* mine() { return data.data() + thread_id() * (nw + ns); }
+    void reduce(int nt, T* gw, T* gsten) const {
+        for (int64_t i = 0; i < nw + ns; ++i) {
+            T s = 0;
+            for (int t = 0; t < nt; ++t) s += data[t * (nw + ns) + i];
+            if (i < nw) gw[i] = s; else gsten[i - nw] = s;
         }
     }
-    for (int e = 0; e < EH; ++e)
-        for (int k = 0; k < KH; ++k) dst[e * ODENET_KMAX + k] += hsum<T>(acc[k][e]);
-}
-
-template <typename T, int KH>
-void wgrad_entries(const T* gb, int64_t gstride, const T* pad, int64_t pstride, int nimg,
-                   const int64_t* off, int ne, const int32_t* oc, int64_t oplane,
-                   const Geometry& g, T* dst) {
-    int e = 0;
-#define ODENET_WG(EH)                                                                    \
-    tile_wgrad<T, KH, EH>(gb, gstride, pad, pstride, nimg, off + e, oc, oplane, g,         \
-                          dst + e * ODENET_KMAX)
-    for (; e + ODENET_EH <= ne; e += ODENET_EH) ODENET_WG(ODENET_EH);
-    switch (ne - e) {
-        case 1: ODENET_WG(1); break;
-        case 2: ODENET_WG(2); break;
-        case 3: ODENET_WG(3); break;
-        case 4: ODENET_WG(4); break;
-        default: break;
-    }
-#undef ODENET_WG
-}
-static_assert(ODENET_EH == 5, "wgrad_entries handles tails of up to four entries");
+};
 
 // gw (entries x KMAX) = sum over the batch and pixels of g * shifted x; gsten (Cout x nst) the
-// diagonal stencil's gradient. g is (B, Cout, H, Wv) with zero columns >= W.
+// diagonal stencil's gradient. g is NCHW (B, Cout, H, W).
 template <typename T>
 void wgrad_impl(const T* gout, const T* x, T* gw, T* gsten, int64_t B, int64_t Cin, int64_t Cout,
                 int64_t H, int64_t W, const Plan& pl, int nthreads) {
     const Geometry g(H, W, vlen<T>());
-    std::vector<int64_t> off, stoff;
-    entry_offsets<T>(pl, g, off, stoff);
+    const Offsets o(pl, g);
     const int nt = thread_count(nthreads);
-    const int64_t nw = int64_t(pl.blk_start[pl.nblocks]) * ODENET_KMAX;
-    const int64_t ns = gsten ? Cout * pl.nst : 0;
-    std::vector<T> partial(static_cast<size_t>(nt) * (nw + ns), T(0));
-    // images per task: a few padded images in the L2 cache share one horizontal sum
-    const int64_t img_bytes = Cin * g.plane * static_cast<int64_t>(sizeof(T));
-    int64_t group = (int64_t(1) << 20) / (img_bytes > 0 ? img_bytes : 1);
-    const int64_t fair = (B + 2 * nt - 1) / (2 * nt);  // keep >= 2 tasks per thread
-    if (group > fair) group = fair;
-#ifndef ODENET_GMAX
-#define ODENET_GMAX 2
-#endif
-    if (group > ODENET_GMAX) group = ODENET_GMAX;
-    if (group < 1) group = 1;
-    const int64_t ntasks = (B + group - 1) / group;
-    const int64_t gstride = Cout * g.oplane;
+    const bool direct = g.Wv == W;  // g's rows are whole vectors: read it in place
+    Partials<T> part(nt, int64_t(pl.blk_start[pl.nblocks]) * ODENET_KMAX,
+                     gsten ? Cout * pl.nst : 0);
 #pragma omp parallel num_threads(nt)
     {
-        std::vector<T> pad(group * Cin * g.plane, T(0));
-        T* mine = partial.data() + thread_id() * (nw + ns);
+        std::vector<T> pad(Cin * g.plane, T(0));
+        std::vector<T> gpad(direct ? 0 : Cout * g.plane, T(0));
+        T* mine = part.mine();
+        T* mst = gsten ? mine + part.nw : nullptr;
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t task = 0; task < ntasks; ++task) {
-            const int64_t b0 = task * group;
-            const int nimg = static_cast<int>(b0 + group <= B ? group : B - b0);
-            for (int i = 0; i < nimg; ++i)
-                pad_image(x + (b0 + i) * Cin * H * W, pad.data() + i * Cin * g.plane, Cin, g);
-            const T* gb = gout + b0 * gstride;
-            const int64_t ps = Cin * g.plane;
-            for (int blk = 0; blk < pl.nblocks; ++blk) {
-                const int e0 = pl.blk_start[blk], ne = pl.blk_start[blk + 1] - e0;
-                const int32_t* oc = pl.blk_oc + blk * ODENET_KMAX;
-                const int64_t* of = off.data() + e0;
-                const int kb = pl.blk_k[blk];
-                for (int k0 = 0; k0 < kb; k0 += ODENET_KH) {
-                    T* dst = mine + int64_t(e0) * ODENET_KMAX + k0;
-                    const int32_t* ok = oc + k0;
-                    switch (kb - k0 >= ODENET_KH ? ODENET_KH : kb - k0) {
-                        case 1: wgrad_entries<T, 1>(gb, gstride, pad.data(), ps, nimg, of, ne, ok, g.oplane, g, dst); break;
-                        case 2: wgrad_entries<T, 2>(gb, gstride, pad.data(), ps, nimg, of, ne, ok, g.oplane, g, dst); break;
-                        case 3: wgrad_entries<T, 3>(gb, gstride, pad.data(), ps, nimg, of, ne, ok, g.oplane, g, dst); break;
-                        default: wgrad_entries<T, 4>(gb, gstride, pad.data(), ps, nimg, of, ne, ok, g.oplane, g, dst); break;
-                    }
-                }
-            }
-            if (ns) {
-                typedef typename Vec<T>::type V;
-                for (int64_t c = 0; c < Cout; ++c) {
-                    for (int s = 0; s < pl.nst; ++s) {
-                        V acc = V{};
-                        for (int i = 0; i < nimg; ++i) {
-                            const T* gc = gb + i * gstride + c * g.oplane;
-                            const T* xc = pad.data() + i * ps + c * g.plane + stoff[s];
-                            for (int64_t p = 0; p < g.npos; ++p)
-                                acc += loadu(gc + g.outpos[p]) * loadu(xc + g.inpos[p]);
-                        }
-                        mine[nw + c * pl.nst + s] += hsum<T>(acc);
-                    }
-                }
+        for (int64_t b = 0; b < B; ++b) {
+            pad_image(x + b * Cin * H * W, pad.data(), Cin, g);
+            if (direct) {
+                wgrad_image(gout + b * Cout * g.oplane, g.oplane, g.outpos.data(), pad.data(),
+                            pl, g, o, Cout, mine, mst);
+            } else {
+                pad_image(gout + b * Cout * H * W, gpad.data(), Cout, g);
+                wgrad_image(gpad.data(), g.plane, g.inpos.data(), pad.data(), pl, g, o, Cout,
+                            mine, mst);
             }
         }
     }
-    for (int64_t i = 0; i < nw; ++i) {
-        T s = 0;
-        for (int t = 0; t < nt; ++t) s += partial[t * (nw + ns) + i];
-        gw[i] = s;
+    part.reduce(nt, gw, gsten);
+}
+
+// The backward pass of out = K x in one parallel region: gx (B, Cin, H, Wv) = Kᵀ g by the
+// transposed plan pt (weights wt, stencil stt), and the weight gradients by the forward plan pf.
+template <typename T>
+void backward_impl(const T* gout, const T* x, T* gx, const T* wt, const T* stt, T* gw, T* gsten,
+                   int64_t B, int64_t Cin, int64_t Cout, int64_t H, int64_t W, const Plan& pt,
+                   const Plan& pf, int nthreads) {
+    const Geometry g(H, W, vlen<T>());
+    const Offsets ot(pt, g), of(pf, g);
+    const int nt = thread_count(nthreads);
+    Partials<T> part(nt, int64_t(pf.blk_start[pf.nblocks]) * ODENET_KMAX,
+                     gsten ? Cout * pf.nst : 0);
+#pragma omp parallel num_threads(nt)
+    {
+        std::vector<T> pad(Cin * g.plane, T(0));
+        std::vector<T> gpad(Cout * g.plane, T(0));
+        T* mine = part.mine();
+        T* mst = gsten ? mine + part.nw : nullptr;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t b = 0; b < B; ++b) {
+            pad_image(gout + b * Cout * H * W, gpad.data(), Cout, g);
+            apply_image(gpad.data(), gx + b * Cin * g.oplane, wt, static_cast<const T*>(nullptr),
+                        stt, pt, g, ot, 0, pt.nblocks);
+            pad_image(x + b * Cin * H * W, pad.data(), Cin, g);
+            if (g.Wv == W)
+                wgrad_image(gout + b * Cout * g.oplane, g.oplane, g.outpos.data(), pad.data(), pf,
+                            g, of, Cout, mine, mst);
+            else
+                wgrad_image(gpad.data(), g.plane, g.inpos.data(), pad.data(), pf, g, of, Cout,
+                            mine, mst);
+        }
     }
-    for (int64_t i = 0; i < ns; ++i) {
-        T s = 0;
-        for (int t = 0; t < nt; ++t) s += partial[t * (nw + ns) + nw + i];
-        gsten[i] = s;
-    }
+    part.reduce(nt, gw, gsten);
 }
 
 }  // namespace
@@ -398,39 +461,36 @@ extern "C" {
 int odenet_kmax() { return ODENET_KMAX; }
 int odenet_vector_bytes() { return ODENET_VBYTES; }
 
-#define ODENET_PLAN                                                                        \
-    Plan pl{nblocks, blk_start, blk_k, blk_oc, ent_c, ent_t, nst, st_t};
+#define ODENET_PLAN(P) \
+    Plan P{P##_nblocks, P##_start, P##_k, P##_oc, P##_c, P##_t, P##_nst, P##_st};
 
-#define ODENET_PLAN_ARGS                                                                   \
-    int nblocks, const int32_t *blk_start, const int32_t *blk_k, const int32_t *blk_oc,      \
-        const int32_t *ent_c, const int32_t *ent_t, int nst, const int32_t *st_t
+#define ODENET_PLAN_ARGS(P)                                                              \
+    int P##_nblocks, const int32_t *P##_start, const int32_t *P##_k, const int32_t *P##_oc, \
+        const int32_t *P##_c, const int32_t *P##_t, int P##_nst, const int32_t *P##_st
 
-void odenet_apply_f32(const float* x, float* out, const float* w, const float* bias,
-                      const float* sten, int64_t B, int64_t Cin, int64_t Cout, int64_t H,
-                      int64_t W, ODENET_PLAN_ARGS, int nthreads) {
-    ODENET_PLAN
-    apply_impl<float>(x, out, w, bias, sten, B, Cin, Cout, H, W, pl, nthreads);
-}
+#define ODENET_EXPORT(SUFFIX, T)                                                              \
+    void odenet_apply_##SUFFIX(const T* x, T* out, const T* w, const T* bias, const T* sten,   \
+                               int64_t B, int64_t Cin, int64_t Cout, int64_t H, int64_t W,     \
+                               ODENET_PLAN_ARGS(pl), int nthreads) {                           \
+        ODENET_PLAN(pl)                                                                        \
+        apply_impl<T>(x, out, w, bias, sten, B, Cin, Cout, H, W, pl, nthreads);                \
+    }                                                                                          \
+    void odenet_wgrad_##SUFFIX(const T* g, const T* x, T* gw, T* gsten, int64_t B,             \
+                               int64_t Cin, int64_t Cout, int64_t H, int64_t W,                \
+                               ODENET_PLAN_ARGS(pl), int nthreads) {                           \
+        ODENET_PLAN(pl)                                                                        \
+        wgrad_impl<T>(g, x, gw, gsten, B, Cin, Cout, H, W, pl, nthreads);                      \
+    }                                                                                          \
+    void odenet_backward_##SUFFIX(const T* g, const T* x, T* gx, const T* wt, const T* stt,    \
+                                  T* gw, T* gsten, int64_t B, int64_t Cin, int64_t Cout,       \
+                                  int64_t H, int64_t W, ODENET_PLAN_ARGS(pt),                  \
+                                  ODENET_PLAN_ARGS(pf), int nthreads) {                        \
+        ODENET_PLAN(pt)                                                                        \
+        ODENET_PLAN(pf)                                                                        \
+        backward_impl<T>(g, x, gx, wt, stt, gw, gsten, B, Cin, Cout, H, W, pt, pf, nthreads);  \
+    }
 
-void odenet_apply_f64(const double* x, double* out, const double* w, const double* bias,
-                      const double* sten, int64_t B, int64_t Cin, int64_t Cout, int64_t H,
-                      int64_t W, ODENET_PLAN_ARGS, int nthreads) {
-    ODENET_PLAN
-    apply_impl<double>(x, out, w, bias, sten, B, Cin, Cout, H, W, pl, nthreads);
-}
-
-void odenet_wgrad_f32(const float* g, const float* x, float* gw, float* gsten, int64_t B,
-                      int64_t Cin, int64_t Cout, int64_t H, int64_t W, ODENET_PLAN_ARGS,
-                      int nthreads) {
-    ODENET_PLAN
-    wgrad_impl<float>(g, x, gw, gsten, B, Cin, Cout, H, W, pl, nthreads);
-}
-
-void odenet_wgrad_f64(const double* g, const double* x, double* gw, double* gsten, int64_t B,
-                      int64_t Cin, int64_t Cout, int64_t H, int64_t W, ODENET_PLAN_ARGS,
-                      int nthreads) {
-    ODENET_PLAN
-    wgrad_impl<double>(g, x, gw, gsten, B, Cin, Cout, H, W, pl, nthreads);
-}
+ODENET_EXPORT(f32, float)
+ODENET_EXPORT(f64, double)
 
 }  // extern "C"
