@@ -16,7 +16,7 @@ TINY = ["--channels", "2", "--batch", "2", "--no-progress"]
 
 def test_the_table_names_the_sections_in_order():
     names = [s.name for s in R.REPORT_SECTIONS]
-    assert names == ["gradients", "reversibility", "stability", "order", "cost"]
+    assert names == ["gradients", "reversibility", "stability", "order", "cost", "reconstruction"]
     assert R._SECTIONS == tuple(names)
     assert len(set(names)) == len(names)
     for s in R.REPORT_SECTIONS:
