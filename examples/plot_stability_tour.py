@@ -10,6 +10,10 @@ block on scikit-learn's digits, computes the spectrum of its Jacobian at a data 
 the IMEX pair ``ars222``. It then adds a stiff linear smoothing term :math:`-Ly` and shows that
 an explicit method must shrink its step by orders of magnitude, while ``ars222`` — treating
 :math:`L` implicitly with FFT solves — keeps the step of the network.
+
+The environment variable ``ODENET_EXAMPLE_SIZE`` sets the size of the run: unset, ``default`` or
+``quick`` (the documentation's run, which already takes seconds; the test suite runs it as
+``quick``), ``full`` (more epochs).
 """
 
 # %%
@@ -21,6 +25,7 @@ an explicit method must shrink its step by orders of magnitude, while ``ars222``
 # symmetric negative semi-definite, so the continuous block is stable and only the step size can
 # make the network unstable. We integrate it with 4 steps of ``rk4`` on :math:`[0, 1]` and train
 # the whole network for a few epochs.
+import os
 import time
 
 import matplotlib.pyplot as plt
@@ -34,6 +39,10 @@ from odenet.linear import ConvFFT
 
 torch.manual_seed(0)
 start = time.perf_counter()
+SIZE = os.environ.get("ODENET_EXAMPLE_SIZE", "default") or "default"
+if SIZE not in ("quick", "default", "full"):
+    raise ValueError(f"ODENET_EXAMPLE_SIZE: expected 'quick', 'default' or 'full', got {SIZE!r}")
+EPOCHS = {"quick": 5, "default": 5, "full": 20}[SIZE]
 digits = load_digits()
 x = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
 labels = torch.tensor(digits.target)
@@ -64,7 +73,7 @@ def network(images):
 params = [*rhs.parameters(), *opening.parameters(), *head.parameters()]
 optimizer = torch.optim.Adam(params, lr=5e-3)
 train, test = slice(0, 1500), slice(1500, None)
-for epoch in range(5):
+for epoch in range(EPOCHS):
     perm = torch.randperm(1500)
     for i in range(0, 1500, 50):
         idx = perm[i : i + 50]
@@ -74,7 +83,7 @@ for epoch in range(5):
         optimizer.step()
 with torch.no_grad():
     accuracy = (network(x[test])[0].argmax(1) == labels[test]).float().mean().item()
-print(f"test accuracy after 5 epochs: {accuracy:.3f}")
+print(f"test accuracy after {EPOCHS} epochs: {accuracy:.3f}")
 
 # %%
 # The spectrum of the trained block
