@@ -102,9 +102,16 @@ def test_sparse_fused_matches_masked(lib, seed, b, cin, cout, h, w, period, bias
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_sparse_fused_benchmark_shape(lib, dtype):
-    """The benchmark's shape (64 channels, 32×32): every kernel block full, fp32 round-off."""
-    fused, ref = _pair(lambda e: SparseConv2d(64, 64, engine=e), "fused", "masked", dtype, 0)
+@pytest.mark.parametrize("kind", ["sparse", "lean"])
+def test_fused_benchmark_shape(lib, kind, dtype):
+    """The benchmark's shape (64 channels, 32×32): every kernel block full, and in float64
+    the input channels taken in several chunks (the kernel's cache blocking)."""
+    if kind == "sparse":
+        fused, ref = _pair(lambda e: SparseConv2d(64, 64, bias=True, engine=e), "fused",
+                           "masked", dtype, 0)
+    else:
+        fused, ref = _pair(lambda e: LeanConv2d(64, 64, stencil=9, bias=True, engine=e),
+                           "fused", "chunked", dtype, 0)
     x, z = torch.randn(2, 64, 32, 32, dtype=dtype), torch.randn(2, 64, 32, 32, dtype=dtype)
     _check_agree(fused, ref, x, z, dtype)
 

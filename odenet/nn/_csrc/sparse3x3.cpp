@@ -139,13 +139,17 @@ struct Plan {
 template <typename T, int K>
 void tile_apply(const T* pad, T* out, const int64_t* off, const T* w, int ne, const int32_t* oc,
                 const T* bias, const int64_t* inpos, const int64_t* outpos, int64_t oplane,
-                const T* sten, const int64_t* stoff, int nst, int64_t plane) {
+                const T* sten, const int64_t* stoff, int nst, int64_t plane, bool first) {
     typedef typename Vec<T>::type V;
     constexpr int NV = ODENET_NV;
     V acc[K][NV];
     for (int k = 0; k < K; ++k) {
-        const T b = bias ? bias[oc[k]] : T(0);
-        for (int v = 0; v < NV; ++v) acc[k][v] = V{} + b;
+        if (first) {
+            const T b = bias ? bias[oc[k]] : T(0);
+            for (int v = 0; v < NV; ++v) acc[k][v] = V{} + b;
+        } else {  // a later chunk of input channels: add to the partial sums
+            for (int v = 0; v < NV; ++v) acc[k][v] = loadu(out + oc[k] * oplane + outpos[v]);
+        }
     }
     const T* p0 = pad + inpos[0];
     const T* p1 = pad + inpos[1];
@@ -179,7 +183,7 @@ static_assert(ODENET_NV == 3, "tile_apply is written for three vectors per chann
 template <typename T>
 using TileFn = void (*)(const T*, T*, const int64_t*, const T*, int, const int32_t*, const T*,
                         const int64_t*, const int64_t*, int64_t, const T*, const int64_t*, int,
-                        int64_t);
+                        int64_t, bool);
 
 template <typename T>
 TileFn<T> tile_fn(int k) {
@@ -218,13 +222,32 @@ int thread_id() {
 
 struct Offsets {
     std::vector<int64_t> off, stoff;  // entry and diagonal-stencil offsets in a padded image
+    // The forward kernel takes the input channels in chunks whose rows around one tile stay in
+    // the L1 cache; split[blk * (nchunk + 1) + j] is the block's first entry of chunk j.
+    int64_t nchunk = 1;
+    std::vector<int32_t> split;
 
-    Offsets(const Plan& pl, const Geometry& g) {
+    Offsets(const Plan& pl, const Geometry& g, int64_t cin = 0, int64_t elem = 4) {
         const int ne = pl.blk_start[pl.nblocks];
         off.resize(ne > 0 ? ne : 1);
         for (int e = 0; e < ne; ++e) off[e] = pl.ent_c[e] * g.plane + g.tap[pl.ent_t[e]];
         stoff.resize(pl.nst > 0 ? pl.nst : 1);
         for (int s = 0; s < pl.nst; ++s) stoff[s] = g.tap[pl.st_t[s]];
+        // about four padded rows per channel are live around a tile; keep them in 36 KiB
+        int64_t cch = (36 << 10) / (4 * g.Wp * elem);
+        if (cch < 8) cch = 8;
+        nchunk = cin > cch ? (cin + cch - 1) / cch : 1;
+        cch = (cin + nchunk - 1) / nchunk;  // even chunks
+        split.resize(pl.nblocks * (nchunk + 1));
+        for (int blk = 0; blk < pl.nblocks; ++blk) {
+            int e = pl.blk_start[blk];
+            const int end = pl.blk_start[blk + 1];
+            for (int64_t j = 0; j < nchunk; ++j) {
+                split[blk * (nchunk + 1) + j] = e;
+                while (e < end && pl.ent_c[e] < (j + 1) * cch) ++e;  // entries sorted by channel
+            }
+            split[blk * (nchunk + 1) + nchunk] = end;
+        }
     }
 };
 
@@ -232,14 +255,18 @@ struct Offsets {
 template <typename T>
 void apply_image(const T* pad, T* ob, const T* w, const T* bias, const T* sten, const Plan& pl,
                  const Geometry& g, const Offsets& o, int64_t b0, int64_t b1) {
-    for (int64_t blk = b0; blk < b1; ++blk) {
-        const int e0 = pl.blk_start[blk], ne = pl.blk_start[blk + 1] - e0;
-        const int32_t* oc = pl.blk_oc + blk * ODENET_KMAX;
-        const TileFn<T> fn = tile_fn<T>(pl.blk_k[blk]);
-        for (int64_t t = 0; t < g.ntile; ++t)
-            fn(pad, ob, o.off.data() + e0, w + int64_t(e0) * ODENET_KMAX, ne, oc, bias,
-               g.inpos.data() + t * ODENET_NV, g.outpos.data() + t * ODENET_NV, g.oplane, sten,
-               o.stoff.data(), pl.nst, g.plane);
+    for (int64_t j = 0; j < o.nchunk; ++j) {
+        for (int64_t blk = b0; blk < b1; ++blk) {
+            const int32_t* sp = o.split.data() + blk * (o.nchunk + 1);
+            const int e0 = sp[j], ne = sp[j + 1] - e0;
+            if (j > 0 && ne == 0) continue;
+            const int32_t* oc = pl.blk_oc + blk * ODENET_KMAX;
+            const TileFn<T> fn = tile_fn<T>(pl.blk_k[blk]);
+            for (int64_t t = 0; t < g.ntile; ++t)
+                fn(pad, ob, o.off.data() + e0, w + int64_t(e0) * ODENET_KMAX, ne, oc, bias,
+                   g.inpos.data() + t * ODENET_NV, g.outpos.data() + t * ODENET_NV, g.oplane,
+                   sten, o.stoff.data(), j == 0 ? pl.nst : 0, g.plane, j == 0);
+        }
     }
 }
 
@@ -346,7 +373,7 @@ template <typename T>
 void apply_impl(const T* x, T* out, const T* w, const T* bias, const T* sten, int64_t B,
                 int64_t Cin, int64_t Cout, int64_t H, int64_t W, const Plan& pl, int nthreads) {
     const Geometry g(H, W, vlen<T>());
-    const Offsets o(pl, g);
+    const Offsets o(pl, g, Cin, sizeof(T));
     const int nt = thread_count(nthreads);
     // split the blocks of one image when there are fewer images than threads
     int64_t nsplit = 1;
@@ -427,7 +454,7 @@ void backward_impl(const T* gout, const T* x, T* gx, const T* wt, const T* stt, 
                    int64_t B, int64_t Cin, int64_t Cout, int64_t H, int64_t W, const Plan& pt,
                    const Plan& pf, int nthreads) {
     const Geometry g(H, W, vlen<T>());
-    const Offsets ot(pt, g), of(pf, g);
+    const Offsets ot(pt, g, Cout, sizeof(T)), of(pf, g);
     const int nt = thread_count(nthreads);
     Partials<T> part(nt, int64_t(pf.blk_start[pf.nblocks]) * ODENET_KMAX,
                      gsten ? Cout * pf.nst : 0);
