@@ -241,7 +241,7 @@ class _ReversibleFunction(torch.autograd.Function):
         gy: list[Tensor | None] = []
         for c, nd in enumerate(need_y):
             gy.append(zeros_if_none(next(it), y0[c]) + gs[c][0] if nd else None)
-        _report(call, worst, y0[0].dtype)
+        _report(call, worst, y0[0].real.dtype)
         return (None, *gy, *pg.result())
 
 
@@ -339,7 +339,9 @@ def solve_reversible(
         max_num_steps=opts.get("max_num_steps", 2**31 - 1),
         callback_step=callback_step,
     )
-    rp.check_separable(y_comps)
+    transformed = func_transform_active() or forward_mode_active((*y_comps, *params))
+    if not transformed:  # a first-step check that needs fresh leaves
+        rp.check_separable(y_comps)
     needs_grad = torch.is_grad_enabled() and (
         any(c.requires_grad for c in y_comps) or any(p.requires_grad for p in params)
     )
@@ -348,7 +350,6 @@ def solve_reversible(
             s0 = rp.init(y_comps, f=rp.checked_f(y_comps))
             outs, _ = rp.solve(y_comps, start=s0)
         return as_state(rp.stack(outs), tuple_state)
-    transformed = func_transform_active() or forward_mode_active((*y_comps, *params))
     if isinstance(strategy, Reversible) and not transformed:
         call = _Call(rp, y_comps, strategy)
         rng = _rng_states(call.device)
