@@ -450,3 +450,19 @@ def test_torch_func_transforms_differentiate_the_steps():
     with torch.no_grad():
         loop = torch.stack([final(y0[i : i + 1], "backprop") for i in range(len(y0))])
     assert torch.allclose(per_sample, loop, rtol=1e-12)
+
+
+def test_device_agnostic(device):
+    torch.manual_seed(0)
+    rhs = odenet.nn.ResidualRHS(odenet.nn.LeanConv2d(3, 3), activation="tanh").double().to(device)
+    x = torch.randn(2, 3, 5, 5, dtype=F64, device=device)
+    t = torch.tensor([0.0, 0.5, 1.0], dtype=F64, device=device)
+    grads = {}
+    for gradient in ("reversible", "backprop"):
+        xx = x.clone().requires_grad_()
+        y = odenet.odeint(rhs, xx, t, method="alf", step_size=0.05, gradient=gradient)
+        assert y.device == x.device
+        grads[gradient] = torch.autograd.grad(y.square().sum(), [xx, *rhs.parameters()])
+    for a, b in zip(grads["reversible"], grads["backprop"]):
+        assert a.device == x.device
+        assert float((a - b).abs().max()) <= 1e-9 * float(b.abs().max())
