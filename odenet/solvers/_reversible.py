@@ -117,12 +117,15 @@ class ReversibleMethod:
         return m * len(self.layout)
 
     def init(self, f: TupleFunc, t0: float, y: Comps) -> Comps:
+        """The augmented state at ``t0`` built from the user state ``y`` (evaluates ``f``)."""
         raise NotImplementedError
 
     def step(self, f: TupleFunc, t0: float, h: float, s: Comps) -> Comps:
+        """Advance the augmented state ``s`` from ``t0`` to ``t0 + h``."""
         raise NotImplementedError
 
     def inverse_step(self, f: TupleFunc, t0: float, h: float, s: Comps) -> Comps:
+        """Undo :meth:`step`: the augmented state at ``t0`` from the state ``s`` at ``t0 + h``."""
         raise NotImplementedError
 
     def output(self, s: Comps, m: int) -> Comps:
