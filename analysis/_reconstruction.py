@@ -103,7 +103,9 @@ class ReconstructionResult(Result):
     inverse steps back (``inf``: the rebuilt state blew up); ``aux_error`` the same for
     what the method carries (``ŷ``, ``v``, cached evaluations); ``gradient_error`` the
     relative difference between the gradients of ``gradient="reversible"`` and
-    ``"backprop"`` of the same scheme (``None`` where not computed); ``trusted`` whether
+    ``"backprop"`` of the same scheme (``None`` where not computed); ``fd_error`` (float64
+    rows) the relative difference of its directional derivative along a random direction of
+    the input and the parameters from a central finite difference; ``trusted`` whether
     ``error`` is within the tolerance (default :math:`\sqrt{\varepsilon}` of the dtype).
 
     Examples
@@ -122,7 +124,7 @@ class ReconstructionResult(Result):
 
     kind = "reconstruction"
     columns = ("method", "dtype", "steps", "h", "error", "aux_error", "gradient_error",
-               "trusted")
+               "fd_error", "trusted")
 
     def title(self) -> str:
         return f"reconstruction by inverse steps over [0, {self.T:g}]"
@@ -229,26 +231,53 @@ def _solve_and_rebuild(f, method, y0, t0, T, nt):
     return user, aux
 
 
-def _gradient_error(func, y0, tuple_state, t0, T, nt, method, params):
-    """Relative difference of the reversible and backprop gradients of one loss."""
+def _gradient_errors(func, y0, tuple_state, t0, T, nt, method, params, fd: bool):
+    """Relative difference of the reversible gradient of one loss from backprop's, and (with
+    ``fd``) of its directional derivative from a central finite difference (``None``
+    otherwise)."""
     t = torch.tensor([t0, t0 + T], dtype=y0[0].dtype, device=y0[0].device)
     g = torch.Generator().manual_seed(0)
-    ws = [torch.randn(c.shape, generator=g, dtype=c.dtype).to(c.device) for c in y0]
+
+    def draw(c):
+        return torch.randn(c.shape, generator=g, dtype=c.dtype).to(c.device)
+
+    ws = [draw(c) for c in y0]
+
+    def loss_of(x, gradient):
+        state = x if tuple_state else x[0]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", odenet.gradients.ReconstructionWarning)
+            out = odenet.odeint(func, state, t, method=method, step_size=T / nt,
+                                gradient=gradient, params=params)
+        outs = out if isinstance(out, tuple) else (out,)
+        return sum((o[-1] * w).sum() for o, w in zip(outs, ws))
+
     grads = []
     for gradient in ("reversible", "backprop"):
         x = tuple(c.detach().clone().requires_grad_() for c in y0)
-        state = x if tuple_state else x[0]
         with torch.enable_grad():
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", odenet.gradients.ReconstructionWarning)
-                out = odenet.odeint(func, state, t, method=method, step_size=T / nt,
-                                    gradient=gradient, params=params)
-                outs = out if isinstance(out, tuple) else (out,)
-                loss = sum((o[-1] * w).sum() for o, w in zip(outs, ws))
-                grads.append(torch.autograd.grad(loss, [*x, *params], allow_unused=True))
+            grads.append(torch.autograd.grad(loss_of(x, gradient), [*x, *params],
+                                             allow_unused=True))
     a = [u for u, v in zip(*grads) if u is not None and v is not None]
     b = [v for u, v in zip(*grads) if u is not None and v is not None]
-    return _rel(a, b) if a else 0.0
+    err = _rel(a, b) if a else 0.0
+    if not fd:
+        return err, None
+    inputs = [*y0, *params]
+    dirs = [draw(c) for c in inputs]
+    eps = 1e-6 * max(1.0, max(float(c.detach().abs().max()) for c in inputs))
+    exact = sum(float((gi * d).sum()) for gi, d in zip(grads[0], dirs) if gi is not None)
+    values = []
+    with torch.no_grad():
+        for sign in (1.0, -1.0):
+            x = tuple(c + sign * eps * d for c, d in zip(y0, dirs))
+            for p, d in zip(params, dirs[len(y0):]):
+                p.add_(d, alpha=sign * eps)
+            values.append(float(loss_of(x, "backprop")))
+            for p, d in zip(params, dirs[len(y0):]):
+                p.sub_(d, alpha=sign * eps)
+    approx = (values[0] - values[1]) / (2 * eps)
+    return err, abs(exact - approx) / max(abs(approx), 1e-300)
 
 
 def reconstruction(
@@ -271,9 +300,10 @@ def reconstruction(
     ``y0``, then ``Nt`` inverse steps back, and the relative error of the rebuilt ``y0``;
     with ``gradients``, also the relative difference between ``gradient="reversible"`` and
     backprop of the same scheme (up to ``gradient_max_steps`` steps: backprop stores every
-    step). A row is *trusted* when its error is within ``tolerance`` (default
-    :math:`\sqrt{\varepsilon}`: 3.5e-4 in float32, 1.5e-8 in float64), the level at which
-    :class:`odenet.Reversible` warns. :meth:`ReconstructionResult.trusted_steps` then gives
+    step) and, in float64, from a central finite difference along a random direction. A row
+    is *trusted* when its error is within ``tolerance`` (default :math:`\sqrt{\varepsilon}`:
+    3.5e-4 in float32, 1.5e-8 in float64), the level at which :class:`odenet.Reversible`
+    warns. :meth:`ReconstructionResult.trusted_steps` then gives
     the ``Nt`` beyond which the reconstruction is not trustworthy for this network.
 
     Parameters
@@ -361,12 +391,13 @@ def reconstruction(
             m.check_state(len(yd), tuple_state)
             for nt in steps:
                 err, aux = _solve_and_rebuild(f, m, yd, t0, T, nt)
-                gerr = None
+                gerr = fderr = None
                 if gradients and nt <= gradient_max_steps and math.isfinite(err):
-                    gerr = _gradient_error(fd, yd, tuple_state, t0, T, nt, m, ps)
+                    gerr, fderr = _gradient_errors(fd, yd, tuple_state, t0, T, nt, m, ps,
+                                                   d == torch.float64)
                 rows.append({"method": _label(m), "dtype": dname, "steps": nt, "h": T / nt,
                              "error": err, "aux_error": aux, "gradient_error": gerr,
-                             "trusted": bool(err <= tols[dname])})
+                             "fd_error": fderr, "trusted": bool(err <= tols[dname])})
     return ReconstructionResult(rows, T=T, tolerances=tols)
 
 

@@ -50,6 +50,8 @@ def test_reconstruction_rows_verdicts_and_json():
     # gradients: reversible = backprop of the same scheme, computed up to gradient_max_steps
     assert by["reversible_heun", "float64", 10]["gradient_error"] < 1e-12
     assert by["reversible_heun", "float64", 200]["gradient_error"] is None
+    assert by["reversible_heun", "float64", 10]["fd_error"] < 1e-6  # central differences
+    assert by["reversible_heun", "float32", 10]["fd_error"] is None  # float64 only
     text = repr(res)
     assert "trustworthy up to Nt = 10, not beyond Nt = 200" in text
     data = json.loads(json.dumps(res.to_dict(), allow_nan=False))
