@@ -375,6 +375,13 @@ class Call:
         self.m = len(comps(y0))
         self.device = comps(y0)[0].device
         self.buffers = _buffers_of(_modules_of(problem.func, problem.implicit))
+        #: The :func:`torch.autocast` regions the call ran in, ``(device_type, dtype)``:
+        #: recomputations in the backward pass run in them too (the forward's numerics).
+        self.autocast = tuple(
+            (d, torch.get_autocast_dtype(d))
+            for d in dict.fromkeys(("cpu", self.device.type))
+            if torch.is_autocast_enabled(d)
+        )
         self.start = self.replay()
         self.y1 = self._first_step()
         #: What the Function's ``forward`` leaves for its ``setup_context`` (``forward`` has
@@ -515,8 +522,15 @@ class Backward:
         ctx.save_for_backward(*(() if t is None else (t,)), *kept, *stacked)
 
     def guard(self) -> contextlib.AbstractContextManager[None]:
-        """:func:`grad_guard` for this call: RNG and buffers come out as they went in."""
-        return grad_guard(self.call.device, self.call.buffers)
+        """:func:`grad_guard` for this call: RNG and buffers come out as they went in; the
+        :func:`torch.autocast` regions of the forward pass are re-entered."""
+        stack = contextlib.ExitStack()
+        stack.enter_context(grad_guard(self.call.device, self.call.buffers))
+        for device_type, dtype in getattr(self.call, "autocast", ()):
+            # no cast cache: a weight cast while advancing without graph must not be reused
+            # by a recomputation with graph (its gradient would be lost)
+            stack.enter_context(torch.autocast(device_type, dtype=dtype, cache_enabled=False))
+        return stack
 
     def time_leaf(self) -> Tensor | None:
         """A leaf standing in for ``t`` when its gradient is needed (``None`` otherwise)."""

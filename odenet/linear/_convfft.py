@@ -196,6 +196,13 @@ class ConvFFT(nn.Module):
     :meth:`solve` is a custom autograd function whose backward is one solve with the adjoint
     symbol; it is differentiable in ``r``, ``gamma`` and the weight, twice as well.
 
+    Half precision: with a ``float16`` / ``bfloat16`` input or weight (a model cast to half
+    precision, or a state produced under :func:`torch.autocast`) the transforms and the solve
+    run in ``float32`` (``float64`` when the other side is ``float64``) and the result is cast
+    back to the input's dtype: the FFTs have no half-precision kernels on every device, and
+    a spectral solve in half precision would lose the accuracy the implicit step relies on.
+    The only rounding to half precision is that of the result.
+
     Parameters
     ----------
     weight : Tensor, shape (C, 1, kh, kw)
@@ -316,10 +323,11 @@ class ConvFFT(nn.Module):
         if self._stamp != _stamp(w) or not torch.equal(w.detach(), self._snapshot):
             self._refresh(w)
         height, width = x.shape[-2:]
-        key = (height, width)
+        cd = _compute_dtype(x.dtype, w.dtype)
+        key = (height, width) if cd == w.dtype else (height, width, cd)
         spec = self._cache.get(key)
         if spec is None:
-            spec = _Spec(self._transform, w, height, width)
+            spec = _Spec(self._transform, w.to(cd), height, width)
             self._cache[key] = spec
             if len(self._cache) > _MAX_SIZES:
                 self._cache.popitem(last=False)
@@ -347,7 +355,7 @@ class ConvFFT(nn.Module):
                 f"{name}: the image ({x.shape[-2]}x{x.shape[-1]}) is smaller than the "
                 f"{kh}x{kw} kernel"
             )
-        if x.dtype != w.dtype:
+        if x.dtype != w.dtype and x.dtype not in _HALF and w.dtype not in _HALF:
             raise ArgumentTypeError(
                 f"{name}: dtype {x.dtype} differs from the weight's {w.dtype}; convert the "
                 "input or the operator (L.to(dtype))"
@@ -409,10 +417,15 @@ class ConvFFT(nn.Module):
         tensor(True)
         """
         spec = self._spec(y, "y")
+        return self._apply_op(y, spec)
+
+    def _apply_op(self, y: Tensor, spec: _Spec) -> Tensor:
         w = self.weight
+        cd = _compute_dtype(y.dtype, w.dtype)
+        yc, wc = y.to(cd), w.to(cd)
         if torch.is_grad_enabled() and (y.requires_grad or w.requires_grad):
-            return _ApplyFn.apply(y, w, spec)
-        return spec.apply(y)
+            return _ApplyFn.apply(yc, wc, spec).to(y.dtype)
+        return spec.apply(yc).to(y.dtype)
 
     def adjoint(self, z: Tensor) -> Tensor:
         r"""Apply :math:`L^\top`, which is ``L`` itself (:math:`L = K^\top K` is symmetric).
@@ -426,11 +439,7 @@ class ConvFFT(nn.Module):
         >>> torch.allclose((L(y) * z).sum(), (y * L.adjoint(z)).sum())
         True
         """
-        spec = self._spec(z, "z")
-        w = self.weight
-        if torch.is_grad_enabled() and (z.requires_grad or w.requires_grad):
-            return _ApplyFn.apply(z, w, spec)
-        return spec.apply(z)
+        return self._apply_op(z, self._spec(z, "z"))
 
     def solve(self, r: Tensor, gamma: float | Tensor) -> Tensor:
         r"""Return :math:`(I + \gamma L)^{-1} r` exactly (one forward and one inverse transform).
@@ -467,14 +476,16 @@ class ConvFFT(nn.Module):
         True
         """
         spec = self._spec(r, "r")
-        g = self._gamma(gamma, r)
+        w = self.weight
+        cd = _compute_dtype(r.dtype, w.dtype)
+        g = self._gamma(gamma, r.to(cd))
         if isinstance(g, float) and g == 0.0:
             return r
-        w = self.weight
         needs = r.requires_grad or w.requires_grad or (isinstance(g, Tensor) and g.requires_grad)
+        rc, wc = r.to(cd), w.to(cd)
         if torch.is_grad_enabled() and needs:
-            return _SolveFn.apply(r, w, g, spec)
-        return spec.solve(r, g)
+            return _SolveFn.apply(rc, wc, g, spec).to(r.dtype)
+        return spec.solve(rc, g).to(r.dtype)
 
     def symbol(self, height: int, width: int) -> Tensor:
         r"""The eigenvalues of ``L`` for ``height x width`` images, per channel.
@@ -499,6 +510,18 @@ class ConvFFT(nn.Module):
             if n < k:
                 raise ArgumentError(f"{name}: expected at least the kernel size {k}, got {n}")
         return self._transform.symbol(self.weight, int(height), int(width))
+
+
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def _compute_dtype(x: torch.dtype, w: torch.dtype) -> torch.dtype:
+    """The dtype the transforms run in: float32 (float64 with a float64 side) for half inputs
+    or weights (the FFTs have no half-precision kernels on every device and would lose the
+    solve's accuracy), the common dtype otherwise."""
+    if x in _HALF or w in _HALF:
+        return torch.float64 if torch.float64 in (x, w) else torch.float32
+    return x
 
 
 def _stamp(w: Tensor) -> tuple:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import Tensor, nn
 
@@ -45,6 +47,10 @@ class DeformConv2d(ConvOperator):
         Offset groups (must divide ``in_channels``).
     bias : bool, default False
         Add a learnable bias to the output.
+
+    Under :func:`torch.autocast` the offset convolution runs in the autocast dtype and the
+    deformable sampling in ``float32`` (as torchvision's ``deform_conv2d``), so the output
+    is ``float32``.
 
     Examples
     --------
@@ -131,9 +137,13 @@ class DeformConv2d(ConvOperator):
 
     def apply_frozen(self, u: Tensor, offset: Tensor, mask: Tensor | None) -> Tensor:
         """The convolution of ``u`` with given sampling offsets and mask (bias included)."""
-        return deform_conv2d(
-            u, offset, self.weight, self.bias, self.stride, self.padding, self.dilation, mask
+        u, offset, mask, weight, bias, ctx = _full_precision(
+            u, offset, mask, self.weight, self.bias
         )
+        with ctx:
+            return deform_conv2d(
+                u, offset, weight, bias, self.stride, self.padding, self.dilation, mask
+            )
 
     def adjoint(
         self,
@@ -184,9 +194,11 @@ class DeformConv2d(ConvOperator):
         check_image("z", z, channels=self.out_channels)
         if input_size is None:
             input_size = tuple(z.shape[-2:])
-        return deform_conv2d_adjoint(
-            z, offset, self.weight, input_size, self.stride, self.padding, self.dilation, mask
-        )
+        z, offset, mask, weight, _, ctx = _full_precision(z, offset, mask, self.weight, None)
+        with ctx:
+            return deform_conv2d_adjoint(
+                z, offset, weight, input_size, self.stride, self.padding, self.dilation, mask
+            )
 
     def linear_at(self, y: Tensor) -> _FrozenDeform:
         """The linear map ``u ↦ K(y) u`` with the sampling positions predicted from ``y``.
@@ -235,6 +247,27 @@ class DeformConv2d(ConvOperator):
             f"dilation={self.dilation}, offset_groups={self.offset_groups}, "
             f"bias={self.bias is not None}"
         )
+
+
+def _full_precision(x: Tensor, offset: Tensor, mask: Tensor | None, weight: Tensor,
+                    bias: Tensor | None):
+    """Under :func:`torch.autocast`, the deformable sampling in full precision.
+
+    The offset convolution runs in the autocast dtype, the bilinear sampling and the
+    convolution in ``float32`` (``float64`` for a float64 input) with autocast off, as
+    torchvision's ``deform_conv2d`` does: sampling positions rounded to half precision
+    would move the taps by up to a pixel over a large image. The result is in that full
+    precision dtype. Outside autocast everything is returned unchanged.
+    """
+    if not torch.is_autocast_enabled(x.device.type):
+        return x, offset, mask, weight, bias, contextlib.nullcontext()
+    dt = torch.float64 if x.dtype == torch.float64 else torch.float32
+
+    def cast(v: Tensor | None) -> Tensor | None:
+        return None if v is None else v.to(dt)
+
+    ctx = torch.autocast(x.device.type, enabled=False)
+    return cast(x), cast(offset), cast(mask), cast(weight), cast(bias), ctx
 
 
 class _FrozenDeform:

@@ -47,6 +47,18 @@ def _describe(x: Tensor) -> str:
     return f"shape {tuple(x.shape)}, dtype {x.dtype}, device {x.device}"
 
 
+def _autocast_dtype(o: Tensor, ref: Tensor) -> bool:
+    """Whether ``o`` is in the dtype :func:`torch.autocast` computes in on ``ref``'s device
+    (then the step adds it to the full-precision state, which keeps its dtype)."""
+    dev = ref.device.type
+    return (
+        ref.is_floating_point()
+        and torch.is_autocast_enabled(dev)
+        and o.dtype in (torch.get_autocast_dtype(dev), torch.float32)
+        and o.dtype != ref.dtype
+    )
+
+
 def _check_output(out: object, y: State, tuple_state: bool) -> None:
     """Raise :class:`FunctionOutputError` unless ``out`` matches the state ``y``."""
     if tuple_state:
@@ -64,6 +76,8 @@ def _check_output(out: object, y: State, tuple_state: bool) -> None:
         if not isinstance(o, Tensor):
             raise FunctionOutputError(f"{where}: expected a Tensor, got {type(o).__name__}")
         for attr in ("shape", "dtype", "device"):
+            if attr == "dtype" and _autocast_dtype(o, ref):
+                continue
             if getattr(o, attr) != getattr(ref, attr):
                 raise FunctionOutputError(
                     f"{where}: returned a tensor with wrong {attr}: got {_describe(o)}, "

@@ -51,7 +51,7 @@ def _axpy(y: Tensor, k: Sequence, terms: _Terms) -> Tensor:
         return torch.add(y, k[j], alpha=w)
     it = iter(terms)
     j, w = next(it)
-    out = torch.mul(k[j], w)
+    out = torch.mul(k[j].to(y.dtype), w)  # k in the state's dtype (autocast: f's is lower)
     for j, w in it:
         out.add_(k[j], alpha=w)
     return out.add_(y)
@@ -254,16 +254,20 @@ def _lin(k: Sequence, terms: _Terms) -> Tensor:
     return out
 
 
+def _lin_like(y: Tensor, k: Sequence, terms: _Terms) -> Tensor:
+    return _lin([None if kj is None else kj.to(y.dtype) for kj in k], terms)
+
+
 def _add_h(y: State, k: Sequence, terms: _Terms, h: Tensor, tuple_state: bool) -> State:
     """``y + h * sum(w * k[j])`` with the step size ``h`` a tensor (tuple-wise)."""
     if not terms:
         return y
     if tuple_state:
         return tuple(
-            ym + h * _lin([None if kj is None else kj[m] for kj in k], terms)
+            ym + h * _lin_like(ym, [None if kj is None else kj[m] for kj in k], terms)
             for m, ym in enumerate(y)
         )
-    return y + h * _lin(k, terms)
+    return y + h * _lin_like(y, k, terms)
 
 
 @torch._dynamo.assume_constant_result
