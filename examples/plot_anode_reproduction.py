@@ -37,8 +37,9 @@ that ANODE's gradient is the exact DTO gradient. See :doc:`/theory/dto_otd` for 
 #   :math:`y' = -f(y)`): how much the backward problem itself magnifies an error in
 #   :math:`y(1)`, whatever the step.
 #
-# Setting the environment variable ``ODENET_EXAMPLE_QUICK=1`` runs a reduced grid (used by the
-# test suite).
+# The environment variable ``ODENET_EXAMPLE_SIZE`` sets the size of the run: ``quick`` (a reduced
+# grid, used by the test suite), unset or ``default`` (the documentation's run), ``full`` (more
+# weight draws).
 import itertools
 import os
 import time
@@ -52,7 +53,10 @@ import odenet
 from odenet import analysis
 
 start = time.perf_counter()
-QUICK = os.environ.get("ODENET_EXAMPLE_QUICK", "") not in ("", "0")
+SIZE = os.environ.get("ODENET_EXAMPLE_SIZE", "default") or "default"
+if SIZE not in ("quick", "default", "full"):
+    raise ValueError(f"ODENET_EXAMPLE_SIZE: expected 'quick', 'default' or 'full', got {SIZE!r}")
+QUICK = SIZE == "quick"
 image = load_sample_image("china.jpg")[::13, ::13][:16, :16]
 y0 = torch.tensor(image, dtype=torch.float64).permute(2, 0, 1).unsqueeze(0) / 255.0
 HE_STD = (2 / 27) ** 0.5
@@ -62,7 +66,7 @@ ACTIVATIONS = {
     "leaky ReLU": lambda x: torch.nn.functional.leaky_relu(x, 0.1),
 }
 SCALES = [1, 16] if QUICK else [1, 2, 4, 8, 16]
-SEEDS = [0, 1] if QUICK else [0, 1, 2]
+SEEDS = {"quick": [0, 1], "default": [0, 1, 2], "full": [0, 1, 2, 3, 4]}[SIZE]
 STEPS = [2, 8, 16] if QUICK else [2, 4, 8, 16]
 LIMIT = abs(analysis.stability_region("rk4").real_axis_limit)
 t = torch.tensor([0.0, 1.0], dtype=torch.float64)

@@ -105,6 +105,7 @@ impulse[0, 0, N // 2, N // 2] = 1.0
 steps_h = np.array([1, 4, 16, 64, 256, 1024])
 fig, axes = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
 print(f"{'s':>5s} {'h':>5s} {'width at 1e-3 (px)':>19s} {'width at 1e-6 (px)':>19s}")
+slopes = {}
 for s_k in (0.15, 1.0):
     L1 = ConvFFT((s_k * LAPLACIAN).double().expand(1, 1, 3, 3).clone())
     widths = []
@@ -115,7 +116,7 @@ for s_k in (0.15, 1.0):
         print(f"{s_k:5.2f} {h:5d} {widths[-1]:19d} {int((g > 1e-6).any(0).sum()):19d}")
         if s_k == 1.0 and h in (1, 16, 256):
             axes[0].semilogy(np.arange(N) - N // 2, g[N // 2].clamp_min(1e-12), label=f"h = {h}")
-    slope = np.polyfit(np.log(steps_h[:-1]), np.log(widths[:-1]), 1)[0]
+    slope = slopes[s_k] = np.polyfit(np.log(steps_h[:-1]), np.log(widths[:-1]), 1)[0]
     print(f"s = {s_k}: width ~ h^{slope:.2f} (fit over h = 1 ... 256)")
     axes[1].loglog(steps_h, widths, "o-", label=f"$K_L = {s_k}\\,\\Delta_5$ (slope {slope:.2f})")
 axes[0].set_xlabel("pixel offset from the impulse")
@@ -413,10 +414,10 @@ print(f"total time {time.perf_counter() - start:.1f} s")
 #   implicit operator does. A longer step with the weak :math:`L` — which also makes the
 #   explicit step of :math:`f` 16 times longer — does not help; with the strong :math:`L`, the
 #   network with both the longer step and :math:`s = 1` has the best mean accuracy. These are
-#   short runs of small networks (well above chance, far from a segmentation: pixels near a
-#   marker are easy, the middle of a long rod is not), consistent with the paper's claim that a
-#   wide field of view helps, not its result; the paper's segmentation needs its 12-layer,
-#   256-channel network and 100 epochs.
+#   short runs of small networks (the best well above chance, none near a segmentation: pixels
+#   near a marker are easy, the middle of a long rod is not), consistent with the paper's claim
+#   that a wide field of view helps, not its result; the paper's segmentation needs its
+#   12-layer, 256-channel network and 100 epochs.
 # * **Stability.** The last lines say whether training moved the explicit network's :math:`L`
 #   past forward Euler's limit and how much the two :math:`h = 1` networks' logits grow from
 #   :math:`h = 1` to :math:`h = 16`: the explicit network's grow several times faster. Neither

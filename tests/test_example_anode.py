@@ -21,15 +21,15 @@ def run():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    old = os.environ.get("ODENET_EXAMPLE_QUICK")
-    os.environ["ODENET_EXAMPLE_QUICK"] = "1"
+    old = os.environ.get("ODENET_EXAMPLE_SIZE")
+    os.environ["ODENET_EXAMPLE_SIZE"] = "quick"
     try:
         ns = runpy.run_path(str(EXAMPLE), run_name="__main__")
     finally:
         if old is None:
-            del os.environ["ODENET_EXAMPLE_QUICK"]
+            del os.environ["ODENET_EXAMPLE_SIZE"]
         else:
-            os.environ["ODENET_EXAMPLE_QUICK"] = old
+            os.environ["ODENET_EXAMPLE_SIZE"] = old
         plt.close("all")
     return ns
 
