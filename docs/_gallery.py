@@ -1,6 +1,10 @@
-"""Helpers sphinx-gallery calls by name (outside conf.py, so the configuration stays picklable)."""
+"""Helpers of the documentation build: those sphinx-gallery calls by name, and the viewcode link
+fix (outside conf.py, so that the configuration stays picklable and the helpers testable)."""
 
 from __future__ import annotations
+
+import posixpath
+import re
 
 _SHOWN: dict[str, list] = {}  # per example: the Figures shown by this scraper
 _PYPLOT: dict[str, list] = {}  # per example: the Figures seen under pyplot's management
@@ -50,3 +54,44 @@ def result_figures(block, block_vars, gallery_conf):
             fig.savefig(path, dpi=110)
             paths.append(path)
     return figure_rst(paths, gallery_conf["src_dir"])
+
+
+_HREF = re.compile(r'href="([^"#:]+\.html)#([^"]+)"')
+
+
+def fix_viewcode_backlinks(app, pagename, templatename, context, doctree) -> None:
+    """Point every ``[docs]`` link of a highlighted-source page at its object's real anchor.
+
+    viewcode builds the anchor of each ``[docs]`` link as ``<prefix>.<name>`` with one prefix per
+    source module: the module under which the first object of that file was documented. A private
+    module whose objects are documented under different public modules (``GradientStrategy`` as
+    ``odenet.GradientStrategy``, ``resolve_gradient`` as ``odenet.gradients.resolve_gradient``)
+    gets broken anchors for all but the first. Each link is redirected to the id, on its target
+    page, that shares the longest dotted suffix with the anchor viewcode wrote.
+    """
+    if not pagename.startswith("_modules/") or "body" not in context:
+        return
+    ids_by_doc: dict[str, set[str]] = {}
+    for fullname, entry in app.env.get_domain("py").objects.items():
+        ids_by_doc.setdefault(entry.docname, set()).update({fullname, entry.node_id})
+
+    def fix(match: re.Match) -> str:
+        uri, anchor = match.group(1), match.group(2)
+        target = posixpath.normpath(posixpath.join(posixpath.dirname(pagename), uri))
+        ids = ids_by_doc.get(target[: -len(".html")])
+        if not ids or anchor in ids:
+            return match.group(0)
+        parts = anchor.split(".")
+
+        def shared(node_id: str) -> int:
+            other, n = node_id.split("."), 0
+            while n < min(len(other), len(parts)) and other[-1 - n] == parts[-1 - n]:
+                n += 1
+            return n
+
+        best = max(ids, key=lambda i: (shared(i), -len(i)))
+        if shared(best) == 0:
+            return match.group(0)
+        return f'href="{uri}#{best}"'
+
+    context["body"] = _HREF.sub(fix, context["body"])

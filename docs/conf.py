@@ -33,6 +33,7 @@ ROOT = DOCS.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(DOCS))
 
+from _gallery import fix_viewcode_backlinks  # noqa: E402
 from _inventories import BASE_URLS, write_inventories  # noqa: E402
 
 import odenet  # noqa: E402
@@ -318,49 +319,6 @@ def _find_new_sources(app) -> None:
     app.env.find_files(app.config, app.builder)
 
 
-_HREF = re.compile(r'href="([^"#:]+\.html)#([^"]+)"')
-
-
-def _fix_viewcode_backlinks(app, pagename, templatename, context, doctree) -> None:
-    """Point every ``[docs]`` link of a highlighted-source page at its object's real anchor.
-
-    viewcode builds the anchor of each ``[docs]`` link as ``<prefix>.<name>`` with one prefix per
-    source module: the module under which the first object of that file was documented. A private
-    module whose objects are documented under different public modules (``GradientStrategy`` as
-    ``odenet.GradientStrategy``, ``resolve_gradient`` as ``odenet.gradients.resolve_gradient``)
-    gets broken anchors for all but the first. Each link is redirected to the id, on its target
-    page, that shares the longest dotted suffix with the anchor viewcode wrote.
-    """
-    if not pagename.startswith("_modules/") or "body" not in context:
-        return
-    import posixpath
-
-    ids_by_doc: dict[str, set[str]] = {}
-    for fullname, entry in app.env.get_domain("py").objects.items():
-        ids_by_doc.setdefault(entry.docname, set()).update({fullname, entry.node_id})
-
-    def fix(match: re.Match) -> str:
-        uri, anchor = match.group(1), match.group(2)
-        target = posixpath.normpath(posixpath.join(posixpath.dirname(pagename), uri))
-        ids = ids_by_doc.get(target[: -len(".html")])
-        if not ids or anchor in ids:
-            return match.group(0)
-        parts = anchor.split(".")
-
-        def shared(node_id: str) -> int:
-            other, n = node_id.split("."), 0
-            while n < min(len(other), len(parts)) and other[-1 - n] == parts[-1 - n]:
-                n += 1
-            return n
-
-        best = max(ids, key=lambda i: (shared(i), -len(i)))
-        if shared(best) == 0:
-            return match.group(0)
-        return f'href="{uri}#{best}"'
-
-    context["body"] = _HREF.sub(fix, context["body"])
-
-
 def setup(app):
     app.connect("builder-inited", _find_new_sources, priority=100)
-    app.connect("html-page-context", _fix_viewcode_backlinks)
+    app.connect("html-page-context", fix_viewcode_backlinks)

@@ -16,7 +16,7 @@ far one implicit step reaches as the step grows — the reason IMEXnet can take 
 
 The environment variable ``ODENET_EXAMPLE_SIZE`` sets the size of the run: ``quick`` (seconds;
 used by the test suite), unset or ``default`` (the documentation's run: 16×16 images, 2 layers),
-``full`` (32×32 images, 4 layers, more data, epochs and seeds; several minutes).
+``full`` (32×32 images, 4 layers, more data, epochs and seeds; tens of minutes).
 """
 
 # %%
