@@ -201,7 +201,8 @@ class ConvFFT(nn.Module):
     run in ``float32`` (``float64`` when the other side is ``float64``) and the result is cast
     back to the input's dtype: the FFTs have no half-precision kernels on every device, and
     a spectral solve in half precision would lose the accuracy the implicit step relies on.
-    The only rounding to half precision is that of the result.
+    The only rounding to half precision is that of the result. Results keep a
+    channels-last input's memory format.
 
     Parameters
     ----------
@@ -424,8 +425,8 @@ class ConvFFT(nn.Module):
         cd = _compute_dtype(y.dtype, w.dtype)
         yc, wc = y.to(cd), w.to(cd)
         if torch.is_grad_enabled() and (y.requires_grad or w.requires_grad):
-            return _ApplyFn.apply(yc, wc, spec).to(y.dtype)
-        return spec.apply(yc).to(y.dtype)
+            return _like(_ApplyFn.apply(yc, wc, spec), y)
+        return _like(spec.apply(yc), y)
 
     def adjoint(self, z: Tensor) -> Tensor:
         r"""Apply :math:`L^\top`, which is ``L`` itself (:math:`L = K^\top K` is symmetric).
@@ -484,8 +485,8 @@ class ConvFFT(nn.Module):
         needs = r.requires_grad or w.requires_grad or (isinstance(g, Tensor) and g.requires_grad)
         rc, wc = r.to(cd), w.to(cd)
         if torch.is_grad_enabled() and needs:
-            return _SolveFn.apply(rc, wc, g, spec).to(r.dtype)
-        return spec.solve(rc, g).to(r.dtype)
+            return _like(_SolveFn.apply(rc, wc, g, spec), r)
+        return _like(spec.solve(rc, g), r)
 
     def symbol(self, height: int, width: int) -> Tensor:
         r"""The eigenvalues of ``L`` for ``height x width`` images, per channel.
@@ -522,6 +523,15 @@ def _compute_dtype(x: torch.dtype, w: torch.dtype) -> torch.dtype:
     if x in _HALF or w in _HALF:
         return torch.float64 if torch.float64 in (x, w) else torch.float32
     return x
+
+
+def _like(out: Tensor, x: Tensor) -> Tensor:
+    """``out`` in ``x``'s dtype and, for a channels-last ``x``, in the channels-last layout
+    (the transforms return contiguous tensors)."""
+    out = out.to(x.dtype)
+    if x.ndim == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return out.contiguous(memory_format=torch.channels_last)
+    return out
 
 
 def _stamp(w: Tensor) -> tuple:

@@ -19,6 +19,18 @@ from odenet.solvers._tableau import ButcherTableau, IMEXTableau
 __all__ = ["ODEBlock"]
 
 
+def _keep_layout(out: Tensor, like: Tensor) -> Tensor:
+    """``out`` in the channels-last layout when ``like`` is channels-last (4-D)."""
+    if (
+        like.ndim == 4
+        and not like.is_contiguous()
+        and like.is_contiguous(memory_format=torch.channels_last)
+        and not out.is_contiguous(memory_format=torch.channels_last)
+    ):
+        return out.contiguous(memory_format=torch.channels_last)
+    return out
+
+
 class ODEBlock(nn.Module):
     r"""Integrate ``y' = rhs(t, y)`` (``− L y`` with ``implicit=L``) from 0 to ``T``.
 
@@ -26,10 +38,15 @@ class ODEBlock(nn.Module):
     ``T / steps`` of ``method``, computed by :func:`odenet.odeint` with the given
     gradient strategy. Its parameters are those of ``rhs`` (and of ``implicit``).
 
+    A channels-last input (:data:`torch.channels_last`) gives a channels-last output; under
+    :func:`torch.autocast` the right-hand side runs in the autocast dtype while the state
+    keeps the input's dtype; a tuple state gives a tuple.
+
     Parameters
     ----------
     rhs : callable
-        ``rhs(t, y)``, typically a :class:`ResidualRHS` or :class:`ParabolicRHS`.
+        ``rhs(t, y)``, typically a :class:`ResidualRHS` or :class:`ParabolicRHS`. For a
+        tuple state ``y`` (as :func:`odenet.odeint` accepts), ``rhs`` returns a tuple.
     T : float, default 1.0
         Length of the time interval (positive).
     steps : int, default 4
@@ -82,31 +99,59 @@ class ODEBlock(nn.Module):
         self.T, self.steps, self.method, self.tableau = float(T), steps, method, tableau
         self.gradient = resolve_gradient(gradient)
 
-    def forward(self, y: Tensor) -> Tensor:
-        """The state at ``T`` starting from ``y`` at 0."""
-        if not isinstance(y, Tensor):
-            raise ArgumentTypeError(f"y: expected a Tensor, got {type(y).__name__}")
-        if not (y.is_floating_point() or y.is_complex()):
-            raise ArgumentTypeError(
-                f"y: expected a floating point tensor, got dtype {y.dtype} (convert with .float())"
-            )
-        dtype = y.real.dtype
+    def forward(self, y: Tensor | tuple[Tensor, ...]) -> Tensor | tuple[Tensor, ...]:
+        """The state at ``T`` starting from ``y`` at 0 (a tuple for a tuple state).
+
+        Examples
+        --------
+        >>> import torch, odenet
+        >>> class Oscillator(torch.nn.Module):  # a tuple state (q, p)
+        ...     def forward(self, t, y):
+        ...         q, p = y
+        ...         return p, -q
+        >>> block = odenet.nn.ODEBlock(Oscillator(), T=1.0, steps=10, gradient="backprop")
+        >>> q, p = block((torch.ones(2), torch.zeros(2)))
+        >>> round(q[0].item(), 4), round(p[0].item(), 4)  # cos 1, -sin 1
+        (0.5403, -0.8415)
+        """
+        tuple_state = isinstance(y, (tuple, list))
+        comps = tuple(y) if tuple_state else (y,)
+        if tuple_state and not comps:
+            raise ArgumentTypeError("y: expected a Tensor or a non-empty tuple of Tensors, got ()")
+        for m, c in enumerate(comps):
+            name = f"y[{m}]" if tuple_state else "y"
+            if not isinstance(c, Tensor):
+                raise ArgumentTypeError(
+                    f"y: expected a Tensor or a tuple of Tensors, got {type(c).__name__}"
+                    if not tuple_state
+                    else f"y: expected a Tensor or a tuple of Tensors, but {name} is a "
+                    f"{type(c).__name__}"
+                )
+            if not (c.is_floating_point() or c.is_complex()):
+                raise ArgumentTypeError(
+                    f"{name}: expected a floating point tensor, got dtype {c.dtype} (convert "
+                    "with .float())"
+                )
+        first = comps[0]
+        dtype = first.real.dtype
         if is_compiling():  # torch.compile: the grid as t, nothing read on the host
-            t = torch.linspace(0.0, self.T, self.steps + 1, dtype=dtype, device=y.device)
+            t = torch.linspace(0.0, self.T, self.steps + 1, dtype=dtype, device=first.device)
             h = None
         else:
-            t = torch.tensor([0.0, self.T], dtype=dtype, device=y.device)
+            t = torch.tensor([0.0, self.T], dtype=dtype, device=first.device)
             h = self.T / self.steps
         out = odeint(
             self.rhs,
-            y,
+            tuple(comps) if tuple_state else first,
             t,
             method=self.tableau,
             step_size=h,
             gradient=self.gradient,
             implicit=self.implicit,
         )
-        return out[-1]
+        if tuple_state:
+            return tuple(_keep_layout(o[-1], c) for o, c in zip(out, comps))
+        return _keep_layout(out[-1], first)
 
     def extra_repr(self) -> str:
         name = self.tableau.name
