@@ -303,6 +303,16 @@ def test_fallback_without_a_compiler(monkeypatch):
     chunked = copy.deepcopy(lean)
     chunked.engine = "chunked"
     torch.testing.assert_close(y_lean, chunked(x), rtol=1e-12, atol=1e-12)
+    # without the kernel, the lean operator takes the vendor convolutions with several threads
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert LeanConv2d(8, 8)._engine(x) == "chunked"
+        torch.set_num_threads(2)
+        assert LeanConv2d(8, 8)._engine(x) == "conv"
+        assert LeanConv2d(8, 8, engine="chunked")._engine(x) == "chunked"
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_environment_turns_the_kernels_off(monkeypatch):

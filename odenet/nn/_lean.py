@@ -63,11 +63,12 @@ class LeanConv2d(ConvOperator):
         (batched matrix products and shifted multiply-adds, chunk by chunk).
         ``"conv"``: a 1×1 and a depthwise vendor convolution. ``"auto"``:
         ``"fused"`` where it applies, ``"conv"`` under CPU autocast (which runs it
-        in low precision), ``"chunked"`` otherwise. Where the fused kernel cannot be
-        built (no compiler) ``"auto"`` and ``"fused"`` fall back after one
-        :class:`RuntimeWarning`; ``ODENET_FUSED=0`` in the environment turns the
-        compiled kernels off. All engines agree to round-off and preserve a
-        channels-last input's memory format.
+        in low precision) and on the CPU with more than one thread, ``"chunked"``
+        otherwise. Where the fused kernel cannot be built (no compiler) ``"auto"``
+        and ``"fused"`` fall back after one :class:`RuntimeWarning`;
+        ``ODENET_FUSED=0`` in the environment turns the compiled kernels off. All
+        engines agree to round-off and preserve a channels-last input's memory
+        format.
 
     Attributes
     ----------
@@ -134,6 +135,10 @@ class LeanConv2d(ConvOperator):
         if self.engine in ("auto", "fused") and _fused.supports(x) and _fused.library():
             return "fused"
         if self.engine == "conv" or cpu_autocast:
+            return "conv"
+        if self.engine != "chunked" and x.device.type == "cpu" and torch.get_num_threads() > 1:
+            # many small kernels stall on descheduled threads; two vendor convolutions less so
+            # (tests/benchmarks/bench_lean_threads.py)
             return "conv"
         return "chunked"
 

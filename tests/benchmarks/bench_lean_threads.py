@@ -12,6 +12,11 @@ then, as on a shared machine). Timings of one row are interleaved round-robin in
 run; the table gives the dense median and each engine's median ratio to it.
 
 Target: lean <= 0.35× dense at C >= 64 at every thread count measured.
+
+``--wait-policy passive`` reruns the script with ``OMP_WAIT_POLICY=passive`` (OpenMP
+threads that wait for work sleep instead of spinning; the default spins a while, which
+on an oversubscribed machine takes the core from a thread that has work). It applies
+to every contender alike, the dense convolution included.
 """
 
 from __future__ import annotations
@@ -91,13 +96,21 @@ def main(argv=None) -> None:
                    help="thread counts (default: 1, 2 and os.cpu_count())")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--size", type=int, default=32)
+    p.add_argument("--wait-policy", choices=["active", "passive"], default=None,
+                   help="rerun with OMP_WAIT_POLICY set (default: as the environment has it)")
     args = p.parse_args(argv)
+    if args.wait_policy and os.environ.get("OMP_WAIT_POLICY", "").lower() != args.wait_policy:
+        env = {**os.environ, "OMP_WAIT_POLICY": args.wait_policy}
+        cmd = [sys.executable, __file__, *(sys.argv[1:] if argv is None else argv)]
+        sys.exit(subprocess.run(cmd, env=env).returncode)
     threads = args.threads or sorted({1, 2, os.cpu_count() or 1})
     engines = ["fused", "chunked", "conv"]
     if not _fused.available():
         print("fused kernel unavailable (no compiler, or ODENET_FUSED=0): timing the others")
         engines.remove("fused")
-    print(f"torch {torch.__version__}, {os.cpu_count()} logical CPUs; forward + backward, "
+    policy = os.environ.get("OMP_WAIT_POLICY", "unset")
+    print(f"OMP_WAIT_POLICY {policy}; torch {torch.__version__}, {os.cpu_count()} logical CPUs; "
+          "forward + backward, "
           f"float32, B {args.batch}, {args.size}x{args.size}; ratio of each lean engine's "
           "median to the dense 3x3 conv2d's")
     print(f"{'threads':>7} {'load':>11} {'C':>5} {'dense ms':>9} "
