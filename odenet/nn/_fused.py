@@ -65,9 +65,10 @@ def enabled() -> bool:
     return os.environ.get(ENV, "1").strip().lower() not in ("0", "off", "false", "no")
 
 
-def _cpu_tag() -> str:
-    """A short hash of what ``-march=native`` depends on: the CPU's feature flags."""
-    text = platform.machine() + platform.processor()
+def _build_tag() -> str:
+    """A short hash of the source, the flags and what ``-march=native`` depends on (the CPU's
+    feature flags): one cache entry per kernel version and processor."""
+    text = SOURCE.read_text() + " ".join(_FLAGS) + platform.machine() + platform.processor()
     try:
         for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith(("flags", "Features", "model name")):
@@ -81,7 +82,7 @@ def _cpu_tag() -> str:
 def _build() -> ctypes.CDLL:
     from torch.utils import cpp_extension
 
-    name = f"odenet_sparse3x3_{_cpu_tag()}"
+    name = f"odenet_sparse3x3_{_build_tag()}"
     path = cpp_extension.load(
         name=name,
         sources=[str(SOURCE)],
