@@ -8,6 +8,8 @@ matplotlib Figure):
   exact gradient of the discrete network) and central finite differences,
   torchdiffeq's ``odeint_adjoint`` beside;
 - :func:`reversibility`: how well a reverse-time solve reconstructs ``y0``;
+- :func:`reconstruction`: up to which ``Nt`` and dtype the reversible methods' inverse
+  steps rebuild the states (``gradient="reversible"``); :func:`reversible_growth`;
 - :func:`stability`: the Jacobian's extreme eigenvalues (matrix-free ARPACK) against
   the method's exact stability region, the largest stable step, and the
   amplification of perturbations by the whole solve;
@@ -37,6 +39,11 @@ from odenet.analysis._cost import CostResult, cost
 from odenet.analysis._gradients import GradientConsistencyResult, gradient_consistency
 from odenet.analysis._plan import Plan, plan_gradients
 from odenet.analysis._problems import ODEProblem
+from odenet.analysis._reconstruction import (
+    ReconstructionResult,
+    reconstruction,
+    reversible_growth,
+)
 from odenet.analysis._region import StabilityRegion, max_stable_steps, stability_region
 from odenet.analysis._report import report
 from odenet.analysis._reversibility import ReversibilityResult, reversibility
@@ -48,6 +55,7 @@ __all__ = [
     "CostResult",
     "GradientConsistencyResult",
     "ODEProblem",
+    "ReconstructionResult",
     "Plan",
     "ReversibilityResult",
     "StabilityRegion",
@@ -57,9 +65,11 @@ __all__ = [
     "find_blocks",
     "gradient_consistency",
     "max_stable_steps",
+    "reconstruction",
     "plan_gradients",
     "report",
     "reversibility",
+    "reversible_growth",
     "stability",
     "stability_region",
 ]
