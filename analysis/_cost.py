@@ -36,7 +36,7 @@ from odenet.analysis._sweep import CaseStore, run_cases
 from odenet.analysis._torchdiffeq import Torchdiffeq, torchdiffeq_method
 from odenet.errors import ArgumentError, ArgumentTypeError
 
-__all__ = ["CostResult", "cost", "measure", "measure_times", "ode_blocks"]
+__all__ = ["CostResult", "cost", "count_evaluations", "measure", "measure_times", "ode_blocks"]
 
 _MARK = "ODENET-COST-RESULT "
 
@@ -251,6 +251,101 @@ def measure_times(
     return {"times_s": times, "errors": errors}
 
 
+def count_evaluations(
+    func,
+    y0: Tensor,
+    strategy: str | GradientStrategy,
+    method: str | ButcherTableau | IMEXTableau,
+    steps: int,
+    T: float = 1.0,
+    *,
+    implicit=None,
+) -> tuple[int, int]:
+    r"""Evaluations of the right-hand side in one forward and in one backward pass.
+
+    The same forward+backward as :func:`cost` measures (loss :math:`\tfrac12\|y(T)\|^2`,
+    gradients for the input and the parameters), with every call of ``func`` (of every ODE
+    block's ``rhs`` for a network) counted: forward-pass calls up to the loss, backward-pass
+    calls during the gradient (recomputations, the adjoint's reverse solve).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from odenet.analysis._cost import count_evaluations
+    >>> class F(torch.nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.lin = torch.nn.Linear(3, 3)
+    ...     def forward(self, t, y):
+    ...         return torch.tanh(self.lin(y))
+    >>> y0 = torch.ones(2, 3)
+    >>> count_evaluations(F(), y0, "backprop", "rk4", 5)  # 4 stages x 5 steps
+    (20, 0)
+    >>> count_evaluations(F(), y0, "anode", "rk4", 5)  # the steps recomputed in backward
+    (20, 20)
+    """
+    calls = [0]
+
+    def counted(fn):
+        def g(t, y):
+            calls[0] += 1
+            return fn(t, y)
+
+        return g
+
+    def hook(*_):
+        calls[0] += 1
+
+    blocks = ode_blocks(func)
+    network = bool(blocks) and not callable(getattr(func, "rhs", None))
+    handles, undo = [], []
+    if network:
+        for b in blocks:
+            if isinstance(b.rhs, torch.nn.Module):
+                handles.append(b.rhs.register_forward_pre_hook(hook))
+            else:
+                old = b.rhs
+                b.rhs = counted(old)
+                undo.append(lambda b=b, old=old: setattr(b, "rhs", old))
+        run_func = func
+    else:
+        f, _ = unwrap_func(func)
+        if isinstance(f, torch.nn.Module):
+            handles.append(f.register_forward_pre_hook(hook))
+            run_func = f
+        else:
+            from odenet.analysis._common import collect_params
+
+            params = collect_params(f, implicit, None)
+            run_func = counted(f)
+    try:
+        if network:
+            _, strat = parse_strategy(strategy)
+            undo += _use_strategy(blocks, strat)
+            x = y0.detach().clone().requires_grad_(True)
+            out = run_func(x)
+            params = [p for p in run_func.parameters() if p.requires_grad]
+        else:
+            _, strat = parse_strategy(strategy)
+            tab = resolve_method(method)
+            if isinstance(run_func, torch.nn.Module):
+                from odenet.analysis._common import collect_params
+
+                params = collect_params(run_func, implicit, None)
+            t = torch.tensor([0.0, float(T)], dtype=y0.dtype, device=y0.device)
+            x = y0.detach().clone().requires_grad_(True)
+            out = solve_with(strat, run_func, x, t, tab, float(T) / steps, implicit,
+                             params)[-1]
+        forward = calls[0]
+        torch.autograd.grad(0.5 * out.square().sum(), [x, *params], allow_unused=True)
+        return forward, calls[0] - forward
+    finally:
+        for h in handles:
+            h.remove()
+        for u in undo:
+            u()
+
+
 def _once(run: Callable[[], None], apply: Callable[[], list], device: torch.device,
           cuda: bool | None = None) -> float:
     """Seconds of one ``run()`` with the strategy applied (the set-up is not timed)."""
@@ -415,7 +510,7 @@ class CostResult(Result):
 
     kind = "cost"
     columns = ("strategy", "time_s", "time_ratio", "time_ratio_min", "time_ratio_max",
-               "peak_mb", "memory_ratio", "status")
+               "peak_mb", "memory_ratio", "nfe_forward", "nfe_backward", "status")
 
     def title(self) -> str:
         where = ("memory in a fresh process per strategy, times interleaved in one process"
@@ -427,7 +522,10 @@ class CostResult(Result):
     def notes(self) -> list[str]:
         """The rounds behind the time ratios and the strategies left out."""
         out = [f"time ratio: median over {self.repeats} round(s) of the per-round ratio to "
-               "backprop (min and max beside); each round runs every strategy once"]
+               "backprop (min and max beside); each round runs every strategy once",
+               "nfe_forward, nfe_backward: evaluations of the right-hand side (of every block's "
+               "for a network) in the forward and in the backward pass of one run, counted in "
+               "one more run in this process"]
         out += [f"skipped: {s}" for s in self.skipped]
         return out
 
@@ -650,14 +748,37 @@ def cost(
                        repeats=repeats, isolate=isolate, threads=threads, timeout=timeout,
                        progress=progress)
     record = run_cases(["run"], run.measure_all, cs, progress=False, desc="cost")[0]
+    rows = _rows(names, record)
+    for row in rows:
+        row["nfe_forward"], row["nfe_backward"] = _nfe(f, y0, objs[row["strategy"]], tab,
+                                                       steps, T, implicit)
+    why = (f"torchdiffeq has no fixed-grid equivalent of {tab.name!r}" if implicit is None
+           else "the solve is IMEX (y' = f - L y), which torchdiffeq cannot solve")
+    if network and implicit is None:
+        why = ("torchdiffeq has no fixed-grid equivalent of a block's method, or a block is "
+               "IMEX")
+    for n in skipped:  # a row that says why, in its place (after backprop, in order)
+        rows.append({"strategy": n, **dict.fromkeys(
+            ("time_s", "times_s", "time_ratio", "time_ratio_min", "time_ratio_max",
+             "peak_bytes", "probe", "peak_mb", "memory_ratio", "nfe_forward", "nfe_backward")),
+            "status": f"skipped: {why}"})
+    order = {n: i for i, n in enumerate(["backprop", *(k for k in objs if k != "backprop")])}
+    rows.sort(key=lambda r: order.get(r["strategy"], len(order)))
     return CostResult(
-        _rows(names, record), method=tab.name, steps=steps, T=T, blocks=n_blocks,
+        rows, method=tab.name, steps=steps, T=T, blocks=n_blocks,
         network=network, device=str(y0.device),
         state_shape=list(y0.shape), dtype=str(y0.dtype).replace("torch.", ""),
         isolated=bool(isolate), repeats=repeats,
-        skipped=[f"{n} (torchdiffeq has no fixed-grid {tab.name}, or the solve is IMEX)"
-                 for n in skipped],
+        skipped=[f"{n}: {why}" for n in skipped],
     )
+
+
+def _nfe(f, y0, strategy, tab, steps, T, implicit) -> tuple[int | None, int | None]:
+    """:func:`count_evaluations`, ``(None, None)`` when the run fails (its row says why)."""
+    try:
+        return count_evaluations(f, y0, strategy, tab, steps, T, implicit=implicit)
+    except Exception:  # the timed and memory runs report the failure in the row's status
+        return None, None
 
 
 def _resolve_model(model, input, method, steps, T, implicit):
