@@ -270,26 +270,30 @@ void apply_image(const T* pad, T* ob, const T* w, const T* bias, const T* sten, 
     }
 }
 
-// acc[k][e] = sum over the pixels of one image of g[oc[k]] * shifted x, for KH channels and
-// EH entries; g's channel c starts at gb + c * gcs, its pixel p at gpos[p] from there.
+// acc[k][e] = sum over the pixels of nimg images of g[oc[k]] * shifted x, for KH channels and
+// EH entries (one horizontal sum per task); g's channel c of image i starts at
+// gb + i * gis + c * gcs, its pixel p at gpos[p] from there; image i's padded copy at pad + i * pis.
 template <typename T, int KH, int EH>
-void tile_wgrad(const T* gb, int64_t gcs, const int64_t* gpos, const T* pad, const int64_t* off,
-                const int32_t* oc, const Geometry& g, T* dst /* entries x KMAX */) {
+void tile_wgrad(const T* gb, int64_t gcs, int64_t gis, const int64_t* gpos, const T* pad,
+                int64_t pis, int nimg, const int64_t* off, const int32_t* oc, const Geometry& g,
+                T* dst /* entries x KMAX */) {
     typedef typename Vec<T>::type V;
     V acc[KH][EH];
     for (int k = 0; k < KH; ++k)
         for (int e = 0; e < EH; ++e) acc[k][e] = V{};
-    const T* gk[KH];
-    for (int k = 0; k < KH; ++k) gk[k] = gb + oc[k] * gcs;
-    const T* pe[EH];
-    for (int e = 0; e < EH; ++e) pe[e] = pad + off[e];
-    for (int64_t p = 0; p < g.npos; ++p) {
-        const int64_t ip = g.inpos[p], op = gpos[p];
-        V gv[KH];
-        for (int k = 0; k < KH; ++k) gv[k] = loadu(gk[k] + op);
-        for (int e = 0; e < EH; ++e) {
-            const V xv = loadu(pe[e] + ip);
-            for (int k = 0; k < KH; ++k) acc[k][e] += gv[k] * xv;
+    for (int i = 0; i < nimg; ++i) {
+        const T* gk[KH];
+        for (int k = 0; k < KH; ++k) gk[k] = gb + i * gis + oc[k] * gcs;
+        const T* pe[EH];
+        for (int e = 0; e < EH; ++e) pe[e] = pad + i * pis + off[e];
+        for (int64_t p = 0; p < g.npos; ++p) {
+            const int64_t ip = g.inpos[p], op = gpos[p];
+            V gv[KH];
+            for (int k = 0; k < KH; ++k) gv[k] = loadu(gk[k] + op);
+            for (int e = 0; e < EH; ++e) {
+                const V xv = loadu(pe[e] + ip);
+                for (int k = 0; k < KH; ++k) acc[k][e] += gv[k] * xv;
+            }
         }
     }
     for (int e = 0; e < EH; ++e)
@@ -297,11 +301,13 @@ void tile_wgrad(const T* gb, int64_t gcs, const int64_t* gpos, const T* pad, con
 }
 
 template <typename T, int KH>
-void wgrad_entries(const T* gb, int64_t gcs, const int64_t* gpos, const T* pad,
-                   const int64_t* off, int ne, const int32_t* oc, const Geometry& g, T* dst) {
+void wgrad_entries(const T* gb, int64_t gcs, int64_t gis, const int64_t* gpos, const T* pad,
+                   int64_t pis, int nimg, const int64_t* off, int ne, const int32_t* oc,
+                   const Geometry& g, T* dst) {
     int e = 0;
 #define ODENET_WG(EH) \
-    tile_wgrad<T, KH, EH>(gb, gcs, gpos, pad, off + e, oc, g, dst + e * ODENET_KMAX)
+    tile_wgrad<T, KH, EH>(gb, gcs, gis, gpos, pad, pis, nimg, off + e, oc, g, \
+                          dst + e * ODENET_KMAX)
     for (; e + ODENET_EH <= ne; e += ODENET_EH) ODENET_WG(ODENET_EH);
     switch (ne - e) {
         case 1: ODENET_WG(1); break;
@@ -320,8 +326,9 @@ static_assert(ODENET_EH <= 8, "wgrad_entries handles tails of up to seven entrie
 // One image's contribution to the packed weight gradient (entries x KMAX) and to the diagonal
 // stencil's (Cout x nst): sums over pixels of g times the shifted padded image.
 template <typename T>
-void wgrad_image(const T* gb, int64_t gcs, const int64_t* gpos, const T* pad, const Plan& pl,
-                 const Geometry& g, const Offsets& o, int64_t Cout, T* gw, T* gsten) {
+void wgrad_image(const T* gb, int64_t gcs, int64_t gis, const int64_t* gpos, const T* pad,
+                 int64_t pis, int nimg, const Plan& pl, const Geometry& g, const Offsets& o,
+                 int64_t Cout, T* gw, T* gsten) {
     for (int blk = 0; blk < pl.nblocks; ++blk) {
         const int e0 = pl.blk_start[blk], ne = pl.blk_start[blk + 1] - e0;
         const int32_t* oc = pl.blk_oc + blk * ODENET_KMAX;
@@ -333,7 +340,7 @@ void wgrad_image(const T* gb, int64_t gcs, const int64_t* gpos, const T* pad, co
             const int kh = kb - k0 >= ODENET_KH ? ODENET_KH : kb - k0;
 #define ODENET_WK(K)                                                       \
     case K:                                                                \
-        wgrad_entries<T, K>(gb, gcs, gpos, pad, of, ne, ok, g, dst); \
+        wgrad_entries<T, K>(gb, gcs, gis, gpos, pad, pis, nimg, of, ne, ok, g, dst); \
         break
             switch (kh) {
                 ODENET_WK(1);
@@ -356,12 +363,14 @@ void wgrad_image(const T* gb, int64_t gcs, const int64_t* gpos, const T* pad, co
     if (gsten) {
         typedef typename Vec<T>::type V;
         for (int64_t c = 0; c < Cout; ++c) {
-            const T* gc = gb + c * gcs;
             for (int s = 0; s < pl.nst; ++s) {
-                const T* xc = pad + c * g.plane + o.stoff[s];
                 V acc = V{};
-                for (int64_t p = 0; p < g.npos; ++p)
-                    acc += loadu(gc + gpos[p]) * loadu(xc + g.inpos[p]);
+                for (int i = 0; i < nimg; ++i) {
+                    const T* gc = gb + i * gis + c * gcs;
+                    const T* xc = pad + i * pis + c * g.plane + o.stoff[s];
+                    for (int64_t p = 0; p < g.npos; ++p)
+                        acc += loadu(gc + gpos[p]) * loadu(xc + g.inpos[p]);
+                }
                 gsten[c * pl.nst + s] += hsum<T>(acc);
             }
         }
@@ -414,6 +423,19 @@ struct Partials {
     }
 };
 
+// Images per task of the weight gradient: a few padded images (up to 1.5 MiB, in the L2
+// cache) share one horizontal sum; at least two tasks per thread.
+#ifndef ODENET_GMAX
+#define ODENET_GMAX 1  // measured: grouping images gains nothing here
+#endif
+inline int64_t image_group(int64_t B, int nt, int64_t bytes_per_image) {
+    int64_t group = (int64_t(3) << 19) / (bytes_per_image > 0 ? bytes_per_image : 1);
+    const int64_t fair = (B + 2 * nt - 1) / (2 * nt);
+    if (group > fair) group = fair;
+    if (group > ODENET_GMAX) group = ODENET_GMAX;
+    return group < 1 ? 1 : group;
+}
+
 // gw (entries x KMAX) = sum over the batch and pixels of g * shifted x; gsten (Cout x nst) the
 // diagonal stencil's gradient. g is NCHW (B, Cout, H, W).
 template <typename T>
@@ -423,25 +445,32 @@ void wgrad_impl(const T* gout, const T* x, T* gw, T* gsten, int64_t B, int64_t C
     const Offsets o(pl, g);
     const int nt = thread_count(nthreads);
     const bool direct = g.Wv == W;  // g's rows are whole vectors: read it in place
+    const int64_t ps = Cin * g.plane, gps = direct ? 0 : Cout * g.plane;
+    const int64_t group = image_group(B, nt, (ps + gps) * int64_t(sizeof(T)));
+    const int64_t ntasks = (B + group - 1) / group;
     Partials<T> part(nt, int64_t(pl.blk_start[pl.nblocks]) * ODENET_KMAX,
                      gsten ? Cout * pl.nst : 0);
 #pragma omp parallel num_threads(nt)
     {
-        std::vector<T> pad(Cin * g.plane, T(0));
-        std::vector<T> gpad(direct ? 0 : Cout * g.plane, T(0));
+        std::vector<T> pad(group * ps, T(0));
+        std::vector<T> gpad(group * gps, T(0));
         T* mine = part.mine();
         T* mst = gsten ? mine + part.nw : nullptr;
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t b = 0; b < B; ++b) {
-            pad_image(x + b * Cin * H * W, pad.data(), Cin, g);
-            if (direct) {
-                wgrad_image(gout + b * Cout * g.oplane, g.oplane, g.outpos.data(), pad.data(),
-                            pl, g, o, Cout, mine, mst);
-            } else {
-                pad_image(gout + b * Cout * H * W, gpad.data(), Cout, g);
-                wgrad_image(gpad.data(), g.plane, g.inpos.data(), pad.data(), pl, g, o, Cout,
-                            mine, mst);
+        for (int64_t task = 0; task < ntasks; ++task) {
+            const int64_t b0 = task * group;
+            const int nimg = static_cast<int>(b0 + group <= B ? group : B - b0);
+            for (int i = 0; i < nimg; ++i) {
+                pad_image(x + (b0 + i) * Cin * H * W, pad.data() + i * ps, Cin, g);
+                if (!direct)
+                    pad_image(gout + (b0 + i) * Cout * H * W, gpad.data() + i * gps, Cout, g);
             }
+            if (direct)
+                wgrad_image(gout + b0 * Cout * g.oplane, g.oplane, Cout * g.oplane,
+                            g.outpos.data(), pad.data(), ps, nimg, pl, g, o, Cout, mine, mst);
+            else
+                wgrad_image(gpad.data(), g.plane, gps, g.inpos.data(), pad.data(), ps, nimg, pl,
+                            g, o, Cout, mine, mst);
         }
     }
     part.reduce(nt, gw, gsten);
@@ -456,26 +485,36 @@ void backward_impl(const T* gout, const T* x, T* gx, const T* wt, const T* stt, 
     const Geometry g(H, W, vlen<T>());
     const Offsets ot(pt, g, Cout, sizeof(T)), of(pf, g);
     const int nt = thread_count(nthreads);
+    const bool direct = g.Wv == W;
+    const int64_t ps = Cin * g.plane, gps = Cout * g.plane;
+    const int64_t group = image_group(B, nt, (ps + gps) * int64_t(sizeof(T)));
+    const int64_t ntasks = (B + group - 1) / group;
     Partials<T> part(nt, int64_t(pf.blk_start[pf.nblocks]) * ODENET_KMAX,
                      gsten ? Cout * pf.nst : 0);
 #pragma omp parallel num_threads(nt)
     {
-        std::vector<T> pad(Cin * g.plane, T(0));
-        std::vector<T> gpad(Cout * g.plane, T(0));
+        std::vector<T> pad(group * ps, T(0));
+        std::vector<T> gpad(group * gps, T(0));
         T* mine = part.mine();
         T* mst = gsten ? mine + part.nw : nullptr;
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t b = 0; b < B; ++b) {
-            pad_image(gout + b * Cout * H * W, gpad.data(), Cout, g);
-            apply_image(gpad.data(), gx + b * Cin * g.oplane, wt, static_cast<const T*>(nullptr),
-                        stt, pt, g, ot, 0, pt.nblocks);
-            pad_image(x + b * Cin * H * W, pad.data(), Cin, g);
-            if (g.Wv == W)
-                wgrad_image(gout + b * Cout * g.oplane, g.oplane, g.outpos.data(), pad.data(), pf,
-                            g, of, Cout, mine, mst);
+        for (int64_t task = 0; task < ntasks; ++task) {
+            const int64_t b0 = task * group;
+            const int nimg = static_cast<int>(b0 + group <= B ? group : B - b0);
+            for (int i = 0; i < nimg; ++i) {
+                const int64_t b = b0 + i;
+                T* gp = gpad.data() + i * gps;
+                pad_image(gout + b * Cout * H * W, gp, Cout, g);
+                apply_image(static_cast<const T*>(gp), gx + b * Cin * g.oplane, wt,
+                            static_cast<const T*>(nullptr), stt, pt, g, ot, 0, pt.nblocks);
+                pad_image(x + b * Cin * H * W, pad.data() + i * ps, Cin, g);
+            }
+            if (direct)
+                wgrad_image(gout + b0 * Cout * g.oplane, g.oplane, Cout * g.oplane,
+                            g.outpos.data(), pad.data(), ps, nimg, pf, g, of, Cout, mine, mst);
             else
-                wgrad_image(gpad.data(), g.plane, g.inpos.data(), pad.data(), pf, g, of, Cout,
-                            mine, mst);
+                wgrad_image(gpad.data(), g.plane, gps, g.inpos.data(), pad.data(), ps, nimg, pf,
+                            g, of, Cout, mine, mst);
         }
     }
     part.reduce(nt, gw, gsten);
