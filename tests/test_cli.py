@@ -26,14 +26,15 @@ def test_report_end_to_end(tmp_path, capsys):
     assert "Key numbers" in printed
     names = {p.name for p in out.iterdir()}
     pngs = {"gradients.png", "reversibility.png", "stability.png", "regions.png", "order.png",
-            "cost.png"}
+            "cost.png", "reconstruction.png"}
     assert pngs | {"index.html", "results.json", "sweeps"} <= names
     html = (out / "index.html").read_text()
     assert set(re.findall(r'<img src="([^"]+)"', html)) == pngs  # every figure is shown
     for p in pngs:
         assert (out / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     data = json.loads((out / "results.json").read_text())
-    assert {"meta", "gradients", "reversibility", "stability", "order", "cost"} <= set(data)
+    assert {"meta", "gradients", "reversibility", "stability", "order", "cost",
+            "reconstruction"} <= set(data)
     assert data["meta"]["spec"]["model"] == "lean"
     assert data["meta"]["key_numbers"]
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
