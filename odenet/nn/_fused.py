@@ -12,7 +12,8 @@ environment turns the compiled kernels off.
 Every operator ``K`` here is a sum over *entries* (input channel, tap) of a weight
 times the input shifted by the tap, for blocks of output channels that share one
 support (see the C++ file). Forward and transpose are the same kernel with different
-plans; the weight gradient is a second kernel. The autograd functions below compute
+plans; the weight gradient is a second kernel, and the backward pass runs the transpose
+and the weight gradient image by image in one parallel region. The autograd functions below compute
 first derivatives with these kernels; higher derivatives (``create_graph=True``) go
 through the differentiable pure-PyTorch engines, forward-mode derivatives through the
 fused functions themselves (the operators are bilinear).
