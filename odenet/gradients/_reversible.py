@@ -11,10 +11,12 @@ import torch
 from torch import Tensor
 
 from odenet.errors import ArgumentError, GradientError
+from odenet.gradients._anode import ANODE
 from odenet.gradients._backprop import Backprop
 from odenet.gradients._base import GradientStrategy
 from odenet.gradients._common import (
     ParamGrads,
+    Replay,
     _buffers_of,
     _closure_leaves,
     _device_module,
@@ -138,14 +140,17 @@ class Reversible(GradientStrategy):
 
 # -- the forward / backward pass ------------------------------------------------------------------
 class _Call:
-    """One call: the problem, the user state, the checked start state, the buffers."""
+    """One call: the problem, the user state, the checked start state, the buffers, and the
+    random-number state and buffers at its start (what a recomputation replays)."""
 
-    def __init__(self, rp: ReversibleProblem, y0: tuple[Tensor, ...], strategy: Reversible):
+    def __init__(self, rp: ReversibleProblem, y0: tuple[Tensor, ...], strategy: GradientStrategy):
         self.problem = rp
         self.strategy = strategy
+        self.name = strategy.name or type(strategy).__name__
         self.m = len(y0)
         self.device = y0[0].device
         self.buffers = _buffers_of(_modules_of(rp.func, None))
+        self.start = Replay(self.device, self.buffers)
         x = tuple(y0)
         with torch.enable_grad():
             s0 = rp.init(x, f=rp.checked_f(x))
@@ -159,7 +164,7 @@ class _Call:
         p = self.problem
         bad = _closure_leaves(outs, (*allowed, *p.params, p.t))
         if bad:
-            raise closure_error("reversible", bad, when)
+            raise closure_error(self.name, bad, when)
 
 
 def _rng_states(device: torch.device) -> tuple[Tensor, Tensor | None]:
@@ -266,6 +271,55 @@ def _report(call: _Call, worst: float, dtype: torch.dtype) -> None:
         )
 
 
+class _RecomputeFunction(torch.autograd.Function):
+    """ANODE on a reversible method: keep the call's input, recompute the solve with graph in
+    the backward pass (random draws and buffers replayed from the call's start)."""
+
+    @staticmethod
+    def forward(call: _Call, *inputs: Tensor):
+        rp = call.problem
+        with torch.no_grad():
+            outs, _ = rp.solve(tuple(inputs[: call.m]), start=call.s0)
+        call.s0 = None
+        return rp.stack(outs)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        call: _Call = inputs[0]
+        ctx.call = call
+        ctx.save_for_backward(*inputs[1 : 1 + call.m])
+
+    @staticmethod
+    def backward(ctx, *grads: Tensor | None):
+        call: _Call = ctx.call
+        refuse_double_backward(call.name)
+        rp = call.problem
+        m = call.m
+        y0 = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        need_y = need[1 : 1 + m]
+        pg = ParamGrads(rp.params, need[1 + m :])
+        with grad_guard(call.device, call.buffers):
+            call.start.restore()
+            x = tuple(c.detach().requires_grad_(bool(nd)) for c, nd in zip(y0, need_y))
+            with torch.enable_grad():
+                outs, _ = rp.solve(x, start=rp.init(x))
+            gs = [g if g is not None else torch.zeros((len(outs), *c.shape), dtype=c.dtype,
+                                                      device=c.device)
+                  for g, c in zip(grads, y0)]
+            flat = [o[c] for o in outs[1:] for c in range(m)]
+            cots = [gs[c][k] for k in range(1, len(outs)) for c in range(m)]
+            call.check_closure(flat, x, "recomputing the solve")
+            yin = [c for c in x if c.requires_grad]
+            g = vjp(flat, cots, (*yin, *pg.tensors))
+            pg.add(g[len(yin) :])
+        it = iter(g[: len(yin)])
+        gy: list[Tensor | None] = []
+        for c, nd in enumerate(need_y):
+            gy.append(zeros_if_none(next(it), y0[c]) + gs[c][0] if nd else None)
+        return (None, *gy, *pg.result())
+
+
 # -- the dispatch from odeint ---------------------------------------------------------------------
 def solve_reversible(
     func: Callable,
@@ -285,7 +339,9 @@ def solve_reversible(
 
     ``gradient="reversible"`` differentiates by inverse steps (:class:`Reversible`);
     ``"backprop"`` (and its subclasses) backpropagates through every step, the reference
-    the reversible gradient is checked against. Other strategies are refused.
+    the reversible gradient is checked against; ``"anode"`` keeps the call's input and
+    recomputes the whole solve with graph in the backward pass (random draws replayed).
+    Other strategies are refused.
 
     Examples
     --------
@@ -311,11 +367,12 @@ def solve_reversible(
             f"t: gradients with respect to the output times are not available with the "
             f"reversible method {name!r}; pass t.detach()"
         )
-    if not isinstance(strategy, (Reversible, Backprop)):
+    if not isinstance(strategy, (Reversible, Backprop, ANODE)):
         raise ArgumentError(
             f"gradient: {strategy.name or type(strategy).__name__!r} cannot differentiate the "
             f"reversible method {name!r}; use gradient='reversible' (rebuilds the states, memory "
-            "independent of the step count) or 'backprop' (autograd through every step)"
+            "independent of the step count), 'anode' (recomputes the solve) or 'backprop' "
+            "(autograd through every step)"
         )
     y_comps = comps(y0)
     if len(t) == 1:
@@ -350,6 +407,10 @@ def solve_reversible(
             s0 = rp.init(y_comps, f=rp.checked_f(y_comps))
             outs, _ = rp.solve(y_comps, start=s0)
         return as_state(rp.stack(outs), tuple_state)
+    if isinstance(strategy, ANODE) and not transformed:
+        call = _Call(rp, y_comps, strategy)
+        out = _RecomputeFunction.apply(call, *y_comps, *params)
+        return as_state(tuple(out), tuple_state)
     if isinstance(strategy, Reversible) and not transformed:
         call = _Call(rp, y_comps, strategy)
         rng = _rng_states(call.device)
