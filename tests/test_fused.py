@@ -315,6 +315,30 @@ def test_fallback_without_a_compiler(monkeypatch):
         torch.set_num_threads(threads)
 
 
+def test_a_compiler_without_openmp_builds_a_single_threaded_kernel(lib, monkeypatch):
+    """The flags are tried in turn: where -fopenmp fails (Apple's clang), the kernel is built
+    without it, warns nothing, and computes the same."""
+    from torch.utils import cpp_extension
+
+    real = cpp_extension.load
+
+    def no_openmp(*args, **kwargs):
+        if "-fopenmp" in kwargs["extra_cflags"]:
+            raise OSError("clang: error: unsupported option '-fopenmp'")
+        return real(*args, **kwargs)
+
+    _reset(monkeypatch)
+    monkeypatch.setattr(cpp_extension, "load", no_openmp)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        serial = _fused.library()
+    assert serial is not None and serial is not lib
+    torch.manual_seed(0)
+    fused, ref = _pair(lambda e: SparseConv2d(12, 8, bias=True, engine=e), "fused", "masked", D, 0)
+    x, z = torch.randn(3, 12, 5, 7, dtype=D), torch.randn(3, 8, 5, 7, dtype=D)
+    _check_agree(fused, ref, x, z, D)
+
+
 def test_environment_turns_the_kernels_off(monkeypatch):
     _reset(monkeypatch)
     monkeypatch.setenv(_fused.ENV, "0")

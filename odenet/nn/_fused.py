@@ -55,7 +55,14 @@ __all__ = [
 ENV = "ODENET_FUSED"
 
 SOURCE = pathlib.Path(__file__).with_name("_csrc") / "sparse3x3.cpp"
-_FLAGS = ["-O3", "-march=native", "-fopenmp", "-std=c++17"]
+#: Compiler flags tried in turn (extra C flags, extra linker flags): the first that builds wins.
+#: Compilers without OpenMP (Apple's clang) get a single-threaded kernel; without
+#: ``-march=native`` a portable one.
+_FLAG_SETS = (
+    (["-O3", "-march=native", "-fopenmp", "-std=c++17"], ["-fopenmp"]),
+    (["-O3", "-march=native", "-std=c++17"], []),
+    (["-O3", "-std=c++17"], []),
+)
 
 _lock = threading.Lock()
 _state: dict = {"lib": None, "tried": False, "error": None, "warned": False}
@@ -66,10 +73,10 @@ def enabled() -> bool:
     return os.environ.get(ENV, "1").strip().lower() not in ("0", "off", "false", "no")
 
 
-def _build_tag() -> str:
+def _build_tag(flags: list[str]) -> str:
     """A short hash of the source, the flags and what ``-march=native`` depends on (the CPU's
-    feature flags): one cache entry per kernel version and processor."""
-    text = SOURCE.read_text() + " ".join(_FLAGS) + platform.machine() + platform.processor()
+    feature flags): one cache entry per kernel version, flags and processor."""
+    text = SOURCE.read_text() + " ".join(flags) + platform.machine() + platform.processor()
     try:
         for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith(("flags", "Features", "model name")):
@@ -83,15 +90,22 @@ def _build_tag() -> str:
 def _build() -> ctypes.CDLL:
     from torch.utils import cpp_extension
 
-    name = f"odenet_sparse3x3_{_build_tag()}"
-    path = cpp_extension.load(
-        name=name,
-        sources=[str(SOURCE)],
-        extra_cflags=_FLAGS,
-        extra_ldflags=["-fopenmp"],
-        is_python_module=False,
-        verbose=False,
-    )
+    errors = []
+    for cflags, ldflags in _FLAG_SETS:
+        try:
+            path = cpp_extension.load(
+                name=f"odenet_sparse3x3_{_build_tag(cflags + ldflags)}",
+                sources=[str(SOURCE)],
+                extra_cflags=cflags,
+                extra_ldflags=ldflags,
+                is_python_module=False,
+                verbose=False,
+            )
+            break
+        except Exception as exc:  # try the next, more portable flags
+            errors.append(exc)
+    else:
+        raise errors[0]
     lib = ctypes.CDLL(path)
     p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
     plan = [i32, p, p, p, p, p, i32, p]
