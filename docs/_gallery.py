@@ -10,10 +10,17 @@ _SHOWN: dict[str, list] = {}  # per example: the Figures shown by this scraper
 _PYPLOT: dict[str, list] = {}  # per example: the Figures seen under pyplot's management
 
 
+_THREADS: list[int] = []  # torch's intra-op thread count when the first example started
+
+
 def reset_torch(gallery_conf, fname):
-    """Give every example the same starting state: the seed and the default dtype."""
+    """Give every example the same starting state: the seed, the default dtype and the thread
+    count (an example that sets its own must not change the next one's)."""
     import torch
 
+    if not _THREADS:
+        _THREADS.append(torch.get_num_threads())
+    torch.set_num_threads(_THREADS[0])
     torch.manual_seed(0)
     torch.set_default_dtype(torch.float32)
 

@@ -32,6 +32,10 @@ start = time.perf_counter()
 SIZE = os.environ.get("ODENET_EXAMPLE_SIZE", "default") or "default"
 if SIZE not in ("quick", "default", "full"):
     raise ValueError(f"ODENET_EXAMPLE_SIZE: expected 'quick', 'default' or 'full', got {SIZE!r}")
+# One thread: the training tensors are too small for several to pay, the timing below states its
+# conditions, and on a machine whose cores are busy with other work waiting threads cost more
+# time than they save.
+torch.set_num_threads(1)
 torch.manual_seed(0)
 digits = load_digits()
 x = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
@@ -111,8 +115,8 @@ print(f"mean |offset| {offset.abs().mean().item():.3f} px, mask mean {mask.mean(
 # on a 64×64 image — at about 4× the time of a dense 3×3 convolution on a GPU, because of the
 # input-dependent bilinear gather. The same layer here: :class:`odenet.nn.DeformConv2d` (offset
 # and mask prediction, bilinear sampling and the weighted sum; modulated, as DCN v2) against
-# ``torch.nn.functional.conv2d`` with the same 3×3 weight, one image, float32, on this machine's
-# CPU with the threads it has; forward, and forward + backward. Each round times every operator
+# ``torch.nn.functional.conv2d`` with the same 3×3 weight, one image, float32, on one thread of
+# this machine's CPU; forward, and forward + backward. Each round times every operator
 # once (interleaved, after a warm-up); the ratio is the median over the rounds of the per-round
 # ratio, with its range.
 CH, HW, ROUNDS = {"quick": (16, 32, 3), "default": (64, 64, 5), "full": (64, 64, 15)}[SIZE]

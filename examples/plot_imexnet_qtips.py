@@ -40,6 +40,9 @@ from odenet.linear import ConvFFT
 from odenet.nn import IMEXBlock
 
 start = time.perf_counter()
+# The networks here are small: their tensors are too small for several threads to pay, and on a
+# machine whose cores are busy with other work, waiting threads cost more time than they save.
+torch.set_num_threads(1)
 torch.manual_seed(0)
 SIZE = os.environ.get("ODENET_EXAMPLE_SIZE", "default") or "default"
 if SIZE not in ("quick", "default", "full"):

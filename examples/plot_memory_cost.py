@@ -72,6 +72,7 @@ def rss_kib(field):
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
+torch.set_num_threads(1)
 torch.manual_seed(0)
 net = torch.nn.Sequential(torch.nn.Conv2d(32, 32, 3, padding=1), torch.nn.Tanh())
 f = lambda t, y: net(y)
@@ -97,7 +98,7 @@ for job in sys.argv[2:]:
 """
 
 blocks = {"quick": [1, 2, 4], "default": [1, 2, 4, 8], "full": [1, 2, 4, 8, 16]}[SIZE]
-BATCH = 4 if SIZE == "quick" else 16  # states of BATCH x 32 channels x 32 x 32
+BATCH = 4 if SIZE == "quick" else 8  # states of BATCH x 32 channels x 32 x 32
 memory = {"backprop": [], "anode": []}
 jobs = [f"{L}:{gradient}" for gradient in memory for L in blocks]
 batches = [jobs] if sys.platform.startswith("linux") else [[job] for job in jobs]
