@@ -31,6 +31,7 @@ Methods
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -381,6 +382,9 @@ class Leapfrog(ReversibleMethod):
 #: The built-in reversible methods, by name.
 REVERSIBLE = (ReversibleHeun(), ALF(), Leapfrog())
 
+# Time tensors kept by a ReversibleProblem (a few per step; the backward pass reuses them).
+_TIMES_KEPT = 4096
+
 
 def _all_finite(c: Sequence[Tensor]) -> bool:
     """Whether every tensor is finite (read behind torch.func wrappers; True when tracing)."""
@@ -470,7 +474,7 @@ class ReversibleProblem:
             max_num_steps=max_num_steps,
         )
         self.out_index = self.grid.out_index
-        self._y0: Comps | None = None
+        self._times: OrderedDict[float, Tensor] = OrderedDict()
 
     @property
     def num_steps(self) -> int:
@@ -484,7 +488,15 @@ class ReversibleProblem:
 
     # -- func on tuples -------------------------------------------------------------------------
     def _time(self, s: float) -> Tensor:
-        return torch.tensor(s, dtype=self.time_dtype, device=self.t.device)
+        """The 0-d time tensor ``func`` receives (cached: the backward pass asks for the same
+        times as the forward, and each is one host-to-device copy on an accelerator)."""
+        v = self._times.get(s)
+        if v is None:
+            v = torch.tensor(s, dtype=self.time_dtype, device=self.t.device)
+            self._times[s] = v
+            if len(self._times) > _TIMES_KEPT:
+                self._times.popitem(last=False)
+        return v
 
     def f(self, s: float, c: Comps) -> Comps:
         """``func`` on a tuple of user components at the float time ``s``."""
