@@ -499,3 +499,26 @@ def test_anode_replays_dropout_where_reversible_refuses_it():
     for a, b in zip(grads["anode"], grads["backprop"]):
         assert torch.allclose(a, b, rtol=1e-12, atol=1e-15)
     assert torch.equal(grads["anode-rng"][0], grads["backprop-rng"][0])  # caller's stream kept
+
+
+def test_leapfrog_evaluates_only_the_needed_half_of_a_hamiltonian_rhs():
+    torch.manual_seed(2)
+    f = odenet.nn.HamiltonianRHS(odenet.nn.LeanConv2d(2, 2)).double()
+    calls = []
+    f.op.register_forward_hook(lambda *a: calls.append(1))
+    y0 = (torch.randn(1, 2, 4, 4, dtype=F64), torch.randn(1, 2, 4, 4, dtype=F64))
+    t = torch.tensor([0.0, 1.0], dtype=F64)
+    with torch.no_grad():
+        fast = odenet.odeint(f, y0, t, method="leapfrog", step_size=0.1)
+        assert len(calls) == 1 + 2 * 10  # G at t0, then one F and one G per step
+        full = odenet.odeint(lambda t, s: f(t, s), y0, t, method="leapfrog", step_size=0.1)
+    for a, b in zip(fast, full):
+        assert torch.equal(a, b)  # the halves are the same numbers as the whole
+    g_rev, _ = _grads(f, y0, t, "leapfrog", "reversible", 0.1)
+    g_bp, _ = _grads(f, y0, t, "leapfrog", "backprop", 0.1)
+    for a, b in zip(g_rev, g_bp):
+        assert float((a - b).abs().max()) <= 1e-9 * max(float(b.abs().max()), 1e-300)
+    bad = odenet.nn.HamiltonianRHS(odenet.nn.LeanConv2d(2, 2)).double()
+    bad.dz = lambda t, y: y[..., :2]
+    with pytest.raises(FunctionOutputError, match=r"func\.dz"):
+        odenet.odeint(bad, y0, t, method="leapfrog", step_size=0.1)

@@ -25,7 +25,8 @@ class HamiltonianRHS(nn.Module):
     ``H(y, z) = −Σ Φ(K₁z + b₁) − Σ Φ(K₂y + b₂)``: it preserves volume, and the
     linearisation's eigenvalues are purely imaginary when ``K₁ = K₂`` and ``σ`` is
     monotone, so the dynamics neither blow up nor forget their input (Haber & Ruthotto's
-    stability argument).
+    stability argument). :meth:`dy` and :meth:`dz` are the two halves; ``leapfrog`` calls
+    them separately, one evaluation of each per step.
 
     Parameters
     ----------
@@ -97,5 +98,13 @@ class HamiltonianRHS(nn.Module):
                 + (f" of length {len(state)}" if isinstance(state, (tuple, list)) else "")
             )
         y, z = state
-        op2 = self.op if self.op2 is None else self.op2
-        return -self._term(self.op, self.bias1, z), self._term(op2, self.bias2, y)
+        return self.dy(t, z), self.dz(t, y)
+
+    def dy(self, t: Tensor | float, z: Tensor) -> Tensor:
+        """``y' = −K₁ᵀσ(K₁z + b₁)``: the half of :meth:`forward` that ``leapfrog`` evaluates
+        on its own (it never needs both halves at one point)."""
+        return -self._term(self.op, self.bias1, z)
+
+    def dz(self, t: Tensor | float, y: Tensor) -> Tensor:
+        """``z' = K₂ᵀσ(K₂y + b₂)``, the other half."""
+        return self._term(self.op if self.op2 is None else self.op2, self.bias2, y)

@@ -311,9 +311,11 @@ class Leapfrog(ReversibleMethod):
 
     the inverse runs the same updates backwards with the signs flipped. Symmetric and
     symplectic, order 2. On the oscillator ``y' = ωz, z' = -ωy`` it is stable (both
-    eigenvalues of the step on the unit circle) exactly for ``|hω| ≤ 2``. ``func`` is
-    called twice per step, once for ``F`` and once for ``G``; the other half of each
-    result is not used.
+    eigenvalues of the step on the unit circle) exactly for ``|hω| ≤ 2``. ``f`` is called
+    twice per step, once for ``F`` and once for ``G``; when ``f`` has methods ``dy(t, z)``
+    and ``dz(t, y)`` (tuples in and out) only the needed half is evaluated — the solvers
+    provide them for a ``func`` that has ``dy`` and ``dz``, such as
+    :class:`odenet.nn.HamiltonianRHS` — otherwise the other half of each result is unused.
 
     Examples
     --------
@@ -350,9 +352,15 @@ class Leapfrog(ReversibleMethod):
         return 2 * width // 3
 
     def _F(self, f: TupleFunc, t: float, y: Comps, z: Comps) -> Comps:
+        half = getattr(f, "dy", None)
+        if half is not None:
+            return tuple(half(t, z))
         return tuple(f(t, (*y, *z))[: len(y)])
 
     def _G(self, f: TupleFunc, t: float, y: Comps, z: Comps) -> Comps:
+        half = getattr(f, "dz", None)
+        if half is not None:
+            return tuple(half(t, y))
         return tuple(f(t, (*y, *z))[len(y) :])
 
     def init(self, f: TupleFunc, t0: float, y: Comps) -> Comps:
@@ -384,6 +392,46 @@ REVERSIBLE = (ReversibleHeun(), ALF(), Leapfrog())
 
 # Time tensors kept by a ReversibleProblem (a few per step; the backward pass reuses them).
 _TIMES_KEPT = 4096
+
+
+class _Func:
+    """``func`` on tuples of user components at float times; with ``ref`` (the user state as
+    a tuple) every output is checked against it."""
+
+    def __init__(self, rp: ReversibleProblem, ref: Comps | None = None) -> None:
+        self.rp = rp
+        self.ref = ref
+
+    def __call__(self, s: float, c: Comps) -> Comps:
+        rp = self.rp
+        out = rp.func(rp._time(s), as_state(c, rp.tuple_state))
+        if self.ref is not None:
+            _check_output(out, as_state(self.ref, rp.tuple_state), rp.tuple_state)
+        return comps(out)
+
+
+class _HalvesFunc(_Func):
+    """:class:`_Func` with the halves ``dy(t, z)`` and ``dz(t, y)`` of a partitioned ``func``
+    (each half a Tensor for a pair state, a tuple for longer ones)."""
+
+    def _half(self, name: str, s: float, x: Comps, ref: Comps | None) -> Comps:
+        rp = self.rp
+        single = len(x) == 1
+        out = getattr(rp.func, name)(rp._time(s), x[0] if single else tuple(x))
+        if ref is not None:
+            try:
+                _check_output(out, ref[0] if single else ref, not single)
+            except FunctionOutputError as err:
+                raise FunctionOutputError(str(err).replace("func", f"func.{name}", 1)) from None
+        return comps(out)
+
+    def dy(self, s: float, z: Comps) -> Comps:
+        k = len(z)
+        return self._half("dy", s, z, None if self.ref is None else self.ref[:k])
+
+    def dz(self, s: float, y: Comps) -> Comps:
+        k = len(y)
+        return self._half("dz", s, y, None if self.ref is None else self.ref[k:])
 
 
 def _all_finite(c: Sequence[Tensor]) -> bool:
@@ -475,6 +523,11 @@ class ReversibleProblem:
         )
         self.out_index = self.grid.out_index
         self._times: OrderedDict[float, Tensor] = OrderedDict()
+        #: ``func`` on tuples of user components at float times (the methods' ``f``); for the
+        #: leapfrog and a ``func`` with ``dy(t, z)`` and ``dz(t, y)``, with those halves.
+        self.halves = isinstance(method, Leapfrog) and all(
+            callable(getattr(func, n, None)) for n in ("dy", "dz"))
+        self.f: TupleFunc = (_HalvesFunc if self.halves else _Func)(self)
 
     @property
     def num_steps(self) -> int:
@@ -498,20 +551,9 @@ class ReversibleProblem:
                 self._times.popitem(last=False)
         return v
 
-    def f(self, s: float, c: Comps) -> Comps:
-        """``func`` on a tuple of user components at the float time ``s``."""
-        return comps(self.func(self._time(s), as_state(c, self.tuple_state)))
-
     def checked_f(self, y0: Comps) -> TupleFunc:
-        """:meth:`f` that checks each output against the user state ``y0``."""
-        ref = as_state(y0, self.tuple_state)
-
-        def f(s: float, c: Comps) -> Comps:
-            out = self.func(self._time(s), as_state(c, self.tuple_state))
-            _check_output(out, ref, self.tuple_state)
-            return comps(out)
-
-        return f
+        """:attr:`f` that checks each output against the user state ``y0``."""
+        return type(self.f)(self, tuple(y0))
 
     # -- stepping -------------------------------------------------------------------------------
     def init(self, y0: Comps, f: TupleFunc | None = None) -> Comps:
@@ -587,7 +629,7 @@ class ReversibleProblem:
     def check_separable(self, y0: Comps) -> None:
         """For :class:`Leapfrog`: raise unless ``func``'s ``F`` ignores ``y`` and ``G``
         ignores ``z`` at ``(t[0], y0)`` (one evaluation and one vector–Jacobian product)."""
-        if not isinstance(self.method, Leapfrog):
+        if not isinstance(self.method, Leapfrog) or self.halves:
             return
         k = self.m // 2
         x = tuple(c.detach().requires_grad_() for c in y0)
