@@ -37,6 +37,7 @@ from odenet.analysis import _requirements  # noqa: F401  (first: names a missing
 from odenet.analysis._convergence import ConvergenceResult, convergence_order
 from odenet.analysis._cost import CostResult, cost
 from odenet.analysis._gradients import GradientConsistencyResult, gradient_consistency
+from odenet.analysis._monitor import Monitor, MonitorWarning
 from odenet.analysis._plan import Plan, plan_gradients
 from odenet.analysis._problems import ODEProblem
 from odenet.analysis._reconstruction import (
@@ -54,6 +55,8 @@ __all__ = [
     "ConvergenceResult",
     "CostResult",
     "GradientConsistencyResult",
+    "Monitor",
+    "MonitorWarning",
     "ODEProblem",
     "Plan",
     "ReconstructionResult",

@@ -7,9 +7,11 @@ forward+backward time and its gradient error against backprop; then it chooses p
 the strategy that minimises the network's time under the byte budget, keeping gradients
 exact unless ``allow_inexact``, and checks the choice by measuring the whole network's
 peak with the plan applied (re-planning with the measured calibration when the
-prediction was low). Memory is measured as :mod:`odenet.analysis._cost` does: on CPU the
-peak resident set size (``VmHWM`` reset through ``/proc/self/clear_refs``, glibc made to
-return freed tensors at once), on CUDA the allocator's peak.
+prediction was low). Memory: on CUDA the allocator's peak; on CPU the bytes glibc's malloc
+has handed out (``mallinfo2``, exact; the peak sampled every 0.1 ms), or, without glibc, the
+resident set size as :mod:`odenet.analysis._cost` reads it (Linux kernels from 6.2 on keep
+approximate per-CPU resident-set counters, too coarse for small networks, hence malloc's own
+count first).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import gc
 import itertools
 import math
 import statistics
+import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -47,44 +51,115 @@ from odenet.errors import ArgumentError, ArgumentTypeError
 __all__ = ["Plan", "candidate_strategies", "measure_network", "plan_gradients"]
 
 
-# -- memory probes (as odenet.analysis._cost measures) ---------------------------------------------
+# -- memory probes ---------------------------------------------------------------------------------
+def _mallinfo():
+    """glibc's ``mallinfo2`` as a function returning the bytes in use, or ``None``."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return None
+
+    class _Info(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+            "fordblks", "keepcost")]
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        fn = libc.mallinfo2
+    except (OSError, AttributeError):
+        return None
+    fn.restype = _Info
+
+    def used() -> int:
+        info = fn()
+        return int(info.uordblks + info.hblkhd)
+
+    return used
+
+
+_MALLINFO = _mallinfo()
+
+
 class _Probe:
-    """Memory in use and its peak since :meth:`start`, in bytes (CUDA allocator or CPU RSS)."""
+    """Memory in use and its peak since :meth:`start`, in bytes.
+
+    CUDA: the caching allocator's ``memory_allocated`` and ``max_memory_allocated``. CPU
+    with glibc: the bytes malloc has handed out (``mallinfo2``: exact, every CPU tensor is
+    a malloc block), the peak sampled by a thread every 0.1 ms while a measurement runs
+    (the switch interval of the interpreter lowered meanwhile). Elsewhere: the resident
+    set size and its high-water mark, as :mod:`odenet.analysis._cost` reads them.
+    """
 
     def __init__(self, device: torch.device):
         self.cuda = device.type == "cuda"
         self.device = device
         self.exact = True
-        if not self.cuda:
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._peak = 0
+        if not self.cuda and _MALLINFO is None:
             _track_live_memory()
 
     @property
     def name(self) -> str:
         if self.cuda:
             return "cuda.max_memory_allocated"
+        if _MALLINFO is not None:
+            return "mallinfo2 (sampled peak)"
         return "VmHWM" if self.exact else "ru_maxrss"
 
     def start(self) -> int:
-        gc.collect()
+        self.stop()
         if self.cuda:
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
             return torch.cuda.memory_allocated(self.device)
+        if _MALLINFO is not None:
+            base = self._peak = _MALLINFO()
+            self._stop.clear()
+            self._switch = sys.getswitchinterval()
+            sys.setswitchinterval(1e-4)
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+            return base
         base = _rss_bytes()
         self.exact = _reset_peak()
         return base if self.exact else _peak_rss_bytes()
+
+    def _sample(self) -> None:
+        assert _MALLINFO is not None
+        while not self._stop.wait(1e-4):
+            v = _MALLINFO()
+            if v > self._peak:
+                self._peak = v
 
     def now(self) -> int:
         if self.cuda:
             torch.cuda.synchronize(self.device)
             return torch.cuda.memory_allocated(self.device)
+        if _MALLINFO is not None:
+            v = _MALLINFO()
+            self._peak = max(self._peak, v)
+            return v
         return _rss_bytes()
 
     def peak(self) -> int:
         if self.cuda:
             torch.cuda.synchronize(self.device)
             return torch.cuda.max_memory_allocated(self.device)
+        if _MALLINFO is not None:
+            return max(self._peak, self.now())
         return _peak_rss_bytes()
+
+    def stop(self) -> None:
+        """End the sampling thread (if any)."""
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._thread = None
+            sys.setswitchinterval(self._switch)
 
 
 def _device(inputs) -> torch.device:
@@ -108,7 +183,8 @@ def measure_network(
     ``time_s``, each in ``times_s``) and the memory peak above the memory in use before
     them is ``peak_bytes`` (``probe`` names how it was read). Gradients are taken for the
     parameters that require grad (their ``.grad`` is not touched); the model runs in
-    evaluation mode (restored afterwards).
+    evaluation mode (restored afterwards). The memory comes from one more run after the
+    timed ones (see :class:`_Probe`), so that sampling the peak does not slow the timed runs.
 
     Examples
     --------
@@ -140,7 +216,6 @@ def measure_network(
 
     try:
         run()  # warm-up
-        base = probe.start()
         times = []
         for _ in range(repeats):
             if probe.cuda:
@@ -150,7 +225,12 @@ def measure_network(
             if probe.cuda:
                 torch.cuda.synchronize(probe.device)
             times.append(time.perf_counter() - t0)
-        peak = probe.peak() - base
+        base = probe.start()  # memory: one more run, with the peak sampled
+        try:
+            run()
+            peak = probe.peak() - base
+        finally:
+            probe.stop()
     finally:
         undo()
         model.train(was)
@@ -209,11 +289,14 @@ def _block_memory(cap: BlockCapture, strategy: object, probe: _Probe, repeats: i
     held = peak = 0
     for _ in range(repeats):
         base = probe.start()
-        state = forward()
-        held = max(held, probe.now() - base)
-        backward(state)
-        del state
-        peak = max(peak, probe.peak() - base)
+        try:
+            state = forward()
+            held = max(held, probe.now() - base)
+            backward(state)
+            del state
+            peak = max(peak, probe.peak() - base)
+        finally:
+            probe.stop()
     return max(held, 0), max(peak, held, 0)
 
 
@@ -457,6 +540,7 @@ def plan_gradients(
         if not hasattr(c.module, "gradient"):
             raise ArgumentError(f"model: the block {c.name!r} has no writable 'gradient' "
                                 "attribute; a plan sets each block's strategy")
+    gc.collect()
     dtype = caps[0].input.dtype
     tol = math.sqrt(torch.finfo(dtype).eps) if tolerance is None else float(tolerance)
     probe = _Probe(caps[0].input.device)
