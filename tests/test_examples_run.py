@@ -111,6 +111,18 @@ def test_imex_implicit_reach_grows_like_a_quarter_power(imex):
         assert 0.15 < slope < 0.35, (s, slope)
 
 
+def test_imex_stated_spectra_of_the_initial_L(imex):
+    """(8s)^2 = 1.44 at s = 0.15, and h * rho(L) = 64 and 1024 for s = 1 at h = 1 and 16."""
+    for name, (_, h, s) in imex["CONFIGS"].items():
+        net = imex["build"](name, 0)
+        for layer in net.layers:
+            rho = layer.implicit.symbol(imex["IMAGE"], imex["IMAGE"]).max().item()
+            assert rho == pytest.approx((8 * s) ** 2, rel=1e-5)
+        if s == 1.0:
+            assert h * rho == pytest.approx({1.0: 64, 16.0: 1024}[h])
+    assert (8 * 0.15) ** 2 == pytest.approx(1.44)
+
+
 def test_imex_receptive_fields(imex):
     window, field = imex["WINDOW"], imex["FIELD"]
     assert window == 4 * imex["LAYERS"] + 3
