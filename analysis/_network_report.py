@@ -356,20 +356,20 @@ def block_verdict(res: Mapping[str, Any], cfg: Mapping[str, Any]) -> dict[str, d
             share = f", {100 * h / hmax:.0f}% of the largest stable step {hmax:.3g}" if (
                 math.isfinite(hmax) and hmax > 0) else " (stable for every step)"
             out["stability"] = {"ok": True, "text": (
-                f"stable at h = {h:.3g}{share}; max |R(hλ)| = {R:.3g}")}
+                f"stable at h = {h:.3g}{share}; max |R(hλ)| = {R:.4g}")}
         elif st.n_growing and (not math.isfinite(hdamped) or h <= hdamped):
             out["stability"] = {"ok": True, "text": (
                 f"stable at h = {h:.3g} for every damped mode ("
                 + (f"up to h = {hdamped:.3g}" if math.isfinite(hdamped) else "at every step")
                 + f"); "
                 f"{st.n_growing} mode(s) with Re λ > 0 (up to {st.max_real:.3g}) grow, as the "
-                f"ODE itself does; max |R(hλ)| = {R:.3g}")}
+                f"ODE itself does; max |R(hλ)| = {R:.4g}")}
         else:
             ref = hdamped if math.isfinite(hdamped) and hdamped > 0 else hmax
             by = f"h = {h:.3g} is {h / ref:.2f}× the largest stable step {ref:.3g}" if ref > 0 \
                 else f"no step is stable (h = {h:.3g})"
             out["stability"] = {"ok": False, "text": (
-                f"UNSTABLE: {by}; max |R(hλ)| = {R:.3g}")}
+                f"UNSTABLE: {by}; max |R(hλ)| = {R:.4g}")}
         out["stability"].update(max_abs_R=R, max_step=hmax, ratio=(h / hmax if hmax else None))
     else:
         out["stability"] = _not_run(errors, "stability")
