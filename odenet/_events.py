@@ -23,9 +23,16 @@ from torch import Tensor
 
 from odenet.errors import ArgumentError, ArgumentTypeError, EventError, GradientError
 from odenet.gradients._base import GradientStrategy
-from odenet.gradients._common import Replay, _buffers_of, _modules_of, as_state, comps
+from odenet.gradients._common import (
+    Replay,
+    _buffers_of,
+    _modules_of,
+    as_state,
+    comps,
+    func_transform_active,
+)
 from odenet.solvers._grid import time_resolution
-from odenet.solvers._problem import Problem, State, detach_state
+from odenet.solvers._problem import Problem, State, detach_state, is_compiling
 from odenet.solvers._tableau import ButcherTableau, IMEXTableau
 
 __all__ = ["combine_event_fn", "reroute_event_gradient", "solve_to_event"]
@@ -84,6 +91,13 @@ def solve_to_event(
     Returns ``(event_t, solution)`` with ``solution`` of shape ``(2, *y0.shape)``
     (tuple-wise): the initial state and the state at the event time.
     """
+    if is_compiling() or func_transform_active():
+        raise ArgumentError(
+            "event_fn: event handling is not supported under torch.compile or the transforms "
+            "of torch.func (vmap, grad, jacrev, ...): the search for the event decides on the "
+            "host, step by step, where every sample would stop at its own time; solve each "
+            "sample eagerly"
+        )
     scout = Problem(
         func, tableau, t.detach(), opts["step_size"], tuple_state=tuple_state, implicit=implicit,
         time_dtype=time_dtype, perturb=opts["perturb"],

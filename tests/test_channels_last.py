@@ -80,7 +80,7 @@ def test_odeblock_takes_tuple_states_as_odeint_does(gradient):
     torch.testing.assert_close(p, ref[1][-1], rtol=0, atol=0)
     (q.sum() + p.sum()).backward()
     assert q0.grad is not None and f.w.grad is not None
-    with pytest.raises(ArgumentTypeError, match=r"tuple of Tensors, but y\[1\] is a float"):
+    with pytest.raises(ArgumentTypeError, match=r"got tuple holding a float as y\[1\]"):
         block((q0, 1.0))
 
 

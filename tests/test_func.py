@@ -146,3 +146,26 @@ def test_batched_times_are_refused():
     ts = torch.stack([T, 2 * T])
     with pytest.raises(ArgumentError, match="t: batched by torch.func.vmap"):
         F.vmap(lambda t: _solve(f, torch.ones(3, dtype=torch.float64), "anode", t=t))(ts)
+
+
+def test_event_handling_is_refused_under_vmap():
+    f = _mlp()
+    with pytest.raises(ArgumentError, match="event_fn: event handling is not supported under"):
+        F.vmap(lambda y: odenet.odeint(lambda t, y: f(y), y, T[[0, 2]], step_size=0.1,
+                                       event_fn=lambda t, y: y[0] - 0.5))(
+            torch.randn(3, 3, dtype=torch.float64)
+        )
+
+
+@pytest.mark.parametrize("gradient", DISCRETE)
+def test_jacrev_with_respect_to_the_output_times(gradient):
+    f = _mlp(4)
+    y0 = torch.randn(3, dtype=torch.float64)
+
+    def run(t, gradient):
+        return odenet.odeint(lambda t, y: f(y) * torch.cos(t), y0, t, step_size=0.15,
+                             gradient=gradient, params=list(f.parameters()))
+
+    ref = torch.autograd.functional.jacobian(lambda t: run(t, "backprop"), T)
+    torch.testing.assert_close(F.jacrev(lambda t: run(t, gradient))(T), ref, rtol=1e-12,
+                               atol=1e-13)

@@ -20,7 +20,7 @@ if torch.cuda.is_available():
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.double() - b.double()).norm() / b.double().norm())
+    return float((a.detach().double() - b.detach().double()).norm() / b.detach().double().norm())
 
 
 def test_convfft_solves_half_precision_in_float32_and_rounds_only_the_result():

@@ -122,10 +122,10 @@ class ODEBlock(nn.Module):
             name = f"y[{m}]" if tuple_state else "y"
             if not isinstance(c, Tensor):
                 raise ArgumentTypeError(
-                    f"y: expected a Tensor or a tuple of Tensors, got {type(c).__name__}"
+                    f"y: expected a Tensor, got {type(c).__name__}"
                     if not tuple_state
-                    else f"y: expected a Tensor or a tuple of Tensors, but {name} is a "
-                    f"{type(c).__name__}"
+                    else f"y: expected a Tensor, got {type(y).__name__} holding a "
+                    f"{type(c).__name__} as {name} (a tuple state is a tuple of Tensors)"
                 )
             if not (c.is_floating_point() or c.is_complex()):
                 raise ArgumentTypeError(
