@@ -405,7 +405,7 @@ def _files(name: str, result: Any, fig=None) -> dict[str, str | bytes]:
 #: Options that describe a built-in network (refused with --model MODULE:FACTORY).
 _BUILTIN_ONLY = ("--form", "--norm", "--channels", "--block-method", "--block-steps", "--T",
                  "--weight-scale", "--train-steps", "--activations", "--methods", "--steps",
-                 "--fresh", "--no-progress")
+                 "--fresh")
 
 
 def _given(argv: Sequence[str], option: str) -> bool:
