@@ -591,7 +591,8 @@ def network_report(
         files["index.html"] = page
         folder.commit(files)
         index = folder.path / "index.html"
-        say(f"done in {elapsed:.0f} s.")
+        say(f"done in {time.perf_counter() - started:.0f} s ({elapsed:.0f} s of analyses, the "
+            "rest drawing and writing).")
         for b in blocks:
             v = b["verdict"]
             say(f"  - {b['name']}: {v['stability']['text']} | {v['gradient']['text']} | "
