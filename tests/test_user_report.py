@@ -9,6 +9,8 @@ import textwrap
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 import odenet
@@ -260,3 +262,33 @@ def test_cli_errors_are_one_line_exit_2(user_module, tmp_path, monkeypatch, caps
     assert code == 2 and len(err) == 1, err
     assert message in err[0]
     assert not (tmp_path / "r" / "index.html").exists()
+
+
+@settings(max_examples=10, deadline=None)
+@given(rate=st.floats(0.5, 20.0), steps=st.integers(1, 8),
+       method=st.sampled_from(["euler", "rk4"]))
+def test_stability_verdict_of_a_linear_decay_block(rate, steps, method):
+    """y' = -rate * y: stable exactly when h * rate is within the method's real-axis limit, and
+    the verdict's ratio is h over the largest stable step."""
+
+    class Decay(nn.Module):
+        gradient = odenet.Backprop()
+
+        def f(self, t, y):
+            return -rate * y
+
+        def odenet_block(self):
+            return {"rhs": self.f, "T": 1.0, "steps": steps, "method": method}
+
+        def forward(self, y):
+            return odenet.odeint(self.f, y, torch.tensor([0.0, 1.0], dtype=y.dtype),
+                                 method=method, step_size=1.0 / steps)[-1]
+
+    (cap,), _ = capture_blocks(nn.Sequential(Decay()), torch.ones(1, 3, dtype=torch.float64))
+    res = analyse_block(cap, {**NETWORK_DEFAULTS, **QUICK}, ["stability"])
+    v = res["verdict"]["stability"]
+    limit = -analysis.stability_region(method).real_axis_limit
+    h = 1.0 / steps
+    assert v["ratio"] == pytest.approx(h * rate / limit, rel=1e-6)
+    if abs(h * rate - limit) > 1e-6:
+        assert v["ok"] == (h * rate < limit)
