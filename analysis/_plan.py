@@ -175,15 +175,16 @@ def measure_network(
     *,
     loss: Callable[[Any], Tensor] | None = None,
     repeats: int = 3,
+    memory: bool = True,
 ) -> dict[str, Any]:
     """Peak memory and forward+backward time of the whole network with the given strategies.
 
-    ``strategies``: one strategy (name or instance) for every block, one per block, or
-    ``None`` for the blocks' own. After a warm-up run, ``repeats`` runs are timed (median
-    ``time_s``, each in ``times_s``) and the memory peak above the memory in use before
-    them is ``peak_bytes`` (``probe`` names how it was read). Gradients are taken for the
-    parameters that require grad (their ``.grad`` is not touched); the model runs in
-    evaluation mode (restored afterwards). The memory comes from one more run after the
+    ``strategies``: one strategy (name or instance) for every block, one per block, or ``None``
+    for the blocks' own. After a warm-up run, ``repeats`` runs are timed (median ``time_s``,
+    each in ``times_s``) and the memory peak above the memory in use before them is
+    ``peak_bytes`` (``probe`` names how it was read; ``None`` with ``memory=False``). Gradients
+    are taken for the parameters that require grad (their ``.grad`` is not touched); the model
+    runs in evaluation mode (restored afterwards). The memory comes from one more run after the
     timed ones (see :class:`_Probe`), so that sampling the peak does not slow the timed runs.
 
     Examples
@@ -225,17 +226,19 @@ def measure_network(
             if probe.cuda:
                 torch.cuda.synchronize(probe.device)
             times.append(time.perf_counter() - t0)
-        base = probe.start()  # memory: one more run, with the peak sampled
-        try:
-            run()
-            peak = probe.peak() - base
-        finally:
-            probe.stop()
+        peak = None
+        if memory:
+            base = probe.start()  # memory: one more run, with the peak sampled
+            try:
+                run()
+                peak = probe.peak() - base
+            finally:
+                probe.stop()
     finally:
         undo()
         model.train(was)
-    return {"time_s": statistics.median(times), "times_s": times, "peak_bytes": max(peak, 0),
-            "probe": probe.name}
+    return {"time_s": statistics.median(times), "times_s": times,
+            "peak_bytes": None if peak is None else max(peak, 0), "probe": probe.name}
 
 
 # -- per block -------------------------------------------------------------------------------------
@@ -301,7 +304,8 @@ def _block_memory(cap: BlockCapture, strategy: object, probe: _Probe, repeats: i
 
 
 def _block_times(cap: BlockCapture, names: Sequence[str], rounds: int) -> dict[str, float]:
-    """Median forward+backward seconds per strategy, interleaved over ``rounds`` rounds."""
+    """Fastest forward+backward seconds per strategy over ``rounds`` interleaved rounds (the
+    least disturbed by other work on the machine: what the strategy itself costs)."""
     runs = {n: _block_run(cap, n) for n in names}
     times: dict[str, list[float]] = {n: [] for n in names}
     for n in names:  # warm-up
@@ -314,7 +318,7 @@ def _block_times(cap: BlockCapture, names: Sequence[str], rounds: int) -> dict[s
             t0 = time.perf_counter()
             b(f())
             times[n].append(time.perf_counter() - t0)
-    return {n: statistics.median(v) for n, v in times.items()}
+    return {n: min(v) for n, v in times.items()}
 
 
 # -- the plan --------------------------------------------------------------------------------------
@@ -327,7 +331,8 @@ class Plan(Result):
     Summary: ``budget_bytes``, ``predicted_peak_bytes``, ``measured_peak_bytes`` (the whole
     network with the plan applied), ``meets_budget``, ``feasible`` (some assignment fits the
     budget by the measurements; if not, the plan is the one with the least memory),
-    ``measured_time_s``.
+    ``measured_time_s``, ``single_strategy`` (the race against the fastest single strategy
+    predicted to fit, when it differs from the per-block choice).
 
     Examples
     --------
@@ -358,6 +363,11 @@ class Plan(Result):
                f"{s['measured_peak_bytes'] / 2**20:.1f} MB ({s['probe']}) with the plan "
                f"applied: {'within' if s['meets_budget'] else 'OVER'} the budget; measured "
                f"network forward+backward {s['measured_time_s']:.3g} s"]
+        v = s.get("single_strategy")
+        if v:
+            out.append(f"raced on the network against {v['strategy']} on every block "
+                       f"({v['peak_bytes'] / 2**20:.1f} MB): {v['time_s']:.3g} s against the "
+                       f"per-block choice's {v['plan_time_s']:.3g} s (fastest of the rounds)")
         if not s["feasible"]:
             out.append("no assignment of the measured strategies fits the budget: the plan "
                        "uses the least memory")
@@ -442,6 +452,33 @@ def _choose(options: list[list[dict[str, Any]]], budget: float, other: float
     return least, False
 
 
+def _best_single(options: list[list[dict[str, Any]]], budget: float, other: float
+                 ) -> list[dict[str, Any]] | None:
+    """The one strategy on every block that is predicted fastest within the budget."""
+    names = set.intersection(*({c["strategy"] for c in o} for o in options))
+    best, best_t = None, math.inf
+    for n in names:
+        combo = [next(c for c in o if c["strategy"] == n) for o in options]
+        mem = _predict([c["held"] for c in combo], [c["peak"] for c in combo], other)
+        t = sum(c["time_s"] for c in combo)
+        if mem <= budget and t < best_t:
+            best, best_t = combo, t
+    return best
+
+
+def _race(model: nn.Module, inputs, blocks, loss_of, assignments: Sequence[Sequence[str]],
+          rounds: int) -> list[float]:
+    """Fastest forward+backward seconds of the network under each assignment, interleaved."""
+    times: list[list[float]] = [[] for _ in assignments]
+    for r in range(rounds + 1):  # the first round warms up
+        for i in (range(len(assignments)) if r % 2 else reversed(range(len(assignments)))):
+            m = measure_network(model, inputs, blocks, assignments[i], loss=loss_of, repeats=1,
+                                memory=False)
+            if r:
+                times[i].append(m["time_s"])
+    return [min(t) for t in times]
+
+
 def plan_gradients(
     model: nn.Module,
     inputs: Tensor | Sequence[Tensor],
@@ -459,17 +496,21 @@ def plan_gradients(
     Every block's real input is captured from ``inputs`` (forward hooks). For each block and
     candidate strategy (:func:`candidate_strategies`, or ``strategies``) the plan measures the
     memory the block holds from its forward until its backward, the peak of its
-    forward+backward, the forward+backward time (interleaved rounds), and the relative error of
-    ∂L/∂θ against backprop (L: the network's loss linearised at the block output). A strategy
-    whose error exceeds ``tolerance`` (default: the dtype's machine epsilon to the power 2/3,
-    2.4e-5 in float32, 3.7e-11 in float64) is used only with ``allow_inexact`` (the adjoint's
-    error is :math:`O(h^p)`); a strategy that fails on the block (e.g. ``"reversible"`` with a
-    method that is not reversible) is dropped. The network's peak is predicted as the memory
-    outside the blocks (measured with every block on backprop) plus, in backward order, the
-    blocks' held memory and the running block's peak; the fastest assignment within
-    ``budget_bytes`` is chosen (exhaustively for small networks). The plan is then applied and
-    the whole network's peak measured; if it exceeds the budget, the prediction is rescaled by
-    the measured ratio and the plan chosen again (up to three times).
+    forward+backward, the forward+backward time (the fastest of interleaved rounds), and the
+    relative error of ∂L/∂θ against backprop (L: the network's loss linearised at the block
+    output). A strategy whose error exceeds ``tolerance`` (default: the dtype's machine epsilon
+    to the power 2/3, 2.4e-5 in float32, 3.7e-11 in float64) is used only with ``allow_inexact``
+    (the adjoint's error is :math:`O(h^p)`); a strategy that fails on the block (e.g.
+    ``"reversible"`` with a method that is not reversible) is dropped. The network's peak is
+    predicted as the memory outside the blocks (measured with every block on backprop) plus, in
+    backward order, the blocks' held memory and the running block's peak; the fastest assignment
+    within ``budget_bytes`` is chosen (exhaustively for small networks). The plan is then
+    applied and the whole network's peak measured; if it exceeds the budget, the prediction is
+    rescaled by the measured ratio and the plan chosen again (up to three times). The per-block
+    times are a model of the network's time: the plan is finally raced on the whole network
+    against the single strategy predicted fastest within the budget (interleaved runs, the
+    fastest of each), and the faster of the two that fits is kept (``single_strategy`` records
+    the race).
 
     Parameters
     ----------
@@ -589,6 +630,25 @@ def plan_gradients(
         if m["peak_bytes"] <= budget_bytes or not feasible:
             break
         scale = max(scale * 1.05, m["peak_bytes"] / max(predicted, 1.0) * scale)
+    single = _best_single(options, budget_bytes / scale, other)
+    versus = None
+    if feasible and single is not None and [c["strategy"] for c in chosen] != [
+            c["strategy"] for c in single]:
+        # the per-block times are a model: race the plan against the fastest single strategy
+        # predicted to fit, on the whole network, and keep the faster one that fits
+        s_m = measure_network(model, inputs, blocks, [c["strategy"] for c in single],
+                              loss=loss_of, repeats=1)
+        times = _race(model, inputs, blocks, loss_of,
+                      [[c["strategy"] for c in chosen], [c["strategy"] for c in single]],
+                      rounds=repeats)
+        versus = {"strategy": single[0]["strategy"], "time_s": times[1],
+                  "peak_bytes": s_m["peak_bytes"], "plan_time_s": times[0]}
+        if s_m["peak_bytes"] <= budget_bytes and times[1] < times[0]:
+            chosen, predicted = single, _predict([c["held"] for c in single],
+                                                 [c["peak"] for c in single], other)
+            m = {**s_m, "time_s": times[1]}
+        else:
+            m = {**m, "time_s": times[0]}
     rows = [{"block": c["block"], "strategy": c["strategy"], "held_mb": c["held"] / 2**20,
              "peak_mb": c["peak"] / 2**20, "time_s": c["time_s"],
              "grad_error": c["grad_error"]} for c in chosen]
@@ -596,7 +656,7 @@ def plan_gradients(
                 measured_peak_bytes=m["peak_bytes"], measured_time_s=m["time_s"],
                 meets_budget=m["peak_bytes"] <= budget_bytes, feasible=feasible,
                 probe=m["probe"], other_bytes=other, calibration=scale, tolerance=tol,
-                allow_inexact=allow_inexact,
+                allow_inexact=allow_inexact, single_strategy=versus,
                 dropped=[f"{n} on {', '.join(b)}: {why}" for (n, why), b in dropped.items()],
                 candidates=[{**o, "held_mb": o["held"] / 2**20, "peak_mb": o["peak"] / 2**20}
                             for opts in options for o in opts])
