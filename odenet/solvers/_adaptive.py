@@ -113,6 +113,8 @@ class AdaptiveSolve:
     starts, sizes, ends, first_times : list of float
         Per accepted step: its start, signed size, end (``ends[n] == starts[n + 1]``) and
         the time its first stage was evaluated at.
+    jumps : list of bool
+        Per accepted step: whether it ended on a ``jump_t`` time.
     out_index : list of int
         Output ``k`` is the state after ``out_index[k]`` accepted steps (landing mode).
     nfe, accepted, rejected : int
@@ -172,6 +174,7 @@ class AdaptiveSolve:
         self.sizes: list[float] = []
         self.ends: list[float] = []
         self.first_times: list[float] = []
+        self.jumps: list[bool] = []
         self.out_index: list[int] = [0]
         self.nfe = self.accepted = self.rejected = 0
         self._device = None
@@ -206,16 +209,24 @@ class AdaptiveSolve:
 
         return F
 
-    def stage_times(self, t0: float, h: float, t1: float, first: float) -> tuple[Tensor, ...]:
+    def stage_times(
+        self, t0: float, h: float, t1: float, first: float, jump: bool = False
+    ) -> tuple[Tensor, ...]:
         """Stage times of a step: ``first`` for ``c = 0``, exactly ``t1`` for ``c = 1``.
 
+        A step that ends on a ``jump_t`` time evaluates its stages at ``c = 1`` at the
+        representable time just before ``t1`` (the side of the jump the step is on).
         With torchdiffeq's arithmetic (:attr:`AdaptiveOptions.interpolate`) the times are
-        formed in the time dtype and a stage at ``c = 1`` sees the representable time
-        just before ``t1`` (torchdiffeq perturbs it, so that a jump at ``t1`` is not seen).
+        formed in the time dtype and every stage at ``c = 1`` sees the time just before
+        ``t1`` (torchdiffeq perturbs them all).
         """
         if not self.opts.interpolate:
             vals = [first if c == 0.0 else t1 if c == 1.0 else t0 + c * h for c in self._c]
-            return tuple(torch.tensor(vals, dtype=self.time_dtype, device=self._device).unbind())
+            ts = torch.tensor(vals, dtype=self.time_dtype, device=self._device)
+            if jump:
+                ts = torch.where(torch.tensor(self._c, device=ts.device) == 1.0,
+                                 torch.nextafter(ts, torch.full_like(ts, t0)), ts)
+            return tuple(ts.unbind())
         kw = {"dtype": self.time_dtype, "device": self._device}
         tt0, dt, tt1 = (torch.tensor(x, **kw) for x in (t0, h, t1))
         before = torch.nextafter(tt1, tt0)
@@ -347,12 +358,12 @@ class AdaptiveSolve:
                     u1 = stops[si]
                     jump = u1 in jumps
                 hh = u1 - u
-                if not hh > self._eps * max(abs(u), abs(u1), 1e-300) or u + hh <= u:
+                if not hh > 8 * self._eps * max(abs(u), abs(u1), 1e-300) or u + hh <= u:
                     raise self._stalled(sign * u, hh, y)
                 t0, t1, hs = sign * u, sign * u1, sign * hh
                 if cb_step is not None:
                     cb_step(self.time(t0), as_state(y, self.tuple_state), self.time(hs))
-                ts = self.stage_times(t0, hs, t1, sign * first_u)
+                ts = self.stage_times(t0, hs, t1, sign * first_u, jump)
                 Fs, f0s, scale = F, f0, None
                 if delta is not None:
                     ts, scale = self._timed(ts, delta, kk, u1 == target, hs)
@@ -366,7 +377,7 @@ class AdaptiveSolve:
                     ratio = error_ratio(err, y, y1, o.rtol, o.atol, o.norm, self.tuple_state)
                     if o.check_finite and math.isfinite(ratio) and not _all_finite(y1):
                         ratio = math.inf
-                ok = math.isfinite(ratio) and ctrl.accept(ratio, hh)
+                ok = math.isfinite(ratio) and ctrl.accept(ratio, min(hh, h))
                 if ok:
                     if cb_acc is not None:
                         cb_acc(self.time(t0), as_state(y, self.tuple_state), self.time(hs))
@@ -375,6 +386,7 @@ class AdaptiveSolve:
                         self.sizes.append(hs)
                         self.ends.append(t1)
                         self.first_times.append(sign * first_u)
+                        self.jumps.append(jump)
                     self.accepted += 1
                     if o.interpolate:
                         interp = (u, u1, self._fit(y, y1, k, hs))
@@ -491,7 +503,7 @@ class AdaptiveSolve:
         """Accepted step ``n`` again from ``y``: the forward pass's operations exactly."""
         F = self.wrap(func or self.func)
         t0, h, t1, first = self.starts[n], self.sizes[n], self.ends[n], self.first_times[n]
-        ts = self.stage_times(t0, h, t1, first)
+        ts = self.stage_times(t0, h, t1, first, self.jumps[n])
         f0 = F(ts[0], y)
         k: list[Comps] = [f0]
         yi = y
