@@ -106,9 +106,11 @@ def _method(method: object):
         if method in METHODS:
             return METHODS[method]
     raise UnknownMethodError(
-        f"method: unknown method {method!r}; torchdiffeq's names are "
-        + ", ".join(repr(m) for m in (*FIXED_METHODS, *ADAPTIVE_METHODS))
-        + " (odenet's names, e.g. 'rk4_38', 'ssprk3', 'tsit5', are accepted too)"
+        f"method: unknown method {method!r}; torchdiffeq's fixed-step names are "
+        + ", ".join(repr(m) for m in FIXED_METHODS)
+        + ", its adaptive ones "
+        + ", ".join(repr(m) for m in ADAPTIVE_METHODS)
+        + " (odenet's names, e.g. 'rk4_38', 'ssprk3', are accepted too)"
     )
 
 
