@@ -19,19 +19,25 @@ documentation's run), ``full`` (more rounds and blocks).
 # The block of the ``odenet-analysis`` command's ``dense`` model: an opening convolution lifts
 # 128 of scikit-learn's 8×8 digits to 16 channels, and the ODE block
 # :math:`y' = \sigma(K y + b)` (a 3×3 convolution) takes 16 steps of ``rk4_38`` (torchdiffeq's
-# "rk4", so that torchdiffeq can be measured on the same numerics). Given as a specification, the
-# model is rebuilt in every measuring process: each strategy runs in a fresh Python process, so
-# one strategy's allocations cannot hide another's peak (peak resident set size on CPU).
+# "rk4", so that torchdiffeq can be measured on the same numerics). The strategies are measured
+# one after another in this process, the peak resident set size reset before each (Linux); the
+# ``full`` run passes ``isolate=True``, which rebuilds the model — given as a specification — in
+# a fresh Python process per strategy, so that no strategy's allocations can hide another's
+# peak, at the price of one Python start per strategy.
 import os
 import subprocess
 import sys
 import time
 
 import matplotlib.pyplot as plt
+import torch
 
 from odenet import analysis
 
 start = time.perf_counter()
+# One thread, as in the measuring processes of analysis.cost: the tensors are small, and on a
+# machine whose cores are busy with other work, waiting threads cost more time than they save.
+torch.set_num_threads(1)
 SIZE = os.environ.get("ODENET_EXAMPLE_SIZE", "default") or "default"
 if SIZE not in ("quick", "default", "full"):
     raise ValueError(f"ODENET_EXAMPLE_SIZE: expected 'quick', 'default' or 'full', got {SIZE!r}")
@@ -40,9 +46,8 @@ spec = {"model": "dense", "form": "residual", "channels": 16,
         "method": "rk4_38", "steps": 16, "dtype": "float32"}
 strategies = (["anode", "revolve:4", "adjoint"] if SIZE == "quick"
               else ["anode", "revolve:4", "adjoint", "torchdiffeq", "torchdiffeq-adjoint"])
-# (the quick run measures all strategies one after another in this process)
 result = analysis.cost(spec, None, strategies, repeats={"quick": 1, "default": 2, "full": 5}[SIZE],
-                       isolate=SIZE != "quick")
+                       isolate=SIZE == "full")
 print(result)
 
 # %%
