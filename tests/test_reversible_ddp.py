@@ -23,7 +23,7 @@ class RevODE(torch.nn.Module):
         self.gradient = gradient
         torch.manual_seed(0)
         self.stem = torch.nn.Conv2d(1, CHANNELS, 3, padding=1, dtype=torch.float64)
-        self.rhs = odenet.nn.ResidualRHS(odenet.nn.LeanConv2d(CHANNELS, CHANNELS), "tanh").double()
+        self.rhs = odenet.nn.ResidualRHS(odenet.nn.DenseConv2d(CHANNELS, CHANNELS), "tanh").double()
         self.head = torch.nn.Linear(CHANNELS, CLASSES, dtype=torch.float64)
 
     def forward(self, x):
