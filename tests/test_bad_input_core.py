@@ -638,10 +638,10 @@ CASES = [
     ),
     # torchdiffeq compat
     (
-        "compat-default-dopri5",
-        lambda: tde.odeint(f, y3(), t01()),
-        UnknownMethodError,
-        r"^method: 'dopri5' is an adaptive method.*'euler', 'midpoint'",
+        "compat-default-dopri5-rtol",
+        lambda: tde.odeint(f, y3(), t01(), rtol=-1.0),
+        ArgumentError,
+        r"^rtol: expected a non-negative number, got -1.0",
     ),
     (
         "compat-implicit-method",
