@@ -23,38 +23,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 import time
 
 import torch
 import torch.nn.functional as F
+from bench_ops import forward_backward, race
 
 from odenet.nn import LeanConv2d, _fused
-
-
-def race(contenders: dict, repeats: int, warmup: int = 2) -> dict[str, float]:
-    """Median seconds per call of each contender, timed round-robin."""
-    for fn in contenders.values():
-        for _ in range(warmup):
-            fn()
-    times: dict[str, list[float]] = {k: [] for k in contenders}
-    for _ in range(repeats):
-        for name, fn in contenders.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
-
-
-def forward_backward(fn, leaves, grad):
-    def run():
-        for t in leaves:
-            t.grad = None
-        fn().backward(grad)
-
-    return run
 
 
 def bench(c: int, batch: int, size: int, repeats: int, engines) -> dict[str, float]:

@@ -55,6 +55,27 @@ def race(contenders: dict, repeats: int, warmup: int = 2) -> dict[str, float]:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def forward_backward(fn, leaves, grad):
+    """A call that clears the leaves' gradients and runs ``fn()`` forward and backward."""
+
+    def run():
+        for t in leaves:
+            t.grad = None
+        fn().backward(grad)
+
+    return run
+
+
+def forward_only(fn):
+    """A call that runs ``fn()`` without a graph."""
+
+    def run():
+        with torch.no_grad():
+            fn()
+
+    return run
+
+
 def bench_cheap(channels, batch, size, repeats, device):
     rows = []
     for c in channels:

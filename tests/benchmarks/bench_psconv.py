@@ -17,45 +17,12 @@ be built the script says so and times the other engines.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
+from bench_ops import forward_backward, forward_only, race
 
 from odenet.nn import SparseConv2d, _fused
-
-
-def race(contenders: dict, repeats: int, warmup: int = 2) -> dict[str, float]:
-    """Median seconds per call of each contender, timed round-robin."""
-    for fn in contenders.values():
-        for _ in range(warmup):
-            fn()
-    times: dict[str, list[float]] = {k: [] for k in contenders}
-    for _ in range(repeats):
-        for name, fn in contenders.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
-
-
-def forward_backward(fn, leaves, grad):
-    def run():
-        for t in leaves:
-            t.grad = None
-        fn().backward(grad)
-
-    return run
-
-
-def forward_only(fn):
-    def run():
-        with torch.no_grad():
-            fn()
-
-    return run
-
 
 ENGINES = ("fused", "taps", "masked")
 MACS = {"fused": 37 / 72, "taps": 5.25 / 9, "masked": 1.0}
