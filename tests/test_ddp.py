@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import socket
-
+import ddp_harness
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 import odenet
@@ -56,50 +53,22 @@ def _train(model, x, labels):
         opt.step()
 
 
-def _backend() -> str:
-    # nccl needs one GPU per process
-    return "nccl" if torch.cuda.is_available() and torch.cuda.device_count() >= 2 else "gloo"
-
-
-def _worker(rank: int, world: int, port: int, path: str) -> None:
-    torch.set_num_threads(1)
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
-    backend = _backend()
-    if backend == "gloo" and os.path.exists("/sys/class/net/lo"):
-        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # stay on loopback
-    dist.init_process_group(backend, rank=rank, world_size=world)
-    try:
-        device = torch.device(f"cuda:{rank}" if backend == "nccl" else "cpu")
-        model = ConvODE().to(device)
-        ddp = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[rank] if backend == "nccl" else None
-        )
-        x, labels = _data(device)
-        part = BATCH // world
-        _train(ddp, x[rank * part : (rank + 1) * part], labels[rank * part : (rank + 1) * part])
-        if rank == 0:
-            torch.save({k: v.cpu() for k, v in model.state_dict().items()}, path)
-    finally:
-        dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _body(rank: int, world: int, device: torch.device, path: str) -> None:
+    model = ConvODE().to(device)
+    ddp = torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[rank] if device.type == "cuda" else None
+    )
+    x, labels = _data(device)
+    part = BATCH // world
+    _train(ddp, x[rank * part : (rank + 1) * part], labels[rank * part : (rank + 1) * part])
+    if rank == 0:
+        torch.save({k: v.cpu() for k, v in model.state_dict().items()}, path)
 
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
 def test_ddp_anode_matches_single_process(tmp_path):
     path = str(tmp_path / "ddp.pt")
-    for attempt in range(3):  # the free port may be taken by another process before rank 0 binds
-        try:
-            mp.spawn(_worker, args=(2, _free_port(), path), nprocs=2, join=True)
-            break
-        except mp.ProcessRaisedException as err:
-            if "address already in use" not in str(err).lower() or attempt == 2:
-                raise
+    ddp_harness.run(_body, path)
     ddp_state = torch.load(path)
 
     model = ConvODE()

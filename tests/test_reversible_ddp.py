@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
-
+import ddp_harness
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
-from test_ddp import BATCH, _backend, _data, _free_port, _train
+from test_ddp import BATCH, _data, _train
 
 import odenet
 
@@ -16,14 +14,14 @@ CHANNELS, CLASSES = 4, 3
 
 
 class RevODE(torch.nn.Module):
-    """Stem convolution, one reversible-Heun block f(y) = tanh(K y + b), pooling, linear head."""
+    """Stem convolution, one reversible-Heun block f(y) = tanh(K y + b) with a lean K, pooling, linear head."""
 
     def __init__(self, gradient: str = "reversible"):
         super().__init__()
         self.gradient = gradient
         torch.manual_seed(0)
         self.stem = torch.nn.Conv2d(1, CHANNELS, 3, padding=1, dtype=torch.float64)
-        self.rhs = odenet.nn.ResidualRHS(odenet.nn.DenseConv2d(CHANNELS, CHANNELS), "tanh").double()
+        self.rhs = odenet.nn.ResidualRHS(odenet.nn.LeanConv2d(CHANNELS, CHANNELS), "tanh").double()
         self.head = torch.nn.Linear(CHANNELS, CLASSES, dtype=torch.float64)
 
     def forward(self, x):
@@ -34,39 +32,22 @@ class RevODE(torch.nn.Module):
         return self.head(y.mean((2, 3)))
 
 
-def _worker(rank: int, world: int, port: int, path: str) -> None:
-    torch.set_num_threads(1)
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
-    backend = _backend()
-    if backend == "gloo" and os.path.exists("/sys/class/net/lo"):
-        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    dist.init_process_group(backend, rank=rank, world_size=world)
-    try:
-        device = torch.device(f"cuda:{rank}" if backend == "nccl" else "cpu")
-        model = RevODE().to(device)
-        ddp = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[rank] if backend == "nccl" else None
-        )
-        x, labels = _data(device)
-        part = BATCH // world
-        _train(ddp, x[rank * part : (rank + 1) * part], labels[rank * part : (rank + 1) * part])
-        if rank == 0:
-            torch.save({k: v.cpu() for k, v in model.state_dict().items()}, path)
-    finally:
-        dist.destroy_process_group()
+def _body(rank: int, world: int, device: torch.device, path: str) -> None:
+    model = RevODE().to(device)
+    ddp = torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[rank] if device.type == "cuda" else None
+    )
+    x, labels = _data(device)
+    part = BATCH // world
+    _train(ddp, x[rank * part : (rank + 1) * part], labels[rank * part : (rank + 1) * part])
+    if rank == 0:
+        torch.save({k: v.cpu() for k, v in model.state_dict().items()}, path)
 
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
 def test_ddp_reversible_matches_single_process_and_backprop(tmp_path):
     path = str(tmp_path / "ddp.pt")
-    for attempt in range(3):
-        try:
-            mp.spawn(_worker, args=(2, _free_port(), path), nprocs=2, join=True)
-            break
-        except mp.ProcessRaisedException as err:
-            if "address already in use" not in str(err).lower() or attempt == 2:
-                raise
+    ddp_harness.run(_body, path)
     ddp_state = torch.load(path)
     model = RevODE()
     start = {k: v.clone() for k, v in model.state_dict().items()}
