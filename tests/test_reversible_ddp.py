@@ -14,7 +14,7 @@ CHANNELS, CLASSES = 4, 3
 
 
 class RevODE(torch.nn.Module):
-    """Stem convolution, one reversible-Heun block f(y) = tanh(K y + b) with a lean K, pooling, linear head."""
+    """Stem conv, a reversible-Heun block f(y) = tanh(K y + b) with a lean K, pooling, head."""
 
     def __init__(self, gradient: str = "reversible"):
         super().__init__()
