@@ -140,6 +140,7 @@ def block_view(module: object) -> dict[str, Any] | None:
 
 def _checked_view(raw: dict[str, Any], where: str) -> dict[str, Any]:
     from odenet.analysis._region import resolve_method
+    from odenet.solvers._adaptive import adaptive_tableau
 
     if not callable(raw["rhs"]):
         raise ArgumentTypeError(f"{where}: rhs must be callable as rhs(t, y), got "
@@ -148,6 +149,12 @@ def _checked_view(raw: dict[str, Any], where: str) -> dict[str, Any]:
     if isinstance(T, bool) or not isinstance(T, (int, float)) or not math.isfinite(T) or T <= 0:
         raise ArgumentError(f"{where}: T must be a finite positive number, got {T!r}")
     steps = raw["steps"]
+    if adaptive_tableau(raw["method"]) is not None:
+        raise ArgumentError(
+            f"{where}: the block uses the adaptive method {raw['method']!r}, whose steps the "
+            "controller chooses at run time; the per-block analyses need fixed steps (give "
+            "the block a fixed-step method and steps=... to analyse it)"
+        )
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ArgumentError(f"{where}: steps must be a positive integer, got {steps!r}")
     tab = resolve_method(raw["method"])

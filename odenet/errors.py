@@ -29,6 +29,7 @@ __all__ = [
     "NonFiniteStateError",
     "OdenetError",
     "ShapeError",
+    "StepSizeError",
     "TableauError",
     "UnknownMethodError",
     "UnknownOptionError",
@@ -160,6 +161,27 @@ class NonFiniteStateError(OdenetError, FloatingPointError):
     def __init__(self, message: str, *, step: int | None = None, time: float | None = None):
         super().__init__(message)
         self.step = step
+        self.time = time
+
+
+class StepSizeError(OdenetError, RuntimeError):
+    """An adaptive solve could not continue: the step size fell below the time resolution,
+    or the step budget ``max_num_steps`` ran out.
+
+    Attributes
+    ----------
+    time : float
+        The time the solve had reached.
+
+    Examples
+    --------
+    >>> from odenet.errors import StepSizeError
+    >>> StepSizeError("stalled", time=0.5).time
+    0.5
+    """
+
+    def __init__(self, message: str, *, time: float):
+        super().__init__(message)
         self.time = time
 
 

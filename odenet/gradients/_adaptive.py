@@ -340,6 +340,18 @@ def solve_adaptive(strategy: GradientStrategy, solve: AdaptiveSolve, y0: State) 
     """
     ts = solve.tuple_state
     kind = next((k for k in _FUNCTIONS if isinstance(strategy, k)), None)
+    if solve.opts.differentiate_steps:
+        if solve.opts.interpolate:
+            raise ArgumentError(
+                "options['differentiate_steps']: needs the outputs landed on (odenet.odeint), "
+                "not torchdiffeq's interpolated dense output"
+            )
+        if not isinstance(strategy, Backprop):
+            raise ArgumentError(
+                "options['differentiate_steps']: differentiating through the controller's step "
+                f"sizes needs gradient='backprop', not {strategy.name!r} (the recomputing "
+                "strategies and the adjoint hold the accepted steps fixed)"
+            )
     if isinstance(strategy, Backprop) or not torch.is_grad_enabled():
         outs = solve.run(comps(y0))
         _record_forward(solve)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -37,6 +38,8 @@ class ODEBlock(nn.Module):
     ``forward(y)`` returns the state at ``T`` after ``steps`` fixed steps of size
     ``T / steps`` of ``method``, computed by :func:`odenet.odeint` with the given
     gradient strategy. Its parameters are those of ``rhs`` (and of ``implicit``).
+    With an adaptive method (an embedded pair such as ``"dopri5"``) the controller
+    chooses the steps from ``options`` (``rtol``, ``atol``, ...) and ``steps`` stays unset.
 
     A channels-last input (:data:`torch.channels_last`) gives a channels-last output; under
     :func:`torch.autocast` the right-hand side runs in the autocast dtype while the state
@@ -49,16 +52,20 @@ class ODEBlock(nn.Module):
         tuple state ``y`` (as :func:`odenet.odeint` accepts), ``rhs`` returns a tuple.
     T : float, default 1.0
         Length of the time interval (positive).
-    steps : int, default 4
-        Number of steps (positive).
+    steps : int, optional
+        Number of fixed steps (positive; default 4). Not for adaptive methods.
     method : str or tableau, default "rk4"
-        Any method of :data:`odenet.METHODS` (IMEX ones need ``implicit``).
+        Any method of :data:`odenet.METHODS` (IMEX ones need ``implicit``), a reversible
+        method, or an adaptive one of :data:`odenet.solvers.ADAPTIVE_METHODS`.
     gradient : str or GradientStrategy, default "anode"
         ``"anode"`` (store only the block input, recompute in backward: exact
         discrete gradients at ``O(L) + O(N_t)`` memory over ``L`` blocks), or any other
         name of :data:`odenet.gradients.STRATEGIES`, or a strategy instance.
     implicit : linear operator, optional
         ``L`` of ``y' = rhs(t, y) − L y`` (e.g. :class:`odenet.linear.ConvFFT`).
+    options : dict, optional
+        Options of an adaptive method, as :func:`odenet.odeint` takes them (``rtol``,
+        ``atol``, ``first_step``, ``max_num_steps``, ...). Only for adaptive methods.
 
     Attributes
     ----------
@@ -74,16 +81,21 @@ class ODEBlock(nn.Module):
     ...                            steps=2, gradient="backprop")
     >>> block(torch.randn(2, 4, 6, 6)).shape
     torch.Size([2, 4, 6, 6])
+    >>> adaptive = odenet.nn.ODEBlock(lambda t, y: -y, method="dopri5",
+    ...                               options={"rtol": 1e-8, "atol": 1e-10})
+    >>> round(adaptive(torch.ones(1, dtype=torch.float64)).item(), 8)  # exp(-1)
+    0.36787944
     """
 
     def __init__(
         self,
         rhs: Callable,
         T: float = 1.0,
-        steps: int = 4,
+        steps: int | None = None,
         method: str | ButcherTableau | IMEXTableau = "rk4",
         gradient: str | GradientStrategy = "anode",
         implicit=None,
+        options: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         check_signature("rhs", rhs)
@@ -91,12 +103,33 @@ class ODEBlock(nn.Module):
             raise ArgumentTypeError(f"T: expected a real number, got {type(T).__name__}")
         if not math.isfinite(T) or T <= 0:
             raise ArgumentError(f"T: expected a finite positive number, got {T}")
-        check_positive_int("steps", steps)
         tableau = resolve_method(method)
+        adaptive = isinstance(tableau, ButcherTableau) and tableau.is_adaptive
+        if adaptive:
+            if steps is not None:
+                raise ArgumentError(
+                    f"steps: the adaptive method {tableau.name!r} chooses its own steps; leave "
+                    "steps out and set its tolerances with options={'rtol': ..., 'atol': ...}"
+                )
+            if options is not None and not isinstance(options, Mapping):
+                raise ArgumentTypeError(
+                    f"options: expected a dict of adaptive options, got {type(options).__name__}"
+                )
+        else:
+            if options is not None:
+                raise ArgumentError(
+                    f"options: only adaptive methods take options; method {tableau.name!r} "
+                    "takes fixed steps (steps=...); drop options or use an adaptive method "
+                    "such as 'dopri5'"
+                )
+            steps = 4 if steps is None else steps
+            check_positive_int("steps", steps)
         check_implicit(tableau, implicit)
         self.rhs = rhs
         self.implicit = implicit
         self.T, self.steps, self.method, self.tableau = float(T), steps, method, tableau
+        self.options = dict(options) if options is not None else None
+        self.adaptive = adaptive
         self.gradient = resolve_gradient(gradient)
 
     def forward(self, y: Tensor | tuple[Tensor, ...]) -> Tensor | tuple[Tensor, ...]:
@@ -134,6 +167,13 @@ class ODEBlock(nn.Module):
                 )
         first = comps[0]
         dtype = first.real.dtype
+        if self.adaptive:
+            t = torch.tensor([0.0, self.T], dtype=dtype, device=first.device)
+            out = odeint(self.rhs, tuple(comps) if tuple_state else first, t,
+                         method=self.tableau, options=self.options, gradient=self.gradient)
+            if tuple_state:
+                return tuple(_keep_layout(o[-1], c) for o, c in zip(out, comps))
+            return _keep_layout(out[-1], first)
         if is_compiling():  # torch.compile: the grid as t, nothing read on the host
             t = torch.linspace(0.0, self.T, self.steps + 1, dtype=dtype, device=first.device)
             h = None
@@ -155,4 +195,7 @@ class ODEBlock(nn.Module):
 
     def extra_repr(self) -> str:
         name = self.tableau.name
+        if self.adaptive:
+            return (f"T={self.T}, method={name!r}, options={self.options!r}, "
+                    f"gradient={self.gradient!r}")
         return f"T={self.T}, steps={self.steps}, method={name!r}, gradient={self.gradient!r}"

@@ -1,7 +1,7 @@
 """Solver core: tableaux, the generic stepper and the :class:`Problem` strategies drive."""
 
+from odenet.errors import StepSizeError
 from odenet.solvers._adaptive_methods import ADAPTIVE_METHODS
-from odenet.solvers._controller import StepSizeError
 from odenet.solvers._grid import Grid, time_resolution
 from odenet.solvers._methods import (
     EXPLICIT_METHODS,

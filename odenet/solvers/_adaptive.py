@@ -23,13 +23,14 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from odenet.errors import ArgumentError, NonFiniteStateError
+from odenet.errors import ArgumentError, NonFiniteStateError, StepSizeError
 from odenet.solvers._controller import (
     AdaptiveOptions,
     Controller,
-    StepSizeError,
     error_ratio,
+    error_ratio_tensor,
     initial_step,
+    initial_step_graph,
 )
 from odenet.solvers._grid import time_resolution
 from odenet.solvers._problem import _check_output, as_state, comps
@@ -79,6 +80,16 @@ def _comb_comps(base: Comps | None, ks: Sequence[Comps], terms: _Terms) -> Comps
     return tuple(
         _comb(None if base is None else base[c], [k[c] for k in ks], terms) for c in range(m)
     )
+
+
+def _plus(a: Tensor | None, b: Tensor | None) -> Tensor | None:
+    """``a + b`` where ``None`` is zero."""
+    return a if b is None else b if a is None else a + b
+
+
+def _minus(a: Tensor | None, b: Tensor | None) -> Tensor | None:
+    """``a - b`` where ``None`` is zero."""
+    return a if b is None else -b if a is None else a - b
 
 
 def _all_finite(xs: Sequence[Tensor]) -> bool:
@@ -309,8 +320,22 @@ class AdaptiveSolve:
                 return tt
             return tt + delta[0 if o.interpolate else k - 1]
 
+        # differentiate_steps: every step size carries the graph of the controller's choice.
+        # sg: the derivative part of the current step's start time (t-space, a zero-valued
+        # tensor or None); hg: that of the proposed size |h| (u-space).
+        diff = o.differentiate_steps and torch.is_grad_enabled()
+        sg = None if delta is None else delta[0]
+        hg = None
         f0 = F(at(sign * u, 1), y)
-        if o.first_step is None:
+        if o.first_step is None and diff:
+            def time_at(h0: float, dh0: Tensor | None) -> Tensor:
+                tt = self.time(sign * (u + h0))
+                return _plus(_plus(tt, sg), None if dh0 is None else sign * dh0)
+
+            h, hg = initial_step_graph(F, sign * u, y, f0, self.tableau.order - 1, o.rtol,
+                                       o.atol, o.norm, self.tuple_state, time_at)
+            h = abs(h)
+        elif o.first_step is None:
             h = initial_step(F, sign * u, y, f0, self.tableau.order - 1, o.rtol, o.atol, o.norm,
                              self.tuple_state, lambda h0: self.time(sign * (u + h0)))
             h = abs(h)
@@ -345,18 +370,24 @@ class AdaptiveSolve:
                 attempts += 1
                 if not math.isfinite(h):
                     h = o.min_step
+                h_asked = h
                 h = min(max(h, o.min_step), o.max_step)
+                if h != h_asked:  # clamped: a constant
+                    hg = None
                 u1 = u + h
                 jump = False
+                end = "free"  # the step's end: chosen by the controller, an output, a stop
                 if not o.interpolate and (
                     u1 >= target or target - u1 <= 4 * self._eps * max(abs(target), abs(u))
                 ):
                     u1 = target
+                    end = "output"
                 while si < len(stops) and stops[si] <= u:
                     si += 1
                 if si < len(stops) and u < stops[si] < u1:
                     u1 = stops[si]
                     jump = u1 in jumps
+                    end = "stop"
                 hh = u1 - u
                 if not hh > 8 * self._eps * max(abs(u), abs(u1), 1e-300) or u + hh <= u:
                     raise self._stalled(sign * u, hh, y)
@@ -365,16 +396,32 @@ class AdaptiveSolve:
                     cb_step(self.time(t0), as_state(y, self.tuple_state), self.time(hs))
                 ts = self.stage_times(t0, hs, t1, sign * first_u, jump)
                 Fs, f0s, scale = F, f0, None
-                if delta is not None:
+                dstep = None
+                if diff:
+                    if end == "output":
+                        eg = None if delta is None else delta[kk]
+                    elif end == "stop":
+                        eg = None
+                    else:
+                        eg = _plus(sg, None if hg is None else sign * hg.to(self.time_dtype))
+                    dstep = _minus(eg, sg)
+                    ts, scale = self._moved(ts, sg, dstep, hs)
+                elif delta is not None:
                     ts, scale = self._timed(ts, delta, kk, u1 == target, hs)
-                    if scale is not None:
-                        def Fs(t, y, F=F, scale=scale):
-                            return tuple(x * scale for x in F(t, y))
+                if scale is not None:
+                    def Fs(t, y, F=F, scale=scale):
+                        return tuple(x * scale for x in F(t, y))
 
-                        f0s = tuple(x * scale for x in f0)
+                    f0s = tuple(x * scale for x in f0)
                 y1, err, k = self.step(Fs, ts, y, f0s, hs)
-                with torch.no_grad():
+                ratio_t = None
+                if diff:
+                    ratio_t = error_ratio_tensor(err, y, y1, o.rtol, o.atol, o.norm,
+                                                 self.tuple_state)
+                    ratio = abs(float(ratio_t.detach()))
+                else:
                     ratio = error_ratio(err, y, y1, o.rtol, o.atol, o.norm, self.tuple_state)
+                with torch.no_grad():
                     if o.check_finite and math.isfinite(ratio) and not _all_finite(y1):
                         ratio = math.inf
                 ok = math.isfinite(ratio) and ctrl.accept(ratio, min(hh, h))
@@ -393,19 +440,29 @@ class AdaptiveSolve:
                     first_u = u1
                     y = y1
                     nk = kk + 1 if u1 == target else kk  # the interval the next step is in
+                    if diff:
+                        sg = eg
                     if jump:
                         first_u = self._next_after(u1)
-                        f0 = F(at(sign * first_u, nk), y)
+                        tf = (_plus(self.time(sign * first_u), sg) if diff
+                              else at(sign * first_u, nk))
+                        f0 = F(tf, y)
                     elif self._fsal or o.interpolate:
                         f0 = k[-1] if scale is None else tuple(x / scale for x in k[-1])
                     else:
-                        f0 = F(at(t1, nk), y)
+                        f0 = F(_plus(self.time(t1), sg) if diff else at(t1, nk), y)
                     u = u1
                 else:
                     if cb_rej is not None:
                         cb_rej(self.time(t0), as_state(y, self.tuple_state), self.time(hs))
                     self.rejected += 1
-                h = ctrl.propose(hh, ratio, ok)
+                if diff:
+                    hh_t = None if dstep is None else hh + sign * dstep
+                    h, hg = ctrl.propose_graph(
+                        hh, ratio, ok, h_t=hh_t,
+                        ratio_t=ratio_t if math.isfinite(ratio) else None)
+                else:
+                    h = ctrl.propose(hh, ratio, ok)
             if o.interpolate:
                 if interp is None:
                     outs.append(y0)
@@ -457,6 +514,18 @@ class AdaptiveSolve:
             c = h * (g1 - 4 * g0) - 11 * a0 - 5 * a1 + 16 * am
             out.append((a0, h * g0, c, b, a))
         return out
+
+    def _moved(
+        self, ts: tuple[Tensor, ...], start: Tensor | None, dstep: Tensor | None, h: float
+    ) -> tuple[tuple[Tensor, ...], Tensor | None]:
+        """Stage times and a right-hand-side scale for a step whose start time and size
+        carry derivative parts ``start`` and ``dstep`` (zero-valued tensors or ``None``):
+        a step of size ``h + dstep`` is the step of size ``h`` of ``(1 + dstep/h) f``."""
+        if start is None and dstep is None:
+            return ts, None
+        moved = tuple(_plus(_plus(tau, start), None if dstep is None else c * dstep)
+                      for tau, c in zip(ts, self._c))
+        return moved, None if dstep is None else 1.0 + dstep / h
 
     def _timed(
         self, ts: tuple[Tensor, ...], delta: Tensor, kk: int, last: bool, h: float

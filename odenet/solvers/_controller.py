@@ -22,14 +22,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from odenet.errors import ArgumentError, ArgumentTypeError, OdenetError, UnknownOptionError
+from odenet.errors import ArgumentError, ArgumentTypeError, UnknownOptionError
 from odenet.solvers._grid import MAX_NUM_STEPS
 
 __all__ = [
     "ADAPTIVE_OPTIONS",
     "AdaptiveOptions",
     "Controller",
-    "StepSizeError",
     "error_ratio",
     "initial_step",
     "mixed_rms_norm",
@@ -41,30 +40,9 @@ __all__ = [
 ADAPTIVE_OPTIONS = (
     "rtol", "atol", "first_step", "min_step", "max_step", "max_num_steps", "safety", "ifactor",
     "dfactor", "norm", "step_t", "jump_t", "pcoeff", "icoeff", "check_finite",
-    "adjoint_rtol", "adjoint_atol", "adjoint_norm",
+    "differentiate_steps", "adjoint_rtol", "adjoint_atol", "adjoint_norm",
 )
 _DEFAULT_RTOL, _DEFAULT_ATOL = 1e-7, 1e-9
-
-
-class StepSizeError(OdenetError, RuntimeError):
-    """An adaptive solve could not continue: the step size fell below the time resolution,
-    or the step budget ``max_num_steps`` ran out.
-
-    Attributes
-    ----------
-    time : float
-        The time the solve had reached.
-
-    Examples
-    --------
-    >>> from odenet.solvers import StepSizeError
-    >>> StepSizeError("stalled", time=0.5).time
-    0.5
-    """
-
-    def __init__(self, message: str, *, time: float):
-        super().__init__(message)
-        self.time = time
 
 
 def rms_norm(x: Tensor) -> Tensor:
@@ -183,6 +161,8 @@ class AdaptiveOptions:
     pcoeff: float = 0.0
     icoeff: float = 1.0
     check_finite: bool = True
+    # backprop through the controller's step sizes too (see AdaptiveSolve.run)
+    differentiate_steps: bool = False
     adjoint_rtol: tuple | None = None
     adjoint_atol: tuple | None = None
     adjoint_norm: Any = None
@@ -296,7 +276,7 @@ def parse_adaptive_options(
             "options['step_t'], options['jump_t']: must not share times (a jump already stops "
             "a step there)"
         )
-    for name in ("check_finite",):
+    for name in ("check_finite", "differentiate_steps"):
         if name in opts:
             if not isinstance(opts[name], bool):
                 raise ArgumentTypeError(
@@ -325,15 +305,42 @@ def error_ratio(
     ...             None, False)
     1.0
     """
+    with torch.no_grad():
+        return abs(float(error_ratio_tensor(err, y0, y1, rtol, atol, norm, tuple_state)))
+
+
+def error_ratio_tensor(
+    err: Sequence[Tensor],
+    y0: Sequence[Tensor],
+    y1: Sequence[Tensor],
+    rtol: Sequence,
+    atol: Sequence,
+    norm: Callable | None,
+    tuple_state: bool,
+) -> Tensor:
+    """:func:`error_ratio` as a tensor that keeps its graph (its absolute value).
+
+    The same arithmetic as :func:`error_ratio`, so that the float of one is the other; used
+    to differentiate through the step sizes (``options['differentiate_steps']``).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from odenet.solvers._controller import error_ratio_tensor
+    >>> e = torch.tensor([1e-3], requires_grad=True)
+    >>> r = error_ratio_tensor([e], [torch.ones(1)], [torch.ones(1)], (1e-3,), (0.0,), None, False)
+    >>> r.backward(); round(r.item(), 6), round(e.grad.item(), 3)
+    (1.0, 1000.0)
+    """
     scaled = []
     for e, a, b, rt, at in zip(err, y0, y1, rtol, atol):
-        tol = torch.maximum(a.detach().abs(), b.detach().abs()).mul(rt).add(at)
-        scaled.append(e.detach() / tol)
+        tol = torch.maximum(a.abs(), b.abs()).mul(rt).add(at)
+        scaled.append(e / tol)
     if norm is not None:
         v = norm(tuple(scaled) if tuple_state else scaled[0])
     else:
         v = mixed_rms_norm(scaled) if tuple_state else rms_norm(scaled[0])
-    return abs(float(v))
+    return torch.as_tensor(v).abs()
 
 
 def initial_step(
@@ -354,26 +361,70 @@ def initial_step(
     returns component tuples; ``time_at(h)`` is the time ``h`` after ``t0`` in the direction
     of integration. Costs one evaluation of ``f``.
     """
-
-    def nrm(xs):
-        if norm is not None:
-            return abs(float(norm(tuple(xs) if tuple_state else xs[0])))
-        return abs(float(mixed_rms_norm(xs) if tuple_state else rms_norm(xs[0])))
-
     with torch.no_grad():
-        scale = [torch.abs(y).mul(rt).add(at) for y, rt, at in zip(y0, rtol, atol)]
-        d0 = nrm([y / s for y, s in zip(y0, scale)])
-        d1 = nrm([g / s for g, s in zip(f0, scale)])
-        h0 = 1e-6 if (d0 < 1e-5 or d1 < 1e-5) else 0.01 * d0 / d1
-        h0 = _cast(h0, y0[0])
-        y1 = [y + h0 * g for y, g in zip(y0, f0)]
-        f1 = f(time_at(h0), y1)
-        d2 = nrm([(a - b) / s for a, b, s in zip(f1, f0, scale)]) / h0
-        if d1 <= 1e-15 and d2 <= 1e-15:
-            h1 = max(1e-6, h0 * 1e-3)
-        else:
-            h1 = (0.01 / max(d1, d2)) ** (1.0 / float(order + 1))
-        return min(100 * h0, h1)
+        return initial_step_graph(f, t0, y0, f0, order, rtol, atol, norm, tuple_state,
+                                  lambda h, dh: time_at(h))[0]
+
+
+def initial_step_graph(
+    f: Callable,
+    t0: float,
+    y0: Sequence[Tensor],
+    f0: Sequence[Tensor],
+    order: int,
+    rtol: Sequence,
+    atol: Sequence,
+    norm: Callable | None,
+    tuple_state: bool,
+    time_at: Callable[[float, Tensor | None], Tensor],
+) -> tuple[float, Tensor | None]:
+    """:func:`initial_step` and, under grad mode, its derivative part.
+
+    The float is :func:`initial_step`'s, computed with the same arithmetic; the second
+    value is a tensor of value zero carrying the graph of the starting step as a function
+    of ``y0``, ``f0`` and ``f``'s parameters (``None`` where the step is a constant: a
+    branch of the heuristic that does not depend on them, or no grad mode). ``time_at(h,
+    dh)`` is the time ``h`` (plus the derivative part ``dh``) after ``t0``.
+    """
+    grad = torch.is_grad_enabled()
+
+    def nrm(xs) -> Tensor:
+        v = norm(tuple(xs) if tuple_state else xs[0]) if norm is not None else (
+            mixed_rms_norm(xs) if tuple_state else rms_norm(xs[0]))
+        return torch.as_tensor(v).abs()
+
+    def part(x: Tensor) -> Tensor | None:
+        return x - x.detach() if grad and x.requires_grad else None
+
+    scale = [torch.abs(y).mul(rt).add(at) for y, rt, at in zip(y0, rtol, atol)]
+    d0_t = nrm([y / s for y, s in zip(y0, scale)])
+    d1_t = nrm([g / s for g, s in zip(f0, scale)])
+    d0, d1 = float(d0_t.detach()), float(d1_t.detach())
+    if d0 < 1e-5 or d1 < 1e-5:
+        h0, h0_t = 1e-6, None
+    else:
+        h0 = 0.01 * d0 / d1
+        h0_t = 0.01 * d0_t / d1_t
+    h0 = _cast(h0, y0[0])
+    dh0 = None if h0_t is None else part(h0_t)
+    hh0 = h0 if dh0 is None else h0 + dh0
+    y1 = [y + hh0 * g for y, g in zip(y0, f0)]
+    f1 = f(time_at(h0, dh0), y1)
+    n2_t = nrm([(a - b) / s for a, b, s in zip(f1, f0, scale)])
+    d2_t, d2 = n2_t / hh0, float(n2_t.detach()) / h0
+    if d1 <= 1e-15 and d2 <= 1e-15:
+        h1, h1_t = max(1e-6, h0 * 1e-3), None
+        if h1 != 1e-6 and dh0 is not None:
+            h1_t = hh0 * 1e-3
+    else:
+        big = d1_t if d1 >= d2 else d2_t
+        h1 = (0.01 / max(d1, d2)) ** (1.0 / float(order + 1))
+        h1_t = (0.01 / big) ** (1.0 / float(order + 1))
+    if 100 * h0 <= h1:
+        out, out_t = 100 * h0, None if dh0 is None else 100 * hh0
+    else:
+        out, out_t = h1, h1_t
+    return out, None if out_t is None or not grad else part(out_t)
 
 
 def _cast(x: float, like: Tensor) -> float:
@@ -407,6 +458,7 @@ class Controller:
         self.o = opts
         self.order = int(order)
         self.prev: float | None = None  # the last accepted error ratio (PI control)
+        self.prev_t: Tensor | None = None  # the same with its graph (differentiate_steps)
 
     def accept(self, ratio: float, h: float) -> bool:
         """Whether a step of size ``|h|`` with scaled error ``ratio`` is accepted."""
@@ -419,11 +471,30 @@ class Controller:
 
     def propose(self, h: float, ratio: float, accepted: bool | None = None) -> float:
         """The next step size after a step of size ``h`` (> 0) with scaled error ``ratio``."""
+        return self.propose_graph(h, ratio, accepted)[0]
+
+    def propose_graph(
+        self, h: float, ratio: float, accepted: bool | None = None, *,
+        h_t: Tensor | None = None, ratio_t: Tensor | None = None,
+    ) -> tuple[float, Tensor | None]:
+        """:meth:`propose`, and the derivative part of the proposal when ``h_t`` or
+        ``ratio_t`` (tensors equal to ``h`` and ``ratio`` that carry a graph) are given.
+
+        The derivative part is a tensor of value zero whose graph is that of the proposal
+        ``h_t · factor(ratio_t)``; ``None`` where the proposal does not depend on them (a
+        clamp by ``ifactor``, ``dfactor``, ``min_step`` or ``max_step`` is active).
+        """
         o = self.o
         if accepted is None:
             accepted = ratio <= 1.0
+        graph = h_t is not None or ratio_t is not None
         if not math.isfinite(ratio):
-            return max(h * o.dfactor, o.min_step)
+            new = max(h * o.dfactor, o.min_step)
+            if not graph or h_t is None or new == o.min_step:
+                return new, None
+            g = h_t * o.dfactor
+            return new, g - g.detach()
+        factor_t = None
         if ratio == 0:
             factor = o.ifactor
         else:
@@ -431,11 +502,26 @@ class Controller:
             dfactor = 1.0 if ratio < 1 else o.dfactor
             if o.pcoeff == 0.0 and o.icoeff == 1.0:
                 raw = o.safety / ratio ** (1.0 / k)
+                if ratio_t is not None:
+                    factor_t = o.safety / ratio_t ** (1.0 / k)
             else:
                 raw = o.safety * ratio ** (-(o.pcoeff + o.icoeff) / k)
+                base = raw
+                if ratio_t is not None:
+                    factor_t = o.safety * ratio_t ** (-(o.pcoeff + o.icoeff) / k)
                 if accepted and self.prev is not None and self.prev > 0:
                     raw *= self.prev ** (o.pcoeff / k)
+                    if factor_t is not None or self.prev_t is not None:
+                        prev = self.prev_t if self.prev_t is not None else self.prev
+                        factor_t = (base if factor_t is None else factor_t) * prev ** (o.pcoeff / k)
             factor = min(o.ifactor, max(raw, dfactor))
+            if factor != raw:  # clamped: the factor is a constant
+                factor_t = None
         if accepted and ratio > 0:
             self.prev = ratio
-        return min(max(h * factor, o.min_step), o.max_step)
+            self.prev_t = ratio_t
+        new = min(max(h * factor, o.min_step), o.max_step)
+        if not graph or new != h * factor or (h_t is None and factor_t is None):
+            return new, None
+        g = (h if h_t is None else h_t) * (factor if factor_t is None else factor_t)
+        return new, g - g.detach()

@@ -6,6 +6,7 @@ import math
 from types import MappingProxyType
 
 from odenet.errors import ArgumentError, ArgumentTypeError, UnknownMethodError
+from odenet.solvers._adaptive_methods import ADAPTIVE_METHODS
 from odenet.solvers._reversible import REVERSIBLE, ReversibleMethod
 from odenet.solvers._tableau import ButcherTableau, IMEXTableau
 
@@ -130,7 +131,7 @@ IMEX_METHODS: tuple[str, ...] = tuple(
 REVERSIBLE_METHODS = MappingProxyType({m.name: m for m in REVERSIBLE})
 
 _KINDS = {None: tuple(METHODS), "explicit": EXPLICIT_METHODS, "imex": IMEX_METHODS,
-          "reversible": tuple(REVERSIBLE_METHODS)}
+          "reversible": tuple(REVERSIBLE_METHODS), "adaptive": tuple(ADAPTIVE_METHODS)}
 
 
 def method_names(kind: str | None = None) -> str:
@@ -138,8 +139,9 @@ def method_names(kind: str | None = None) -> str:
 
     Parameters
     ----------
-    kind : {None, "explicit", "imex", "reversible"}
-        Every method, the explicit ones or the IMEX pairs.
+    kind : {None, "explicit", "imex", "reversible", "adaptive"}
+        Every method of :data:`METHODS`, its explicit ones or its IMEX pairs; or the
+        reversible methods, or the embedded pairs of :data:`ADAPTIVE_METHODS`.
 
     Returns
     -------
@@ -153,7 +155,7 @@ def method_names(kind: str | None = None) -> str:
     """
     if kind not in _KINDS:
         raise ArgumentError(
-            f"kind: expected None, 'explicit', 'imex' or 'reversible', got {kind!r}"
+            f"kind: expected None, 'explicit', 'imex', 'reversible' or 'adaptive', got {kind!r}"
         )
     return ", ".join(repr(n) for n in _KINDS[kind])
 
@@ -213,17 +215,22 @@ def resolve_method(
     """
     if kind not in _KINDS:
         raise ArgumentError(
-            f"kind: expected None, 'explicit', 'imex' or 'reversible', got {kind!r}"
+            f"kind: expected None, 'explicit', 'imex', 'reversible' or 'adaptive', got {kind!r}"
         )
     if isinstance(method, str) and method in REVERSIBLE_METHODS:
         tableau = REVERSIBLE_METHODS[method]
+    elif isinstance(method, str) and method in ADAPTIVE_METHODS:
+        tableau = ADAPTIVE_METHODS[method]
     elif isinstance(method, str):
         if method not in METHODS:
             which = {None: "valid methods", "explicit": "the explicit methods",
-                     "imex": "the IMEX schemes", "reversible": "the reversible methods"}[kind]
+                     "imex": "the IMEX schemes", "reversible": "the reversible methods",
+                     "adaptive": "the adaptive methods"}[kind]
             tableaux = {None: "a ButcherTableau / IMEXTableau", "explicit": "a ButcherTableau",
-                        "imex": "an IMEXTableau", "reversible": "a ReversibleMethod"}[kind]
-            more = f"; reversible methods: {method_names('reversible')}" if kind is None else ""
+                        "imex": "an IMEXTableau", "reversible": "a ReversibleMethod",
+                        "adaptive": "a ButcherTableau with embedded weights"}[kind]
+            more = (f"; reversible methods: {method_names('reversible')}; adaptive methods: "
+                    f"{method_names('adaptive')}" if kind is None else "")
             raise UnknownMethodError(
                 f"{name}: unknown method {method!r}; {which} are {method_names(kind)} "
                 f"(or pass {tableaux}){more}"
@@ -247,6 +254,11 @@ def resolve_method(
         raise ArgumentError(
             f"{name}: {label!r} is {what}; expected an explicit method "
             f"({method_names('explicit')}) or a ButcherTableau"
+        )
+    if kind == "adaptive" and not (isinstance(tableau, ButcherTableau) and tableau.is_adaptive):
+        raise ArgumentError(
+            f"{name}: {label!r} is not an adaptive method (an embedded pair); expected one of "
+            f"{method_names('adaptive')} or a ButcherTableau with embedded weights"
         )
     if kind == "reversible" and not isinstance(tableau, ReversibleMethod):
         raise ArgumentError(
