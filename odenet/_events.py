@@ -9,6 +9,10 @@ strategy, on the grid ``t0, t0 + h, ..., t_n, t_event``, with the random-number
 generators and module buffers put back as they were, so that it repeats the
 search's numbers exactly and its gradient is that of the discrete solve with the
 event time held fixed (torchdiffeq's ``odeint`` convention).
+With an adaptive method (:func:`solve_to_event_adaptive`) the controller chooses the
+steps of the search; the last accepted step is bisected in the same way (a real step of
+the pair's solution formula), and the gradient solve runs those accepted steps and the
+shortened last one as a fixed grid of the pair's solution formula.
 :func:`reroute_event_gradient` adds the dependence of the event time on the
 inputs through the implicit function theorem (torchdiffeq's ``odeint_event``).
 """
@@ -35,7 +39,12 @@ from odenet.solvers._grid import time_resolution
 from odenet.solvers._problem import Problem, State, detach_state, is_compiling
 from odenet.solvers._tableau import ButcherTableau, IMEXTableau
 
-__all__ = ["combine_event_fn", "reroute_event_gradient", "solve_to_event"]
+__all__ = [
+    "combine_event_fn",
+    "reroute_event_gradient",
+    "solve_to_event",
+    "solve_to_event_adaptive",
+]
 
 # torchdiffeq's bound on the number of steps of a fixed-step event search.
 EVENT_MAX_STEPS = 20000
@@ -91,13 +100,7 @@ def solve_to_event(
     Returns ``(event_t, solution)`` with ``solution`` of shape ``(2, *y0.shape)``
     (tuple-wise): the initial state and the state at the event time.
     """
-    if is_compiling() or func_transform_active():
-        raise ArgumentError(
-            "event_fn: event handling is not supported under torch.compile or the transforms "
-            "of torch.func (vmap, grad, jacrev, ...): the search for the event decides on the "
-            "host, step by step, where every sample would stop at its own time; solve each "
-            "sample eagerly"
-        )
+    _refuse_transforms()
     scout = Problem(
         func, tableau, t.detach(), opts["step_size"], tuple_state=tuple_state, implicit=implicit,
         time_dtype=time_dtype, perturb=opts["perturb"],
@@ -128,16 +131,8 @@ def solve_to_event(
             if float(g(torch.tensor(tn + h, **kw), y1)) <= 0:
                 break
             y, tn, n = y1, tn + h, n + 1
-        lo, hi = 0.0, h  # signed lengths from tn: no event at lo, event at hi
-        for _ in range(200):
-            mid = 0.5 * (lo + hi)
-            if mid in (lo, hi) or abs(hi - lo) <= eps * max(abs(tn), abs(tn + hi)):
-                break
-            ym = scout.step_fn(mid)(func, scout.stage_times_at(tn, mid), y)
-            if float(g(torch.tensor(tn + mid, **kw), ym)) <= 0:
-                hi = mid
-            else:
-                lo = mid
+        hi = _bisect(lambda s: scout.step_fn(s)(func, scout.stage_times_at(tn, s), y), g, tn, h,
+                     eps, kw)
     tau = tn + hi
     start.restore()
     points = [t0 + j * h for j in range(n + 1)] + [tau]
@@ -146,6 +141,113 @@ def solve_to_event(
         func, tableau, t_out, None, tuple_state=tuple_state, implicit=implicit,
         check_finite=opts["check_finite"], params=params, time_dtype=time_dtype,
         perturb=opts["perturb"], grid_points=points, callback_step=callback_step,
+    )
+    solution = strategy.solve(problem, y0)
+    return t_out[1].detach(), solution
+
+
+def _bisect(step: Callable[[float], State], g: Callable, tn: float, h: float, eps: float,
+            kw: dict) -> float:
+    """The signed length ``s`` in ``(0, h]`` of the step from ``tn`` that lands on the event:
+    the smallest found (to the time resolution ``eps``) at whose end ``g <= 0``."""
+    lo, hi = 0.0, h  # signed lengths from tn: no event at lo, event at hi
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if mid in (lo, hi) or abs(hi - lo) <= eps * max(abs(tn), abs(tn + hi)):
+            break
+        if float(g(torch.tensor(tn + mid, **kw), step(mid))) <= 0:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def _refuse_transforms() -> None:
+    if is_compiling() or func_transform_active():
+        raise ArgumentError(
+            "event_fn: event handling is not supported under torch.compile or the transforms "
+            "of torch.func (vmap, grad, jacrev, ...): the search for the event decides on the "
+            "host, step by step, where every sample would stop at its own time; solve each "
+            "sample eagerly"
+        )
+
+
+def solve_to_event_adaptive(
+    func: Callable,
+    y0: State,
+    t: Tensor,
+    tableau: ButcherTableau,
+    strategy: GradientStrategy,
+    event_fn: Callable,
+    *,
+    tuple_state: bool,
+    params: tuple[Tensor, ...],
+    opts: Any,
+    time_dtype: torch.dtype,
+    callbacks: Mapping[str, Callable],
+) -> tuple[Tensor, State]:
+    """:func:`solve_to_event` for an embedded pair: the controller chooses the steps.
+
+    ``opts`` are the parsed adaptive options (:class:`~odenet.solvers._controller.
+    AdaptiveOptions`); ``max_num_steps`` bounds the search's step attempts.
+    """
+    import dataclasses
+
+    from odenet.errors import StepSizeError
+    from odenet.solvers._adaptive import AdaptiveSolve
+
+    _refuse_transforms()
+    if opts.jump_t:
+        raise ArgumentError(
+            "options['jump_t']: not supported together with event_fn (the event solve replays "
+            "the accepted steps as a fixed grid); use step_t"
+        )
+    from odenet.solvers._grid import MAX_NUM_STEPS
+
+    opts = dataclasses.replace(opts, interpolate=False, differentiate_steps=False)
+    if opts.max_num_steps == MAX_NUM_STEPS:  # not given: torchdiffeq's bound on the search
+        opts = dataclasses.replace(opts, max_num_steps=EVENT_MAX_STEPS)
+    scout = AdaptiveSolve(func, tableau, t.detach(), opts, tuple_state=tuple_state,
+                          time_dtype=time_dtype, callbacks=callbacks)
+    kw = {"dtype": time_dtype, "device": t.device}
+    t0 = float(t[0].detach())
+    eps = max(time_resolution(t.dtype), time_resolution(time_dtype))
+    device = comps(y0)[0].device
+    start = Replay(device, _buffers_of(_modules_of(func, None)))
+    with torch.no_grad():
+        y = detach_state(y0)
+        g = combine_event_fn(event_fn, torch.tensor(t0, **kw), y)
+
+        def crossed(t1: float, y1: tuple[Tensor, ...]) -> bool:
+            return float(g(torch.tensor(t1, **kw), as_state(y1, tuple_state))) <= 0
+
+        try:
+            scout.run(comps(y), until=crossed)
+        except StepSizeError as err:
+            raise EventError(f"event_fn: no event found: {err}") from err
+        n = scout.num_steps - 1
+        tn, h, first = scout.starts[n], scout.sizes[n], scout.first_times[n]
+        yn = scout.before_last
+        F = scout.wrap(func)
+        f0 = F(torch.tensor(first, **kw), yn)
+
+        def step(s: float) -> State:
+            ts = scout.stage_times(tn, s, tn + s, first)
+            return as_state(scout.step(F, ts, yn, f0, s)[0], tuple_state)
+
+        tau = tn + _bisect(step, g, tn, h, eps, kw)
+    start.restore()
+    from odenet.gradients._adaptive import LAST
+
+    LAST.clear()  # the search's counts (the gradient solve replays its accepted steps)
+    LAST.update(forward_steps=scout.accepted, forward_rejected=scout.rejected,
+                forward_nfe=scout.nfe)
+    points = [t0, *scout.ends[:n], tau]
+    t_out = torch.stack([t[0], torch.tensor(tau, dtype=t.dtype, device=t.device)])
+    problem = Problem(
+        func, tableau.fixed_step(), t_out, None, tuple_state=tuple_state,
+        check_finite=opts.check_finite, params=params, time_dtype=time_dtype,
+        grid_points=points,
     )
     solution = strategy.solve(problem, y0)
     return t_out[1].detach(), solution

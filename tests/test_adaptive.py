@@ -14,6 +14,7 @@ import odenet
 from odenet.errors import (
     ArgumentError,
     ArgumentTypeError,
+    EventError,
     GradientError,
     NonFiniteStateError,
     TableauError,
@@ -235,7 +236,7 @@ def solve(**kw):
         (lambda: solve(options={"norm": "max"}), ArgumentTypeError, r"^options\['norm'\]"),
         (lambda: solve(options={"safety": 2.0}), ArgumentError, r"^options\['safety'\]"),
         (lambda: solve(options={"jump_t": [0.5], "step_t": [0.5]}), ArgumentError, "share"),
-        (lambda: solve(event_fn=lambda t, y: y.sum()), ArgumentError, r"^event_fn:"),
+        (lambda: solve(event_fn=lambda t, y: y.sum()), EventError, r"^event_fn: no event found"),
         (lambda: solve(options={"max_num_steps": 3, "rtol": 1e-12}), StepSizeError,
          r"max_num_steps.*t = 0"),
         (lambda: solve(func=lambda t, y: y * y, t=torch.tensor([0.0, 2.0], dtype=F64)),

@@ -558,10 +558,16 @@ CASES = [
         r"^rhs: expected a callable rhs\(t, y\).*LeanConv2d.forward.*ResidualRHS",
     ),
     (
-        "block-adaptive-method",
-        lambda: block(method="dopri5"),
-        UnknownMethodError,
-        r"^method: unknown method 'dopri5'",
+        "block-adaptive-method-steps",
+        lambda: block(method="dopri5", steps=4),
+        ArgumentError,
+        r"^steps: the adaptive method 'dopri5' chooses its own steps",
+    ),
+    (
+        "block-fixed-method-options",
+        lambda: block(method="rk4", options={"rtol": 1e-3}),
+        ArgumentError,
+        r"^options: only adaptive methods take options",
     ),
     (
         "block-imex-without-L",

@@ -12,10 +12,16 @@ differs, by design:
   ``fehlberg2``, ``dopri8`` (and odenet's ``tsit5``) run torchdiffeq's algorithm
   with its arithmetic: the same accepted steps, and outputs from its dense-output
   interpolation, so the numbers are torchdiffeq's; their gradient holds the step
-  sizes the controller chose constant (torchdiffeq's backprop also differentiates
-  through the controller); ``odeint_event``, ``grid_constructor`` and gradients with
-  respect to ``t`` are not available with them; ``scipy_solver``, the Adams and the
-  implicit methods are a clear error;
+  sizes the controller chose constant (torchdiffeq's backprop keeps a graph through
+  its starting-step heuristic but not through its step-size proposals; odenet's
+  ``options["differentiate_steps"]`` differentiates both, with :func:`odenet.odeint`);
+  events are located by bisecting the last accepted step with real steps of the
+  pair, not on the interpolant; ``grid_constructor`` is not available with them;
+  ``scipy_solver``, the Adams and the implicit methods are a clear error;
+* with ``event_fn``, ``odeint`` and ``odeint_adjoint`` return an event time that
+  carries its exact gradient (implicit function theorem; torchdiffeq does not
+  propagate through it), while the state's gradient holds the event time fixed, as in
+  torchdiffeq; ``odeint_event`` gives the total derivative of both;
 * fixed steps (``euler``, ``midpoint``, ``heun2``, ``heun3``, ``rk4``) land exactly on
   every output time (the last step of an interval is shortened) instead of
   interpolating, and events are located by re-stepping, so ``options["interp"]``
@@ -192,10 +198,23 @@ def odeint(
     """
     tableau = _method(method)
     if tableau.is_adaptive:
-        return odeint_adaptive(func, y0, t, tableau, options, rtol=rtol, atol=atol,
-                               event_fn=event_fn, interpolate=True)
-    opts = _options(options, rtol, atol, ("rtol", "atol"))
-    return _odeint(func, y0, t, method=tableau, options=opts, event_fn=event_fn)
+        out = odeint_adaptive(func, y0, t, tableau, options, rtol=rtol, atol=atol,
+                              event_fn=event_fn, interpolate=True)
+    else:
+        opts = _options(options, rtol, atol, ("rtol", "atol"))
+        out = _odeint(func, y0, t, method=tableau, options=opts, event_fn=event_fn)
+    return _event_time(func, event_fn, out, t)
+
+
+def _event_time(func: Callable, event_fn: Callable | None, out, t: Tensor):
+    """With ``event_fn``: the event time with its exact gradient (implicit function theorem;
+    torchdiffeq's own ``odeint`` does not propagate through it), the solution as solved (its
+    gradient holds the event time fixed, torchdiffeq's convention)."""
+    if event_fn is None:
+        return out
+    event_t, solution = out
+    tau, _ = reroute_event_gradient(func, event_fn, event_t, solution, t[0])
+    return tau, solution
 
 
 def odeint_adjoint(
@@ -288,9 +307,9 @@ def odeint_adjoint(
             opts["adjoint_rtol"] = adjoint_rtol
         if adjoint_atol is not None:
             opts["adjoint_atol"] = adjoint_atol
-        return odeint_adaptive(func, y0, t, tableau, opts, rtol=rtol, atol=atol,
-                               gradient="adjoint", params=params, event_fn=event_fn,
-                               interpolate=True)
+        return _event_time(func, event_fn, odeint_adaptive(
+            func, y0, t, tableau, opts, rtol=rtol, atol=atol, gradient="adjoint", params=params,
+            event_fn=event_fn, interpolate=True), t)
     opts = _options(options, rtol, atol, ("rtol", "atol"))
     if adjoint_method is not None and _method(adjoint_method) is not tableau:
         raise ArgumentError(
@@ -304,10 +323,10 @@ def odeint_adjoint(
         )
     _options(None, _RTOL if adjoint_rtol is None else adjoint_rtol,
              _ATOL if adjoint_atol is None else adjoint_atol, ("adjoint_rtol", "adjoint_atol"))
-    return _odeint(
+    return _event_time(func, event_fn, _odeint(
         func, y0, t, method=tableau, options=opts, gradient="adjoint", params=params,
         event_fn=event_fn,
-    )
+    ), t)
 
 
 def odeint_event(

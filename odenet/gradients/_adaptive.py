@@ -200,30 +200,43 @@ class _RevolveFunction(torch.autograd.Function):
         return b.result(a if b.need_y0 else None)
 
 
-def _adjoint_norm(solve: AdaptiveSolve, m: int, n_params: int, need_t: bool) -> Callable:
-    """torchdiffeq's default norm of the augmented state: the largest of the state's norm,
-    the adjoint's norm (both with the forward norm) and the parameters' mixed RMS norm;
-    ``adjoint_norm="seminorm"`` leaves the parameters out (Kidger et al. 2021)."""
+def _adjoint_norm(solve: AdaptiveSolve, m: int) -> Callable:
+    """The error norm of the reverse solve, on torchdiffeq's augmented tuple
+    ``(t_adjoint, *y, *y_adjoint, *parameter_adjoints)`` (one entry per component).
+
+    By default torchdiffeq's: the largest of ``|t_adjoint|``, the state's norm, the
+    adjoint's norm (both with the forward norm) and the parameters' mixed RMS norm;
+    ``adjoint_norm="seminorm"`` leaves the parameters out (Kidger et al. 2021); a callable
+    ``adjoint_norm`` is used as given."""
     o = solve.opts
+    if callable(o.adjoint_norm):
+        return o.adjoint_norm
     semi = o.adjoint_norm == "seminorm"
     user = o.norm
 
-    def state_norm(xs: Sequence[Tensor]) -> float:
+    def state_norm(xs: Sequence[Tensor]) -> Tensor:
         if user is not None:
-            return abs(float(user(tuple(xs) if solve.tuple_state else xs[0])))
-        return abs(float(mixed_rms_norm(xs) if solve.tuple_state else rms_norm(xs[0])))
+            return torch.as_tensor(user(tuple(xs) if solve.tuple_state else xs[0])).abs()
+        return torch.as_tensor(mixed_rms_norm(xs) if solve.tuple_state else rms_norm(xs[0]))
 
-    def norm(z: tuple[Tensor, ...]) -> float:
-        vals = [state_norm(z[:m]), state_norm(z[m : 2 * m])]
-        if need_t:
-            vals.append(abs(float(z[-1])))
-        if not semi and n_params:
-            vals.append(float(mixed_rms_norm(z[2 * m : 2 * m + n_params])))
+    def norm(z: tuple[Tensor, ...]) -> Tensor:
+        vals = [z[0].abs(), state_norm(z[1 : 1 + m]), state_norm(z[1 + m : 1 + 2 * m])]
+        if not semi and len(z) > 1 + 2 * m:
+            vals.append(torch.as_tensor(mixed_rms_norm(z[1 + 2 * m :])))
         return max(vals)
 
-    if callable(o.adjoint_norm):
-        return o.adjoint_norm
     return norm
+
+
+def _in_our_order(norm: Callable, m: int, n_params: int, need_t: bool) -> Callable:
+    """``norm`` (on torchdiffeq's augmented tuple) as a norm of odenet's augmented state
+    ``(*y, *y_adjoint, *parameter_adjoints[, t_adjoint])``."""
+
+    def called(z: tuple[Tensor, ...]) -> float:
+        tt = z[-1] if need_t else z[0].new_zeros(())
+        return abs(float(norm((tt, *z[: 2 * m + n_params]))))
+
+    return called
 
 
 def _scalar_tol(tols: Sequence) -> float:
@@ -235,6 +248,8 @@ class _AdjointFunction(torch.autograd.Function):
     def forward(ctx, call: _AdaptiveCall, t: Tensor, *inputs: Tensor):
         stacked = call.problem.stack(_forward(call, "the continuous adjoint"))
         Backward.save(ctx, call, inputs, stacked, t=t, y0=False)
+        # as torchdiffeq's node: the reverse solve's norm, open to inspection before backward
+        ctx.adjoint_options = {"norm": _adjoint_norm(call.problem, call.m)}
         return stacked
 
     @staticmethod
@@ -253,7 +268,8 @@ class _AdjointFunction(torch.autograd.Function):
         rt_all = (*rt, *rt, *([_scalar_tol(rt)] * (len(ps) + nt)))
         at_all = (*at, *at, *([_scalar_tol(at)] * (len(ps) + nt)))
         aopts = dataclasses.replace(
-            o, rtol=rt_all, atol=at_all, norm=_adjoint_norm(s, m, len(ps), need_t)
+            o, rtol=rt_all, atol=at_all,
+            norm=_in_our_order(ctx.adjoint_options["norm"], m, len(ps), need_t),
         )
         cbs = {
             n: getattr(s.func, n + "_adjoint")

@@ -188,6 +188,7 @@ class AdaptiveSolve:
         self.jumps: list[bool] = []
         self.out_index: list[int] = [0]
         self.nfe = self.accepted = self.rejected = 0
+        self.before_last: Comps | None = None  # the event search's last step start
         self._device = None
 
     # -- evaluation -----------------------------------------------------------------------------
@@ -293,11 +294,19 @@ class AdaptiveSolve:
         return yi, err, k
 
     # -- the forward loop -----------------------------------------------------------------------
-    def run(self, y0: Comps, *, record: bool = True) -> list[Comps]:
+    def run(
+        self, y0: Comps, *, record: bool = True,
+        until: Callable[[float, Comps], bool] | None = None,
+    ) -> list[Comps]:
         """Integrate from ``y0`` (components); return the state at every output time.
 
         Records the accepted steps (when ``record``). Under grad mode the graph runs
         through the accepted steps only; the controller sees detached values.
+
+        ``until(t1, y1)``, called after every accepted step, ends the solve when it returns
+        True (the event search): the steps then run past ``t[1]`` without landing on it,
+        the result is ``[y0, y1]`` and :attr:`before_last` holds the state the last step
+        started from.
         """
         o = self.opts
         self._device = y0[0].device
@@ -349,10 +358,12 @@ class AdaptiveSolve:
         outs = [y0]
         interp: tuple | None = None  # (u0, u1, coefficients) of the last accepted step
         for kk in range(1, len(self.times)):
-            target = sign * self.times[kk]
+            target = math.inf if until is not None else sign * self.times[kk]
             attempts = 0
             while True:
-                if self.opts.interpolate:
+                if until is not None:
+                    pass  # only until() ends the event search
+                elif self.opts.interpolate:
                     if interp is not None and target <= interp[1]:
                         break
                     if interp is None and target <= u:
@@ -377,7 +388,7 @@ class AdaptiveSolve:
                 u1 = u + h
                 jump = False
                 end = "free"  # the step's end: chosen by the controller, an output, a stop
-                if not o.interpolate and (
+                if not o.interpolate and until is None and (
                     u1 >= target or target - u1 <= 4 * self._eps * max(abs(target), abs(u))
                 ):
                     u1 = target
@@ -437,6 +448,10 @@ class AdaptiveSolve:
                     self.accepted += 1
                     if o.interpolate:
                         interp = (u, u1, self._fit(y, y1, k, hs))
+                    if until is not None and until(t1, y1):
+                        self.before_last = y
+                        outs.append(y1)
+                        break
                     first_u = u1
                     y = y1
                     nk = kk + 1 if u1 == target else kk  # the interval the next step is in
@@ -463,6 +478,8 @@ class AdaptiveSolve:
                         ratio_t=ratio_t if math.isfinite(ratio) else None)
                 else:
                     h = ctrl.propose(hh, ratio, ok)
+            if until is not None:
+                break
             if o.interpolate:
                 if interp is None:
                     outs.append(y0)
@@ -647,11 +664,6 @@ def odeint_adaptive(
             f"implicit: the adaptive method {name!r} is explicit and takes no implicit "
             "operator; use an IMEX method with a step size"
         )
-    if event_fn is not None:
-        raise ArgumentError(
-            f"event_fn: event handling is available with fixed-step methods; {name!r} is "
-            "adaptive (pass a fixed-step method and a step_size)"
-        )
     y0, tuple_state = _check_y0(y0)
     cs = comps(y0)
     t = _check_t(t, cs[0].device)
@@ -661,13 +673,30 @@ def odeint_adaptive(
     opts = parse_adaptive_options(
         options, [c.shape for c in cs], tuple_state, rtol=rtol, atol=atol, interpolate=interpolate
     )
-    if len(t) == 1:
-        return tuple(torch.stack([c]) for c in cs) if tuple_state else torch.stack([y0])
     callbacks = {
         n: getattr(func, n)
         for n in ("callback_step", "callback_accept_step", "callback_reject_step")
         if callable(getattr(func, n, None))
     }
+    if event_fn is not None:
+        from odenet._events import solve_to_event_adaptive
+
+        if len(t) != 2:
+            raise ArgumentError(
+                f"t: with event_fn, t holds the initial time and a second time giving the "
+                f"direction of integration (len(t) == 2, as in torchdiffeq), got len(t) = {len(t)}"
+            )
+        if opts.differentiate_steps:
+            raise ArgumentError(
+                "options['differentiate_steps']: not supported with event_fn (the event solve "
+                "replays the accepted steps as a fixed grid)"
+            )
+        return solve_to_event_adaptive(
+            func, y0, t, tableau, strategy, event_fn, tuple_state=tuple_state, params=params,
+            opts=opts, time_dtype=cs[0].real.dtype, callbacks=callbacks,
+        )
+    if len(t) == 1:
+        return tuple(torch.stack([c]) for c in cs) if tuple_state else torch.stack([y0])
     solve = AdaptiveSolve(
         func, tableau, t, opts, tuple_state=tuple_state, params=params,
         time_dtype=cs[0].real.dtype, callbacks=callbacks,
