@@ -342,11 +342,11 @@ class AdaptiveSolve:
                 return _plus(_plus(tt, sg), None if dh0 is None else sign * dh0)
 
             h, hg = initial_step_graph(F, sign * u, y, f0, self.tableau.order - 1, o.rtol,
-                                       o.atol, o.norm, self.tuple_state, time_at)
+                                       o.atol, o.norm, self.tuple_state, time_at, sign)
             h = abs(h)
         elif o.first_step is None:
             h = initial_step(F, sign * u, y, f0, self.tableau.order - 1, o.rtol, o.atol, o.norm,
-                             self.tuple_state, lambda h0: self.time(sign * (u + h0)))
+                             self.tuple_state, lambda h0: self.time(sign * (u + h0)), sign)
             h = abs(h)
         else:
             h = o.first_step
@@ -399,7 +399,9 @@ class AdaptiveSolve:
                     u1 = stops[si]
                     jump = u1 in jumps
                     end = "stop"
-                hh = u1 - u
+                # torchdiffeq steps by the proposed size itself (its t1 = t0 + dt is rounded);
+                # a step cut short (an output, a stop) is as long as the cut leaves
+                hh = h if o.interpolate and end == "free" else u1 - u
                 if not hh > 8 * self._eps * max(abs(u), abs(u1), 1e-300) or u + hh <= u:
                     raise self._stalled(sign * u, hh, y)
                 t0, t1, hs = sign * u, sign * u1, sign * hh

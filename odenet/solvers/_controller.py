@@ -354,16 +354,18 @@ def initial_step(
     norm: Callable | None,
     tuple_state: bool,
     time_at: Callable[[float], Tensor],
+    direction: float = 1.0,
 ) -> float:
     """The starting step of Hairer, Nørsett & Wanner (§II.4), as torchdiffeq computes it.
 
     ``order`` is the pair's order minus one (torchdiffeq's choice); ``f`` takes and
     returns component tuples; ``time_at(h)`` is the time ``h`` after ``t0`` in the direction
-    of integration. Costs one evaluation of ``f``.
+    of integration, ``direction`` (``1`` or ``-1``) its sign: the trial state moves along
+    ``direction · f0``. Costs one evaluation of ``f``.
     """
     with torch.no_grad():
         return initial_step_graph(f, t0, y0, f0, order, rtol, atol, norm, tuple_state,
-                                  lambda h, dh: time_at(h))[0]
+                                  lambda h, dh: time_at(h), direction)[0]
 
 
 def initial_step_graph(
@@ -377,6 +379,7 @@ def initial_step_graph(
     norm: Callable | None,
     tuple_state: bool,
     time_at: Callable[[float, Tensor | None], Tensor],
+    direction: float = 1.0,
 ) -> tuple[float, Tensor | None]:
     """:func:`initial_step` and, under grad mode, its derivative part.
 
@@ -408,7 +411,7 @@ def initial_step_graph(
     h0 = _cast(h0, y0[0])
     dh0 = None if h0_t is None else part(h0_t)
     hh0 = h0 if dh0 is None else h0 + dh0
-    y1 = [y + hh0 * g for y, g in zip(y0, f0)]
+    y1 = [y + (direction * hh0) * g for y, g in zip(y0, f0)]
     f1 = f(time_at(h0, dh0), y1)
     n2_t = nrm([(a - b) / s for a, b, s in zip(f1, f0, scale)])
     d2_t, d2 = n2_t / hh0, float(n2_t.detach()) / h0
