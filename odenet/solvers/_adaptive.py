@@ -180,7 +180,10 @@ class AdaptiveSolve:
                      tuple((j, float(w)) for j, w in enumerate(tableau.b_mid) if w != 0))
         self._c = [float(x) for x in tableau.c]
         self._fsal = tableau.is_fsal
-        self._eps = time_resolution(self.time_dtype)
+        # torchdiffeq keeps its times in float64 whatever the state's dtype (func still sees
+        # them in the state's dtype): with its arithmetic a step may be shorter than the
+        # state dtype's time resolution
+        self._eps = time_resolution(torch.float64 if opts.interpolate else self.time_dtype)
         self.starts: list[float] = []
         self.sizes: list[float] = []
         self.ends: list[float] = []
@@ -239,11 +242,15 @@ class AdaptiveSolve:
                 ts = torch.where(torch.tensor(self._c, device=ts.device) == 1.0,
                                  torch.nextafter(ts, torch.full_like(ts, t0)), ts)
             return tuple(ts.unbind())
-        kw = {"dtype": self.time_dtype, "device": self._device}
+        # times formed in float64, then cast to the state's dtype, where the stages at c = 1
+        # are moved to the representable time before t1 (torchdiffeq's order of operations)
+        kw = {"dtype": torch.float64, "device": self._device}
         tt0, dt, tt1 = (torch.tensor(x, **kw) for x in (t0, h, t1))
-        before = torch.nextafter(tt1, tt0)
+        td = self.time_dtype
+        before = torch.nextafter(tt1.to(td), tt0.to(td))
         return tuple(
-            torch.tensor(first, **kw) if c == 0.0 else before if c == 1.0 else tt0 + c * dt
+            torch.tensor(first, **kw).to(td) if c == 0.0 else before if c == 1.0
+            else (tt0 + c * dt).to(td)
             for c in self._c
         )
 
