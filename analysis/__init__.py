@@ -7,6 +7,8 @@ matplotlib Figure):
 - :func:`gradient_consistency`: every gradient strategy against backprop (the
   exact gradient of the discrete network) and central finite differences,
   torchdiffeq's ``odeint_adjoint`` beside;
+- :func:`adaptive_consistency`: the same for adaptive (embedded-pair) solves over a range
+  of tolerances, with finite differences of the full solve, step counts, time and memory;
 - :func:`reversibility`: how well a reverse-time solve reconstructs ``y0``;
 - :func:`reconstruction`: up to which ``Nt`` and dtype the reversible methods' inverse
   steps rebuild the states (``gradient="reversible"``); :func:`reversible_growth`;
@@ -34,6 +36,7 @@ True
 """
 
 from odenet.analysis import _requirements  # noqa: F401  (first: names a missing extra)
+from odenet.analysis._adaptive import AdaptiveConsistencyResult, adaptive_consistency
 from odenet.analysis._convergence import ConvergenceResult, convergence_order
 from odenet.analysis._cost import CostResult, cost
 from odenet.analysis._gradients import GradientConsistencyResult, gradient_consistency
@@ -52,6 +55,7 @@ from odenet.analysis._stability import StabilityResult, stability
 from odenet.analysis._user_model import find_blocks
 
 __all__ = [
+    "AdaptiveConsistencyResult",
     "ConvergenceResult",
     "CostResult",
     "GradientConsistencyResult",
@@ -63,6 +67,7 @@ __all__ = [
     "ReversibilityResult",
     "StabilityRegion",
     "StabilityResult",
+    "adaptive_consistency",
     "convergence_order",
     "cost",
     "find_blocks",

@@ -272,8 +272,10 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--strategies", type=strategies, default=list(d["strategies"]),
                     help=f"strategies compared with backprop (default {csv(d['strategies'])})")
     rp.add_argument("--sections", type=_names(
-        ["gradients", "reversibility", "stability", "order", "cost", "reconstruction"], "section"),
-        default=["gradients", "reversibility", "stability", "order", "cost", "reconstruction"],
+        ["gradients", "adaptive", "reversibility", "stability", "order", "cost",
+         "reconstruction"], "section"),
+        default=["gradients", "adaptive", "reversibility", "stability", "order", "cost",
+                 "reconstruction"],
         help="analyses to run (default: all)")
     rp.add_argument("--quick", action="store_true",
                     help="a tiny configuration (a smoke test in seconds)")

@@ -24,8 +24,8 @@ import torch
 
 import odenet
 from odenet import IMEXTableau
+from odenet.analysis import _adaptive, _reconstruction
 from odenet.analysis import _html as H
-from odenet.analysis import _reconstruction
 from odenet.analysis._convergence import ConvergenceResult, convergence_order
 from odenet.analysis._cost import CostResult, cost
 from odenet.analysis._gradients import (
@@ -962,6 +962,10 @@ REPORT_SECTIONS: tuple[ReportSection, ...] = (
                   "gradient consistency (strategies vs backprop and finite differences)",
                   _run_gradients, result_figures("gradients"), H.gradients_section,
                   _gradients_keys),
+    ReportSection("adaptive", "gradients of adaptive solves (dopri5 per rtol: strategies vs "
+                              "backprop and finite differences of the full solve)",
+                  _adaptive.run_section, result_figures("adaptive"), _adaptive.adaptive_section,
+                  _adaptive.adaptive_keys),
     ReportSection("reversibility", "reverse-time reconstruction", _run_reversibility,
                   result_figures("reversibility"), H.reversibility_section, _reversibility_keys),
     ReportSection("stability", "spectrum of the block's Jacobian and stability regions",

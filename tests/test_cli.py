@@ -25,15 +25,15 @@ def test_report_end_to_end(tmp_path, capsys):
     assert f"report: {out.resolve() / 'index.html'}" in printed
     assert "Key numbers" in printed
     names = {p.name for p in out.iterdir()}
-    pngs = {"gradients.png", "reversibility.png", "stability.png", "regions.png", "order.png",
-            "cost.png", "reconstruction.png"}
+    pngs = {"gradients.png", "adaptive.png", "reversibility.png", "stability.png",
+            "regions.png", "order.png", "cost.png", "reconstruction.png"}
     assert pngs | {"index.html", "results.json", "sweeps"} <= names
     html = (out / "index.html").read_text()
     assert set(re.findall(r'<img src="([^"]+)"', html)) == pngs  # every figure is shown
     for p in pngs:
         assert (out / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     data = json.loads((out / "results.json").read_text())
-    assert {"meta", "gradients", "reversibility", "stability", "order", "cost",
+    assert {"meta", "gradients", "adaptive", "reversibility", "stability", "order", "cost",
             "reconstruction"} <= set(data)
     assert data["meta"]["spec"]["model"] == "lean"
     assert data["meta"]["key_numbers"]

@@ -16,7 +16,8 @@ TINY = ["--channels", "2", "--batch", "2", "--no-progress"]
 
 def test_the_table_names_the_sections_in_order():
     names = [s.name for s in R.REPORT_SECTIONS]
-    assert names == ["gradients", "reversibility", "stability", "order", "cost", "reconstruction"]
+    assert names == ["gradients", "adaptive", "reversibility", "stability", "order", "cost",
+                     "reconstruction"]
     assert R._SECTIONS == tuple(names)
     assert len(set(names)) == len(names)
     for s in R.REPORT_SECTIONS:
@@ -86,6 +87,6 @@ def test_every_section_of_the_table_is_written(tmp_path, monkeypatch):
 
 def test_an_unknown_section_is_refused(tmp_path):
     with pytest.raises(ArgumentError, match=r"^sections: unknown section 'bogus'; valid sections "
-                                            r"are 'gradients', 'reversibility'"):
+                                            r"are 'gradients', 'adaptive', 'reversibility'"):
         analysis.report(tmp_path / "r", sections=["order", "bogus"])
     assert not (tmp_path / "r").exists()
