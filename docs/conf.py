@@ -115,7 +115,7 @@ mathjax3_config = {
 
 # -- gallery ---------------------------------------------------------------------------------------
 #: Examples executed in ``ODENET_GALLERY=fast`` mode (file stems, without ``.py``).
-FAST_EXAMPLES = ("plot_anode_reproduction", "plot_stability_tour")
+FAST_EXAMPLES = ("plot_anode_reproduction", "plot_stability_tour", "plot_adaptive_gradients")
 
 _gallery = os.environ.get("ODENET_GALLERY", "fast").lower()
 if _gallery not in {"full", "fast", "none"}:

@@ -4,7 +4,10 @@ section."""
 from __future__ import annotations
 
 import io
+import itertools
 import json
+import pathlib
+import runpy
 
 import pytest
 import torch
@@ -146,3 +149,33 @@ def test_the_report_section(tmp_path):
     assert any(k.startswith("adaptive dopri5: ANODE / Revolve vs backprop") for k in keys)
     assert any("adjoint vs backprop" in k for k in keys)
     assert A.adaptive_section({}, [], []) is None and A.adaptive_keys({}) == []
+
+
+def test_the_gallery_example_and_its_claims():
+    """examples/plot_adaptive_gradients.py (quick size): the claims of its text hold on its
+    own output."""
+    pytest.importorskip("sklearn")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "examples" / "plot_adaptive_gradients.py"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ODENET_EXAMPLE_SIZE", "quick")
+        try:
+            g = runpy.run_path(str(path), run_name="__main__")
+        finally:
+            plt.close("all")
+    res, rtols = g["res"], g["RTOLS"]
+    assert g["dto"] < 1e-12  # ANODE / Revolve are backprop of the same solve
+    adj = [res.error(r, "adjoint") for r in rtols]
+    assert all(a > b for a, b in itertools.pairwise(adj)) and adj[-1] > 1e3 * g["dto"]
+    for r in rtols:
+        bp = res.row(r, "backprop")
+        assert 1e-12 < bp["fd_error"] < r  # of the order of the tolerance, below it here
+        assert res.row(r, "adjoint")["bwd_steps"] >= bp["steps"]  # "more steps than forward"
+        assert res.row(r, "revolve:3")["snapshots"] <= 3
+    steps = [res.row(r, "backprop")["steps"] for r in rtols]
+    assert steps == sorted(steps) and steps[0] < steps[-1]
+    assert g["fig"] is not None and len(g["fig"].axes) == 4
