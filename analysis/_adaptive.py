@@ -170,15 +170,26 @@ class AdaptiveConsistencyResult(Result):
                     np.array([r[key] for r in rows], dtype=float))
 
         ax = axes[0]
+        _, bp_fd = series("backprop", "fd_error")
+        same_fd = []  # DTO strategies whose FD deviation is backprop's: one line for all
         for i, s in enumerate(strategies):
             if s != "backprop":
                 x, e = series(s, "grad_error")
                 ax.loglog(x, np.maximum(e, floor), "-", marker=markers[i % 7], color=color[s],
                           mfc="none", label=f"{s} vs backprop")
             x, e = series(s, "fd_error")
-            if len(x):
-                ax.loglog(x, np.maximum(e, floor), "--", marker=markers[i % 7], color=color[s],
-                          mfc="none", ms=4, label=f"{s} vs FD of the full solve")
+            if not len(x):
+                continue
+            if s != "backprop" and len(e) == len(bp_fd) and np.allclose(e, bp_fd, rtol=1e-2):
+                same_fd.append(s)
+                continue
+            ax.loglog(x, np.maximum(e, floor), "--", marker=markers[i % 7], color=color[s],
+                      mfc="none", ms=4, label=f"{s} vs FD of the full solve")
+        if same_fd:
+            line = next((ln for ln in ax.get_lines()
+                         if ln.get_label() == "backprop vs FD of the full solve"), None)
+            if line is not None:
+                line.set_label(f"{', '.join(['backprop', *same_fd])} vs FD of the full solve")
         ax.loglog(rtols, rtols, ":", color="0.4", label="rtol")
         ax.axhline(floor, color="0.5", lw=0.7, ls=":")
         ax.set_ylim(bottom=floor / 3)
@@ -192,9 +203,9 @@ class AdaptiveConsistencyResult(Result):
         x, n = series(first, "steps")
         ax.loglog(x, n, "-o", color="k", mfc="none", label="forward accepted")
         x, n = series(first, "rejected")
-        if len(n) and np.any(n > 0):
-            ax.loglog(x, np.maximum(n, 0.5), ":o", color="0.5", mfc="none",
-                      label="forward rejected")
+        if len(n) and np.any(n > 0):  # no point where none was rejected (a log axis)
+            ax.loglog(x, np.where(n > 0, n, np.nan), ":o", color="0.5", mfc="none",
+                      label="forward rejected (where > 0)")
         for i, s in enumerate(strategies):
             if s == "adjoint":
                 x, n = series(s, "bwd_steps")
@@ -203,7 +214,7 @@ class AdaptiveConsistencyResult(Result):
             if s.startswith("revolve"):
                 x, n = series(s, "recomputed")
                 if len(n) and np.any(n > 0):
-                    ax.loglog(x, np.maximum(n, 0.5), "--", marker=markers[i % 7],
+                    ax.loglog(x, np.where(n > 0, n, np.nan), "--", marker=markers[i % 7],
                               color=color[s], mfc="none", label=f"{s} recomputed steps")
         ax.set_xlabel("rtol")
         ax.set_ylabel("steps")
