@@ -43,6 +43,7 @@ from odenet.analysis._gradients import (
     _flat,
     _rel,
     parse_strategy,
+    strategy_list,
 )
 from odenet.analysis._results import Result, new_figure, plain_log_axis
 from odenet.errors import ArgumentError, ArgumentTypeError
@@ -283,17 +284,8 @@ def _check_rtols(rtols: object) -> list[float]:
 
 
 def _check_strategies(strategies: object) -> list[tuple[str, Any]]:
-    if isinstance(strategies, (str, odenet.GradientStrategy)):
-        strategies = [strategies]
-    if not isinstance(strategies, (list, tuple)):
-        raise ArgumentTypeError(
-            "strategies: expected a sequence of strategy names or GradientStrategy instances, "
-            f"got {type(strategies).__name__}"
-        )
-    if not strategies:
-        raise ArgumentError("strategies: expected at least one strategy")
     out: list[tuple[str, Any]] = [("backprop", Backprop())]
-    for s in strategies:
+    for s in strategy_list(strategies, "backprop"):
         name, strat = parse_strategy(s)
         if not isinstance(strat, (*_DTO, Adjoint)):
             raise ArgumentError(

@@ -38,6 +38,7 @@ __all__ = [
     "gradient_consistency",
     "parse_strategy",
     "solve_with",
+    "strategy_list",
     "strategy_names",
     "torchdiffeq_method",
 ]
@@ -421,19 +422,26 @@ def _check_times(t: object, y0: Tensor) -> Tensor:
     return torch.tensor([0.0, T], dtype=y0.dtype, device=y0.device)
 
 
-def _check_strategies(strategies: object, reference: object
-                      ) -> tuple[list[tuple[str, object]], tuple[str, object]]:
-    """The parsed strategies and the parsed reference (distinct, the reference an odenet one)."""
+def strategy_list(strategies: object, what: str) -> list:
+    """``strategies`` as a non-empty list: one name or instance becomes a list of one; a
+    wrong type or an empty sequence is an error naming ``strategies`` (``what``: what the
+    strategies are compared with, for the message)."""
     if isinstance(strategies, (str, GradientStrategy)):
-        strategies = [strategies]
+        return [strategies]
     if not isinstance(strategies, (list, tuple)):
         raise ArgumentTypeError(
             "strategies: expected a sequence of strategy names or GradientStrategy instances, "
             f"got {type(strategies).__name__}"
         )
     if not strategies:
-        raise ArgumentError("strategies: expected at least one strategy to compare with the "
-                            "reference")
+        raise ArgumentError(f"strategies: expected at least one strategy to compare with {what}")
+    return list(strategies)
+
+
+def _check_strategies(strategies: object, reference: object
+                      ) -> tuple[list[tuple[str, object]], tuple[str, object]]:
+    """The parsed strategies and the parsed reference (distinct, the reference an odenet one)."""
+    strategies = strategy_list(strategies, "the reference")
     parsed = [parse_strategy(s) for s in strategies]
     ref_name, ref_strategy = parse_strategy(reference, "reference")
     if isinstance(ref_strategy, Torchdiffeq):
