@@ -1,6 +1,6 @@
 r"""
 Gradients of adaptive solves: steps held fixed, the continuous adjoint, and the full solve
-=========================================================================================
+==========================================================================================
 
 An adaptive solver (``dopri5`` here) chooses its own steps: a step is accepted when the
 embedded error estimate is below ``atol + rtol·|y|``, and the next step size follows from
