@@ -124,3 +124,24 @@ def test_default_adjoint_norm_on_the_node():
     ys.grad_fn.adjoint_options["norm"] = spy
     ys.sum().backward()
     assert calls and calls[0] == 3  # (t adjoint, y, y adjoint): func has no parameters
+
+
+def test_default_adjoint_norm_of_a_tuple_state_sees_the_flat_state():
+    # torchdiffeq's layout: each output component a view of a slice above the adjoint's node,
+    # whose norm sees (t adjoint, flat y, flat y adjoint, *parameter adjoints)
+    seen = []
+    w = torch.tensor([0.5, -0.3], dtype=F64, requires_grad=True)
+    y0 = (torch.tensor(1.0, dtype=F64), torch.ones(2, 2, dtype=F64))
+    xs = tde.odeint_adjoint(lambda t, y: (w[0] * y[0], w[1] * y[1]), y0,
+                            torch.tensor([0.0, 1.0], dtype=F64), adjoint_params=(w,))
+    node = xs[0].grad_fn.next_functions[0][0].next_functions[0][0]
+    base = node.adjoint_options["norm"]
+
+    def spy(z):
+        seen.append(tuple(x.shape for x in z))
+        return base(z)
+
+    node.adjoint_options["norm"] = spy
+    (xs[0].sum() + xs[1].sum()).backward()
+    assert seen and seen[0] == ((), (5,), (5,), (2,))
+    assert w.grad is not None and torch.isfinite(w.grad).all()

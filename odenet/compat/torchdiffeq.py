@@ -307,9 +307,16 @@ def odeint_adjoint(
             opts["adjoint_rtol"] = adjoint_rtol
         if adjoint_atol is not None:
             opts["adjoint_atol"] = adjoint_atol
-        return _event_time(func, event_fn, odeint_adaptive(
+        out = _event_time(func, event_fn, odeint_adaptive(
             func, y0, t, tableau, opts, rtol=rtol, atol=atol, gradient="adjoint", params=params,
             event_fn=event_fn, interpolate=True), t)
+        if event_fn is None and isinstance(out, tuple):
+            # torchdiffeq solves a tuple state as one flat tensor and returns each component
+            # as a slice of it, viewed in the component's shape; the same graph layout (two
+            # free view nodes above the adjoint's node, which holds adjoint_options) lets code
+            # that walks grad_fn to that node, as torchdiffeq's own tests do, find it
+            out = tuple(c[...].view(c.shape) for c in out)
+        return out
     opts = _options(options, rtol, atol, ("rtol", "atol"))
     if adjoint_method is not None and _method(adjoint_method) is not tableau:
         raise ArgumentError(

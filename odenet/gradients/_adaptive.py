@@ -200,17 +200,31 @@ class _RevolveFunction(torch.autograd.Function):
         return b.result(a if b.need_y0 else None)
 
 
-def _adjoint_norm(solve: AdaptiveSolve, m: int) -> Callable:
+def _adjoint_norm(solve: AdaptiveSolve, shapes: Sequence[torch.Size]) -> Callable:
     """The error norm of the reverse solve, on torchdiffeq's augmented tuple
-    ``(t_adjoint, *y, *y_adjoint, *parameter_adjoints)`` (one entry per component).
+    ``(t_adjoint, y, y_adjoint, *parameter_adjoints)``, where a tuple state's components
+    are flattened into one vector each (torchdiffeq's flat state).
 
     By default torchdiffeq's: the largest of ``|t_adjoint|``, the state's norm, the
-    adjoint's norm (both with the forward norm) and the parameters' mixed RMS norm;
-    ``adjoint_norm="seminorm"`` leaves the parameters out (Kidger et al. 2021); a callable
-    ``adjoint_norm`` is used as given."""
+    adjoint's norm (both with the forward norm, per component) and the parameters' mixed
+    RMS norm; ``adjoint_norm="seminorm"`` leaves the parameters out (Kidger et al. 2021).
+    A callable ``adjoint_norm`` receives, as in torchdiffeq, one entry per component:
+    ``(t_adjoint, *y, *y_adjoint, *parameter_adjoints)``."""
     o = solve.opts
+
+    def split(v: Tensor) -> tuple[Tensor, ...]:
+        if not solve.tuple_state:
+            return (v,)
+        parts = torch.split(v, [s.numel() for s in shapes])
+        return tuple(p.reshape(s) for p, s in zip(parts, shapes))
+
     if callable(o.adjoint_norm):
-        return o.adjoint_norm
+        given = o.adjoint_norm
+
+        def per_component(z: tuple[Tensor, ...]):
+            return given((z[0], *split(z[1]), *split(z[2]), *z[3:]))
+
+        return per_component
     semi = o.adjoint_norm == "seminorm"
     user = o.norm
 
@@ -220,21 +234,26 @@ def _adjoint_norm(solve: AdaptiveSolve, m: int) -> Callable:
         return torch.as_tensor(mixed_rms_norm(xs) if solve.tuple_state else rms_norm(xs[0]))
 
     def norm(z: tuple[Tensor, ...]) -> Tensor:
-        vals = [z[0].abs(), state_norm(z[1 : 1 + m]), state_norm(z[1 + m : 1 + 2 * m])]
-        if not semi and len(z) > 1 + 2 * m:
-            vals.append(torch.as_tensor(mixed_rms_norm(z[1 + 2 * m :])))
+        vals = [z[0].abs(), state_norm(split(z[1])), state_norm(split(z[2]))]
+        if not semi and len(z) > 3:
+            vals.append(torch.as_tensor(mixed_rms_norm(z[3:])))
         return max(vals)
 
     return norm
 
 
-def _in_our_order(norm: Callable, m: int, n_params: int, need_t: bool) -> Callable:
-    """``norm`` (on torchdiffeq's augmented tuple) as a norm of odenet's augmented state
-    ``(*y, *y_adjoint, *parameter_adjoints[, t_adjoint])``."""
+def _in_our_order(norm: Callable, m: int, n_params: int, need_t: bool,
+                  tuple_state: bool) -> Callable:
+    """``norm`` (on torchdiffeq's augmented tuple, see :func:`_adjoint_norm`) as a norm of
+    odenet's augmented state ``(*y, *y_adjoint, *parameter_adjoints[, t_adjoint])``."""
+
+    def flat(xs: Sequence[Tensor]) -> Tensor:
+        return torch.cat([x.reshape(-1) for x in xs]) if tuple_state else xs[0]
 
     def called(z: tuple[Tensor, ...]) -> float:
         tt = z[-1] if need_t else z[0].new_zeros(())
-        return abs(float(norm((tt, *z[: 2 * m + n_params]))))
+        return abs(float(norm((tt, flat(z[:m]), flat(z[m : 2 * m]),
+                               *z[2 * m : 2 * m + n_params]))))
 
     return called
 
@@ -249,7 +268,9 @@ class _AdjointFunction(torch.autograd.Function):
         stacked = call.problem.stack(_forward(call, "the continuous adjoint"))
         Backward.save(ctx, call, inputs, stacked, t=t, y0=False)
         # as torchdiffeq's node: the reverse solve's norm, open to inspection before backward
-        ctx.adjoint_options = {"norm": _adjoint_norm(call.problem, call.m)}
+        ctx.adjoint_options = {
+            "norm": _adjoint_norm(call.problem, [c.shape for c in comps(call.y0)])
+        }
         return stacked
 
     @staticmethod
@@ -269,7 +290,7 @@ class _AdjointFunction(torch.autograd.Function):
         at_all = (*at, *at, *([_scalar_tol(at)] * (len(ps) + nt)))
         aopts = dataclasses.replace(
             o, rtol=rt_all, atol=at_all,
-            norm=_in_our_order(ctx.adjoint_options["norm"], m, len(ps), need_t),
+            norm=_in_our_order(ctx.adjoint_options["norm"], m, len(ps), need_t, s.tuple_state),
         )
         cbs = {
             n: getattr(s.func, n + "_adjoint")
