@@ -32,6 +32,35 @@ def _keep_layout(out: Tensor, like: Tensor) -> Tensor:
     return out
 
 
+def _check_compile(compile: object, block: ODEBlock) -> int:
+    """``compile`` as a chunk length (0: eager); the block's method and strategy checked."""
+    if isinstance(compile, bool):
+        chunk = 10 if compile else 0
+    elif isinstance(compile, int) and compile > 0:
+        chunk = compile
+    else:
+        raise ArgumentTypeError(
+            f"compile: expected True, False or a positive number of steps per compiled chunk, "
+            f"got {compile!r}"
+        )
+    if chunk:
+        from odenet.gradients._anode import ANODE
+        from odenet.gradients._backprop import Backprop
+
+        tab = block.tableau
+        if not isinstance(tab, ButcherTableau) or tab.is_adaptive or not tab.is_explicit:
+            raise ArgumentError(
+                f"compile: a compiled block needs an explicit fixed-step method, not "
+                f"{tab.name!r} (adaptive, IMEX and reversible methods decide on the host)"
+            )
+        if type(block.gradient) not in (Backprop, ANODE):
+            raise ArgumentError(
+                f"compile: a compiled block needs gradient='backprop' or 'anode', not "
+                f"{block.gradient.name!r}"
+            )
+    return chunk
+
+
 class ODEBlock(nn.Module):
     r"""Integrate ``y' = rhs(t, y)`` (``− L y`` with ``implicit=L``) from 0 to ``T``.
 
@@ -66,6 +95,13 @@ class ODEBlock(nn.Module):
     options : dict, optional
         Options of an adaptive method, as :func:`odenet.odeint` takes them (``rtol``,
         ``atol``, ``first_step``, ``max_num_steps``, ...). Only for adaptive methods.
+    compile : bool or int, default False
+        Run the solve through :func:`torch.compile` (``fullgraph=True``) in chunks of
+        ``compile`` steps (``True``: 10): one compiled graph of a chunk's unrolled steps is
+        called ``steps / compile`` times, so compiling costs what a short solve costs and the
+        graph is reused for every chunk (a remainder chunk compiles once more). Explicit
+        methods with ``gradient="backprop"`` or ``"anode"`` (ANODE then checkpoints each
+        chunk); the steps are the eager block's to round-off. The first call compiles.
 
     Attributes
     ----------
@@ -96,6 +132,7 @@ class ODEBlock(nn.Module):
         gradient: str | GradientStrategy = "anode",
         implicit=None,
         options: Mapping[str, Any] | None = None,
+        compile: bool | int = False,
     ) -> None:
         super().__init__()
         check_signature("rhs", rhs)
@@ -131,6 +168,8 @@ class ODEBlock(nn.Module):
         self.options = dict(options) if options is not None else None
         self.adaptive = adaptive
         self.gradient = resolve_gradient(gradient)
+        self.compile = _check_compile(compile, self)
+        self._compiled: Callable | None = None
 
     def forward(self, y: Tensor | tuple[Tensor, ...]) -> Tensor | tuple[Tensor, ...]:
         """The state at ``T`` starting from ``y`` at 0 (a tuple for a tuple state).
@@ -174,6 +213,8 @@ class ODEBlock(nn.Module):
             if tuple_state:
                 return tuple(_keep_layout(o[-1], c) for o, c in zip(out, comps))
             return _keep_layout(out[-1], first)
+        if self.compile and not is_compiling():
+            return self._chunked(y, tuple_state, comps)
         if is_compiling():  # torch.compile: the grid as t, nothing read on the host
             t = torch.linspace(0.0, self.T, self.steps + 1, dtype=dtype, device=first.device)
             h = None
@@ -193,9 +234,34 @@ class ODEBlock(nn.Module):
             return tuple(_keep_layout(o[-1], c) for o, c in zip(out, comps))
         return _keep_layout(out[-1], first)
 
+    def _chunked(self, y, tuple_state: bool, comps: tuple[Tensor, ...]):
+        """The solve as ``steps / compile`` calls of one compiled chunk of ``compile`` steps."""
+        if self._compiled is None:
+            def chunk(state, t):
+                out = odeint(self.rhs, state, t, method=self.tableau, gradient=self.gradient,
+                             implicit=self.implicit)
+                return tuple(o[-1] for o in out) if tuple_state else out[-1]
+
+            self._compiled = torch.compile(chunk, fullgraph=True)
+        first = comps[0]
+        kw = {"dtype": first.real.dtype, "device": first.device}
+        state = tuple(comps) if tuple_state else first
+        done = 0
+        while done < self.steps:
+            k = min(self.compile, self.steps - done)
+            t = torch.linspace(self.T * done / self.steps, self.T * (done + k) / self.steps,
+                               k + 1, **kw)
+            state = self._compiled(state, t)
+            done += k
+        if tuple_state:
+            return tuple(_keep_layout(o, c) for o, c in zip(state, comps))
+        return _keep_layout(state, first)
+
     def extra_repr(self) -> str:
         name = self.tableau.name
         if self.adaptive:
             return (f"T={self.T}, method={name!r}, options={self.options!r}, "
                     f"gradient={self.gradient!r}")
-        return f"T={self.T}, steps={self.steps}, method={name!r}, gradient={self.gradient!r}"
+        more = f", compile={self.compile}" if self.compile else ""
+        return (f"T={self.T}, steps={self.steps}, method={name!r}, gradient={self.gradient!r}"
+                f"{more}")

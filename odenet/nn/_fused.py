@@ -172,11 +172,14 @@ def available() -> bool:
 
 
 def supports(x: Tensor) -> bool:
-    """Whether the fused kernels handle ``x``: a CPU float32/float64 image, no autocast."""
+    """Whether the fused kernels handle ``x``: a CPU float32/float64 image, no autocast, and
+    not inside :func:`torch.compile` (a ctypes call cannot be traced; the compiled graph
+    uses the pure-PyTorch engines, which inductor fuses itself)."""
     return (
         x.device.type == "cpu"
         and x.dtype in (torch.float32, torch.float64)
         and not torch.is_autocast_enabled("cpu")
+        and not torch.compiler.is_compiling()
     )
 
 

@@ -136,6 +136,8 @@ class LeanConv2d(ConvOperator):
             return "fused"
         if self.engine == "conv" or cpu_autocast:
             return "conv"
+        if torch.compiler.is_compiling():
+            return "conv"  # plain convolutions: traceable, and inductor fuses around them
         if self.engine != "chunked" and x.device.type == "cpu" and torch.get_num_threads() > 1:
             # many small kernels stall on descheduled threads; two vendor convolutions less so
             # (tests/benchmarks/bench_lean_threads.py)

@@ -11,7 +11,10 @@ one run:
 2. inductor, whole solve in one graph (the loop unrolled) over ``--full-steps`` steps:
    compile time of forward + backward and steady-state time against eager;
 3. inductor, one compiled RK4 step (``make_step_h``: the step size is a tensor) called
-   ``--steps`` times: compile time and steady-state time against eager ``odeint``.
+   ``--steps`` times: compile time and steady-state time against eager ``odeint``;
+4. ``ODEBlock(compile=--chunk)`` over ``--steps`` steps: one compiled chunk of ``--chunk``
+   steps called ``steps / chunk`` times, compile time, graphs, steady state against the eager
+   block.
 
 Usage: ``python tests/benchmarks/bench_compile.py [--steps 100] [--full-steps 10]``.
 """
@@ -53,6 +56,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--full-steps", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--chunk", type=int, default=10, help="steps per compiled chunk (section 4)")
     args = ap.parse_args()
     torch.manual_seed(0)
     rhs = RHS()
@@ -121,6 +125,25 @@ def main() -> None:
     print(f"[inductor, compiled step] {n} steps fwd+bwd: compile {t_compile:.1f} s; eager "
           f"odeint {te * 1e3:.2f} ms, compiled steps {tc * 1e3:.2f} ms, speed-up "
           f"{te / tc:.2f}x")
+
+    # 4. ODEBlock(compile=k): one compiled chunk of k steps, called steps / k times
+    torch._dynamo.reset()
+    counters.clear()
+    eager_block = odenet.nn.ODEBlock(rhs, steps=n, method="rk4", gradient="backprop")
+    block = odenet.nn.ODEBlock(rhs, steps=n, method="rk4", gradient="backprop",
+                               compile=args.chunk)
+
+    def run_block(b):
+        b(y0).square().sum().backward()
+
+    t0 = time.perf_counter()
+    run_block(block)
+    t_compile = time.perf_counter() - t0
+    te = _steady(lambda: run_block(eager_block), args.repeats)
+    tc = _steady(lambda: run_block(block), args.repeats)
+    print(f"[ODEBlock(compile={args.chunk})] {n} steps fwd+bwd: compile {t_compile:.1f} s, "
+          f"{counters['stats']['unique_graphs']} graph(s); eager block {te * 1e3:.2f} ms, "
+          f"compiled chunks {tc * 1e3:.2f} ms, speed-up {te / tc:.2f}x")
 
 
 if __name__ == "__main__":
