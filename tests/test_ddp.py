@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import ddp_harness
 import pytest
 import torch
@@ -53,8 +55,10 @@ def _train(model, x, labels):
         opt.step()
 
 
-def _body(rank: int, world: int, device: torch.device, path: str) -> None:
-    model = ConvODE().to(device)
+def train_shard(make_model, rank: int, world: int, device: torch.device, path: str) -> None:
+    """One rank's training on its share of the batch (``ddp_harness.run`` calls it with
+    ``functools.partial(train_shard, Model)``); rank 0 saves the trained state to ``path``."""
+    model = make_model().to(device)
     ddp = torch.nn.parallel.DistributedDataParallel(
         model, device_ids=[rank] if device.type == "cuda" else None
     )
@@ -68,7 +72,7 @@ def _body(rank: int, world: int, device: torch.device, path: str) -> None:
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
 def test_ddp_anode_matches_single_process(tmp_path):
     path = str(tmp_path / "ddp.pt")
-    ddp_harness.run(_body, path)
+    ddp_harness.run(functools.partial(train_shard, ConvODE), path)
     ddp_state = torch.load(path)
 
     model = ConvODE()

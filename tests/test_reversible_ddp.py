@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+
 import ddp_harness
 import pytest
 import torch
 import torch.distributed as dist
-from test_ddp import BATCH, _data, _train
+from test_ddp import _data, _train, train_shard
 
 import odenet
 
@@ -32,22 +34,10 @@ class RevODE(torch.nn.Module):
         return self.head(y.mean((2, 3)))
 
 
-def _body(rank: int, world: int, device: torch.device, path: str) -> None:
-    model = RevODE().to(device)
-    ddp = torch.nn.parallel.DistributedDataParallel(
-        model, device_ids=[rank] if device.type == "cuda" else None
-    )
-    x, labels = _data(device)
-    part = BATCH // world
-    _train(ddp, x[rank * part : (rank + 1) * part], labels[rank * part : (rank + 1) * part])
-    if rank == 0:
-        torch.save({k: v.cpu() for k, v in model.state_dict().items()}, path)
-
-
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
 def test_ddp_reversible_matches_single_process_and_backprop(tmp_path):
     path = str(tmp_path / "ddp.pt")
-    ddp_harness.run(_body, path)
+    ddp_harness.run(functools.partial(train_shard, RevODE), path)
     ddp_state = torch.load(path)
     model = RevODE()
     start = {k: v.clone() for k, v in model.state_dict().items()}
