@@ -30,7 +30,6 @@ from odenet.solvers._controller import (
     error_ratio,
     error_ratio_tensor,
     initial_step,
-    initial_step_graph,
 )
 from odenet.solvers._grid import time_resolution
 from odenet.solvers._problem import _check_output, as_state, comps
@@ -343,17 +342,14 @@ class AdaptiveSolve:
         sg = None if delta is None else delta[0]
         hg = None
         f0 = F(at(sign * u, 1), y)
-        if o.first_step is None and diff:
+        if o.first_step is None:
             def time_at(h0: float, dh0: Tensor | None) -> Tensor:
                 tt = self.time(sign * (u + h0))
                 return _plus(_plus(tt, sg), None if dh0 is None else sign * dh0)
 
-            h, hg = initial_step_graph(F, sign * u, y, f0, self.tableau.order - 1, o.rtol,
-                                       o.atol, o.norm, self.tuple_state, time_at, sign)
-            h = abs(h)
-        elif o.first_step is None:
-            h = initial_step(F, sign * u, y, f0, self.tableau.order - 1, o.rtol, o.atol, o.norm,
-                             self.tuple_state, lambda h0: self.time(sign * (u + h0)), sign)
+            with torch.set_grad_enabled(diff):  # its graph only to differentiate the steps
+                h, hg = initial_step(F, sign * u, y, f0, self.tableau.order - 1, o.rtol, o.atol,
+                                     o.norm, self.tuple_state, time_at, sign)
             h = abs(h)
         else:
             h = o.first_step

@@ -353,41 +353,19 @@ def initial_step(
     atol: Sequence,
     norm: Callable | None,
     tuple_state: bool,
-    time_at: Callable[[float], Tensor],
-    direction: float = 1.0,
-) -> float:
-    """The starting step of Hairer, Nørsett & Wanner (§II.4), as torchdiffeq computes it.
-
-    ``order`` is the pair's order minus one (torchdiffeq's choice); ``f`` takes and
-    returns component tuples; ``time_at(h)`` is the time ``h`` after ``t0`` in the direction
-    of integration, ``direction`` (``1`` or ``-1``) its sign: the trial state moves along
-    ``direction · f0``. Costs one evaluation of ``f``.
-    """
-    with torch.no_grad():
-        return initial_step_graph(f, t0, y0, f0, order, rtol, atol, norm, tuple_state,
-                                  lambda h, dh: time_at(h), direction)[0]
-
-
-def initial_step_graph(
-    f: Callable,
-    t0: float,
-    y0: Sequence[Tensor],
-    f0: Sequence[Tensor],
-    order: int,
-    rtol: Sequence,
-    atol: Sequence,
-    norm: Callable | None,
-    tuple_state: bool,
     time_at: Callable[[float, Tensor | None], Tensor],
     direction: float = 1.0,
 ) -> tuple[float, Tensor | None]:
-    """:func:`initial_step` and, under grad mode, its derivative part.
+    """The starting step of Hairer, Nørsett & Wanner (§II.4), as torchdiffeq computes it, and,
+    under grad mode, its derivative part.
 
-    The float is :func:`initial_step`'s, computed with the same arithmetic; the second
-    value is a tensor of value zero carrying the graph of the starting step as a function
-    of ``y0``, ``f0`` and ``f``'s parameters (``None`` where the step is a constant: a
-    branch of the heuristic that does not depend on them, or no grad mode). ``time_at(h,
-    dh)`` is the time ``h`` (plus the derivative part ``dh``) after ``t0``.
+    ``order`` is the pair's order minus one (torchdiffeq's choice); ``f`` takes and
+    returns component tuples; ``time_at(h, dh)`` is the time ``h`` (plus the derivative part
+    ``dh``, a tensor or ``None``) after ``t0`` in the direction of integration, ``direction``
+    (``1`` or ``-1``) its sign: the trial state moves along ``direction · f0``. Costs one
+    evaluation of ``f``. The second value is a tensor of value zero carrying the graph of the
+    step as a function of ``y0``, ``f0`` and ``f``'s parameters (``None`` where the step is a
+    constant: a branch of the heuristic that does not depend on them, or no grad mode).
     """
     grad = torch.is_grad_enabled()
 
