@@ -14,7 +14,7 @@ the step sizes held fixed, and agree to round-off; the others (torchdiffeq's bac
 differentiates its controller and its dense output; the adjoints solve another equation on
 their own grids; differentiate_steps differentiates the step sizes) differ by O(tolerance).
 
-Memory is measured as in bench_strategies.py (its _rss_kib): each strategy in its own process,
+Memory is measured as in bench_strategies.py (its peak_bytes): each strategy in its own process,
 on CPU the growth of the peak resident set size (VmHWM, reset through /proc/self/clear_refs)
 over the resident size just before the measured pass, after one warm-up pass, with glibc
 serving every block over 128 KiB by mmap (MALLOC_MMAP_THRESHOLD_) so that freed tensors leave
@@ -36,14 +36,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_strategies import _rss_kib  # the same CPU peak-memory measure
+from bench_strategies import interleaved_medians, peak_bytes, sync  # the same measures
 
 FULL = {"batch": 32, "channels": 32, "size": 32, "T": 5.0}
 QUICK = {"batch": 4, "channels": 8, "size": 16, "T": 5.0}
@@ -113,38 +111,15 @@ def worker(names: list[str], mode: str, cfg: dict, repeats: int, threads: int, d
             stats = dict(LAST, total_nfe=f.calls)
         return grads, stats
 
-    def sync():
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-
     for name in names:  # warm-up: kernels, thread pools, caches
         step(name)
-    sync()
-    if mode == "time":  # interleaved rounds: every strategy sees the same machine load
-        times: dict[str, list[float]] = {name: [] for name in names}
-        for _ in range(repeats):
-            for name in names:
-                sync()
-                t0 = time.perf_counter()
-                step(name)
-                sync()
-                times[name].append(time.perf_counter() - t0)
+    sync(dev)
+    if mode == "time":
         with open(out, "w") as fh:
-            json.dump({name: statistics.median(v) for name, v in times.items()}, fh)
+            json.dump(interleaved_medians(step, names, repeats, dev), fh)
         return
     (name,) = names
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        grads, stats = step(name)
-        sync()
-        peak = torch.cuda.max_memory_allocated() - base
-    else:
-        with open("/proc/self/clear_refs", "w") as fh:  # reset VmHWM to the current RSS
-            fh.write("5")
-        base = _rss_kib("VmRSS")
-        grads, stats = step(name)
-        peak = (_rss_kib("VmHWM") - base) * 1024
+    (grads, stats), peak = peak_bytes(lambda: step(name), dev)
     torch.save([g.detach().cpu() for g in grads], out + ".pt")
     with open(out, "w") as fh:
         json.dump({"peak": peak, "stats": stats, "state": x.numel() * x.element_size()}, fh)

@@ -28,14 +28,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_strategies import _rss_kib  # the same CPU peak-memory measure
+from bench_strategies import interleaved_medians, peak_bytes, sync  # the same measures
 
 B, C, H, W = 32, 32, 32, 32
 MEMORY_STEPS = (10, 100, 1000)
@@ -60,44 +58,21 @@ def _setup(device: str, threads: int):
         loss = y[-1].square().mean()
         return torch.autograd.grad(loss, [y0, *rhs.parameters()])
 
-    def sync():
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-
-    return torch, dev, step, sync
+    return torch, dev, step
 
 
 def worker(name: str, nt: int, mode: str, repeats: int, threads: int, device: str,
            out: str) -> None:
-    torch, dev, step, sync = _setup(device, threads)
+    torch, dev, step = _setup(device, threads)
     names = name.split(",")
     for n in names:  # warm-up: kernels, thread pools, caches
         step(n, min(nt, 10))
-    sync()
+    sync(dev)
     if mode == "time":
-        times: dict[str, list[float]] = {n: [] for n in names}
-        for _ in range(repeats):
-            for n in names:
-                sync()
-                t0 = time.perf_counter()
-                step(n, nt)
-                sync()
-                times[n].append(time.perf_counter() - t0)
         with open(out, "w") as fh:
-            json.dump({n: statistics.median(v) for n, v in times.items()}, fh)
+            json.dump(interleaved_medians(lambda n: step(n, nt), names, repeats, dev), fh)
         return
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        grads = step(name, nt)
-        sync()
-        peak = torch.cuda.max_memory_allocated() - base
-    else:
-        with open("/proc/self/clear_refs", "w") as fh:  # reset VmHWM to the current RSS
-            fh.write("5")
-        base = _rss_kib("VmRSS")
-        grads = step(name, nt)
-        peak = (_rss_kib("VmHWM") - base) * 1024
+    grads, peak = peak_bytes(lambda: step(name, nt), dev)
     torch.save([g.detach().cpu() for g in grads], out + ".pt")
     with open(out, "w") as fh:
         json.dump({"peak": peak}, fh)
@@ -124,8 +99,10 @@ def main() -> None:
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072", MALLOC_TRIM_THRESHOLD_="131072")
     common = ["--repeats", str(args.repeats), "--threads", str(args.threads),
               "--device", args.device]
-    runs = [("reversible", nt) for nt in MEMORY_STEPS] + [("backprop", 10),
-                                                         ("backprop", args.time_steps)]
+    # the reversible strategy at every Nt of the sweep and of the timing (its gradient is
+    # compared with backprop's there), backprop at Nt = 10 and at the timing's Nt
+    runs = [("reversible", nt) for nt in sorted({*MEMORY_STEPS, args.time_steps})]
+    runs += [("backprop", nt) for nt in sorted({10, args.time_steps})]
     peaks: dict[tuple[str, int], float] = {}
     grads = {}
     with tempfile.TemporaryDirectory() as tmp:

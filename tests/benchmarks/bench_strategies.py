@@ -42,6 +42,47 @@ def _rss_kib(field: str) -> int:
     raise RuntimeError(f"{field} not found in /proc/self/status")
 
 
+def sync(dev) -> None:
+    """Wait for the device's queued work (CUDA); nothing on the CPU."""
+    import torch
+
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def interleaved_medians(run, names: list[str], repeats: int, dev) -> dict[str, float]:
+    """Median seconds of ``run(name)`` per name over ``repeats`` interleaved rounds (every
+    contender sees the same machine load)."""
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for _ in range(repeats):
+        for name in names:
+            sync(dev)
+            t0 = time.perf_counter()
+            run(name)
+            sync(dev)
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(v) for name, v in times.items()}
+
+
+def peak_bytes(call, dev):
+    """``(call(), peak memory growth in bytes during it)``: on CUDA max_memory_allocated over
+    memory_allocated; on the CPU the peak resident set (VmHWM, reset through
+    /proc/self/clear_refs) over the resident size just before."""
+    import torch
+
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        result = call()
+        sync(dev)
+        return result, torch.cuda.max_memory_allocated() - base
+    with open("/proc/self/clear_refs", "w") as fh:  # reset VmHWM to the current RSS
+        fh.write("5")
+    base = _rss_kib("VmRSS")
+    result = call()
+    return result, (_rss_kib("VmHWM") - base) * 1024
+
+
 def worker(names: list[str], mode: str, repeats: int, threads: int, device: str, out: str) -> None:
     import torch
     import torch.nn.functional as F
@@ -93,38 +134,15 @@ def worker(names: list[str], mode: str, repeats: int, threads: int, device: str,
         loss = y.square().mean()
         return torch.autograd.grad(loss, list(blocks.parameters()))
 
-    def sync():
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-
     for name in names:  # warm-up: kernels, thread pools, caches
         step(name)
-    sync()
-    if mode == "time":  # interleaved rounds: every strategy sees the same machine load
-        times: dict[str, list[float]] = {name: [] for name in names}
-        for _ in range(repeats):
-            for name in names:
-                sync()
-                t0 = time.perf_counter()
-                step(name)
-                sync()
-                times[name].append(time.perf_counter() - t0)
+    sync(dev)
+    if mode == "time":
         with open(out, "w") as fh:
-            json.dump({name: statistics.median(v) for name, v in times.items()}, fh)
+            json.dump(interleaved_medians(step, names, repeats, dev), fh)
         return
     (name,) = names
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        grads = step(name)
-        sync()
-        peak = torch.cuda.max_memory_allocated() - base
-    else:
-        with open("/proc/self/clear_refs", "w") as fh:  # reset VmHWM to the current RSS
-            fh.write("5")
-        base = _rss_kib("VmRSS")
-        grads = step(name)
-        peak = (_rss_kib("VmHWM") - base) * 1024
+    grads, peak = peak_bytes(lambda: step(name), dev)
     torch.save([g.detach().cpu() for g in grads], out + ".pt")
     with open(out, "w") as fh:
         json.dump({"peak": peak}, fh)
