@@ -41,6 +41,19 @@ def test_compiled_chunks_equal_the_eager_block(gradient):
     assert "compile=3" in repr(comp)
 
 
+def test_compiled_chunks_with_a_tuple_state():
+    class Oscillator(torch.nn.Module):
+        def forward(self, t, y):
+            q, p = y
+            return p, -q
+
+    y0 = (torch.ones(2, dtype=F64), torch.zeros(2, dtype=F64))
+    eager = odenet.nn.ODEBlock(Oscillator(), steps=4, gradient="backprop")
+    comp = odenet.nn.ODEBlock(Oscillator(), steps=4, gradient="backprop", compile=2)
+    for a, b in zip(comp(y0), eager(y0)):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-14)
+
+
 def test_compile_bad_input():
     rhs = MLP()
     with pytest.raises(ArgumentTypeError, match="^compile: expected True, False or a positive"):

@@ -214,7 +214,7 @@ class ODEBlock(nn.Module):
                 return tuple(_keep_layout(o[-1], c) for o, c in zip(out, comps))
             return _keep_layout(out[-1], first)
         if self.compile and not is_compiling():
-            return self._chunked(y, tuple_state, comps)
+            return self._chunked(tuple_state, comps)
         if is_compiling():  # torch.compile: the grid as t, nothing read on the host
             t = torch.linspace(0.0, self.T, self.steps + 1, dtype=dtype, device=first.device)
             h = None
@@ -234,13 +234,13 @@ class ODEBlock(nn.Module):
             return tuple(_keep_layout(o[-1], c) for o, c in zip(out, comps))
         return _keep_layout(out[-1], first)
 
-    def _chunked(self, y, tuple_state: bool, comps: tuple[Tensor, ...]):
+    def _chunked(self, tuple_state: bool, comps: tuple[Tensor, ...]):
         """The solve as ``steps / compile`` calls of one compiled chunk of ``compile`` steps."""
         if self._compiled is None:
             def chunk(state, t):
                 out = odeint(self.rhs, state, t, method=self.tableau, gradient=self.gradient,
                              implicit=self.implicit)
-                return tuple(o[-1] for o in out) if tuple_state else out[-1]
+                return tuple(o[-1] for o in out) if isinstance(state, tuple) else out[-1]
 
             self._compiled = torch.compile(chunk, fullgraph=True)
         first = comps[0]
