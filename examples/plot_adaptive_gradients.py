@@ -162,5 +162,7 @@ fig = res.plot()
 # costs a reverse solve with more steps than the forward one. Neither is the derivative of the
 # full adaptive solve, whose step sizes depend on the input; that difference is of the order of
 # the tolerance — usually harmless, but it is why a finite-difference check of an adaptive
-# network agrees only to about ``rtol``.
+# network agrees only to about ``rtol``. When that derivative is wanted,
+# ``options={"differentiate_steps": True}`` with ``gradient="backprop"`` lets autograd follow the
+# controller's step sizes as well (:doc:`/guide/adaptive`).
 print(f"total time {time.perf_counter() - start:.1f} s")
