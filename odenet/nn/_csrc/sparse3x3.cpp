@@ -41,7 +41,7 @@
 #define ODENET_KH 4  // channels per weight-gradient micro-kernel
 #endif
 #ifndef ODENET_EH
-#define ODENET_EH 5  // entries per weight-gradient micro-kernel
+#define ODENET_EH 6  // entries per weight-gradient micro-kernel
 #endif
 
 namespace {
@@ -286,6 +286,8 @@ void tile_wgrad(const T* gb, int64_t gcs, int64_t gis, const int64_t* gpos, cons
         for (int k = 0; k < KH; ++k) gk[k] = gb + i * gis + oc[k] * gcs;
         const T* pe[EH];
         for (int e = 0; e < EH; ++e) pe[e] = pad + i * pis + off[e];
+        // two pixels per iteration: measured 7-10 % faster than one (and than four)
+#pragma GCC unroll 2
         for (int64_t p = 0; p < g.npos; ++p) {
             const int64_t ip = g.inpos[p], op = gpos[p];
             V gv[KH];
