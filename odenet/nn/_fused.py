@@ -28,14 +28,16 @@ import pathlib
 import platform
 import threading
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd import Function
+
+from odenet.nn.functional._lean import adjoint_by_convs, by_convs
+from odenet.nn.functional._sparse import _masked, _masked_t, _reference_vjp
+from odenet.nn.functional._transforms import under_vmap
 
 __all__ = [
     "ENV",
@@ -174,12 +176,14 @@ def available() -> bool:
 def supports(x: Tensor) -> bool:
     """Whether the fused kernels handle ``x``: a CPU float32/float64 image, no autocast, and
     not inside :func:`torch.compile` (a ctypes call cannot be traced; the compiled graph
-    uses the pure-PyTorch engines, which inductor fuses itself)."""
+    uses the pure-PyTorch engines, which inductor fuses itself) nor under
+    :func:`torch.func.vmap` (the kernels have no batching rule; the vendor convolutions do)."""
     return (
         x.device.type == "cpu"
         and x.dtype in (torch.float32, torch.float64)
         and not torch.is_autocast_enabled("cpu")
         and not torch.compiler.is_compiling()
+        and not under_vmap()
     )
 
 
@@ -411,35 +415,7 @@ def _backward(
     return (gx if wv == w else gx[..., :w].contiguous()), gw, gs
 
 
-def _vjp(fn: Callable, args: list, needs, g: Tensor) -> list:
-    """Differentiable vector-Jacobian product of ``fn`` (for ``create_graph=True``)."""
-    wanted = [i for i, a in enumerate(args) if a is not None and needs[i]]
-
-    def f(*leaves):
-        full = list(args)
-        for i, a in zip(wanted, leaves):
-            full[i] = a
-        return fn(*full)
-
-    out: list = [None] * len(args)
-    if wanted:
-        _, vjp_fn = torch.func.vjp(f, *(args[i] for i in wanted))
-        for i, gr in zip(wanted, vjp_fn(g)):
-            out[i] = gr
-    return out
-
-
 # --------------------------------------------------------------------------- sparse
-
-
-def _sparse_reference(x: Tensor, w: Tensor, mask: Tensor, bias: Tensor | None) -> Tensor:
-    kernel = w.new_zeros(mask.shape).masked_scatter(mask, w)
-    return F.conv2d(x, kernel, bias, padding=1)
-
-
-def _sparse_reference_t(z: Tensor, w: Tensor, mask: Tensor) -> Tensor:
-    kernel = w.new_zeros(mask.shape).masked_scatter(mask, w)
-    return F.conv_transpose2d(z, kernel, padding=1)
 
 
 class _Sparse(Function):
@@ -458,9 +434,9 @@ class _Sparse(Function):
     def backward(ctx, g):
         x, weight, bias = ctx.saved_tensors
         need = ctx.needs_input_grad
-        if torch.is_grad_enabled():
-            gx, gw, gb = _vjp(
-                lambda x, w, b: _sparse_reference(x, w, ctx.mask, b), [x, weight, bias], need, g
+        if torch.is_grad_enabled() or under_vmap():  # differentiable, batchable
+            gx, gw, gb = _reference_vjp(
+                lambda x, w, b: _masked(x, w, ctx.mask, b), [x, weight, bias], need, g
             )
             return gx, gw, gb, None, None
         plans = ctx.plans
@@ -509,8 +485,8 @@ class _SparseT(Function):
     def backward(ctx, g):
         z, weight = ctx.saved_tensors
         need = ctx.needs_input_grad
-        if torch.is_grad_enabled():
-            gz, gw = _vjp(lambda z, w: _sparse_reference_t(z, w, ctx.mask), [z, weight], need, g)
+        if torch.is_grad_enabled() or under_vmap():  # differentiable, batchable
+            gz, gw = _reference_vjp(lambda z, w: _masked_t(z, w, ctx.mask), [z, weight], need, g)
             return gz, gw, None, None
         plans = ctx.plans
         gz = _apply(g, plans.forward.pack(weight), plans.forward) if need[0] else None
@@ -580,18 +556,6 @@ def _lean_wgrad(g, x, plans: LeanPlans, need_w: bool, need_s: bool, done=None):
     return (gmat if need_w else None), gs
 
 
-def _lean_reference(x, w, s, b):
-    from odenet.nn.functional import lean_conv2d
-
-    return lean_conv2d(x, w, s, b)
-
-
-def _lean_reference_t(z, w, s):
-    from odenet.nn.functional import lean_conv2d_adjoint
-
-    return lean_conv2d_adjoint(z, w, s)
-
-
 class _Lean(Function):
     @staticmethod
     def forward(x, w, s, bias, plans):
@@ -608,8 +572,8 @@ class _Lean(Function):
     def backward(ctx, g):
         x, w, s, bias = ctx.saved_tensors
         need = ctx.needs_input_grad
-        if torch.is_grad_enabled():
-            return (*_vjp(_lean_reference, [x, w, s, bias], need, g), None)
+        if torch.is_grad_enabled() or under_vmap():  # differentiable, batchable
+            return (*_reference_vjp(by_convs, [x, w, s, bias], need, g), None)
         plans = ctx.plans
         gx = gw = gs = None
         if need[0] and (need[1] or need[2]):
@@ -658,8 +622,8 @@ class _LeanT(Function):
     def backward(ctx, g):
         z, w, s = ctx.saved_tensors
         need = ctx.needs_input_grad
-        if torch.is_grad_enabled():
-            return (*_vjp(_lean_reference_t, [z, w, s], need, g), None)
+        if torch.is_grad_enabled() or under_vmap():  # differentiable, batchable
+            return (*_reference_vjp(adjoint_by_convs, [z, w, s], need, g), None)
         gz = _lean_apply(g, w, s, None, ctx.plans, transpose=False) if need[0] else None
         gw = gs = None
         if need[1] or need[2]:  # <g, Kᵀ z> = <K g, z>

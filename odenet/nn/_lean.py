@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from odenet.errors import ArgumentError
@@ -12,26 +11,21 @@ from odenet.nn._base import ConvOperator, kaiming_uniform_
 from odenet.nn._checks import check_bool, check_positive_int
 from odenet.nn._sparse import _like_input
 from odenet.nn.functional._checks import check_param
-from odenet.nn.functional._lean import STENCILS, lean_conv2d, lean_conv2d_adjoint, stencil_kernel
+from odenet.nn.functional._lean import (
+    STENCILS,
+    adjoint_by_convs,
+    by_convs,
+    lean_conv2d,
+    lean_conv2d_adjoint,
+    stencil_kernel,
+)
 from odenet.nn.functional._lean import _check as _check_lean
+from odenet.nn.functional._transforms import under_vmap
 
 __all__ = ["LeanConv2d"]
 
 #: Engines of :class:`LeanConv2d`.
 ENGINES = ("auto", "fused", "chunked", "conv")
-
-
-def _lean_by_convs(x: Tensor, w: Tensor, s: Tensor, b: Tensor | None) -> Tensor:
-    """``W x + S x (+ b)`` as two vendor convolutions (1×1 and depthwise)."""
-    c = x.shape[1]
-    y = F.conv2d(x, w[:, :, None, None], b)
-    return y + F.conv2d(x, stencil_kernel(s), None, padding=1, groups=c)
-
-
-def _lean_adjoint_by_convs(z: Tensor, w: Tensor, s: Tensor) -> Tensor:
-    c = z.shape[1]
-    y = F.conv2d(z, w.t()[:, :, None, None])
-    return y + F.conv_transpose2d(z, stencil_kernel(s), None, padding=1, groups=c)
 
 
 class LeanConv2d(ConvOperator):
@@ -66,9 +60,11 @@ class LeanConv2d(ConvOperator):
         in low precision) and on the CPU with more than one thread, ``"chunked"``
         otherwise. Where the fused kernel cannot be built (no compiler) ``"auto"``
         and ``"fused"`` fall back after one :class:`RuntimeWarning`;
-        ``ODENET_FUSED=0`` in the environment turns the compiled kernels off. All
-        engines agree to round-off and preserve a channels-last input's memory
-        format.
+        ``ODENET_FUSED=0`` in the environment turns the compiled kernels off. Under
+        :func:`torch.func.vmap` (and ``jacrev``, ``jacfwd``, ``hessian``) every
+        engine computes as ``"conv"``: only the vendor convolutions have batching
+        rules. All engines agree to round-off and preserve a channels-last input's
+        memory format.
 
     Attributes
     ----------
@@ -134,7 +130,7 @@ class LeanConv2d(ConvOperator):
         cpu_autocast = x.device.type == "cpu" and torch.is_autocast_enabled("cpu")
         if self.engine in ("auto", "fused") and _fused.supports(x) and _fused.library():
             return "fused"
-        if self.engine == "conv" or cpu_autocast:
+        if self.engine == "conv" or cpu_autocast or under_vmap():
             return "conv"
         if torch.compiler.is_compiling():
             return "conv"  # plain convolutions: traceable, and inductor fuses around them
@@ -161,7 +157,7 @@ class LeanConv2d(ConvOperator):
         if b is not None:
             check_param("bias", b, (self.in_channels,), x)
         if engine == "conv":
-            return _lean_by_convs(x, w, s, b)
+            return by_convs(x, w, s, b)
         return _like_input(_fused.fused_lean_conv2d(x, w, s, b, self._lean_plans()), x)
 
     def adjoint(self, z: Tensor) -> Tensor:
@@ -181,7 +177,7 @@ class LeanConv2d(ConvOperator):
             return _like_input(lean_conv2d_adjoint(z, w, s), z)
         _check_lean(z, w, s)
         if engine == "conv":
-            return _lean_adjoint_by_convs(z, w, s)
+            return adjoint_by_convs(z, w, s)
         return _like_input(_fused.fused_lean_conv2d_adjoint(z, w, s, self._lean_plans()), z)
 
     def dense_kernel(self) -> Tensor:

@@ -12,6 +12,7 @@ from odenet.nn._checks import check_bool, check_positive_int
 from odenet.nn.functional._checks import check_like
 from odenet.nn.functional._sparse import _check as _check_sparse
 from odenet.nn.functional._sparse import (
+    _dense,
     psc_mask,
     sparse_conv2d,
     sparse_conv2d_adjoint,
@@ -71,8 +72,10 @@ class SparseConv2d(ConvOperator):
         ``"fused"`` fall back after one :class:`RuntimeWarning`; under CPU autocast
         and for other devices or dtypes they use the pure-PyTorch engines
         (``"masked"`` under autocast). ``ODENET_FUSED=0`` in the environment turns
-        the compiled kernels off. All engines agree to round-off and preserve a
-        channels-last input's memory format.
+        the compiled kernels off. Under :func:`torch.func.vmap` (and ``jacrev``,
+        ``jacfwd``, ``hessian``) every engine computes as ``"masked"``: only the
+        vendor convolution has batching rules. All engines agree to round-off and
+        preserve a channels-last input's memory format.
 
     Attributes
     ----------
@@ -177,7 +180,7 @@ class SparseConv2d(ConvOperator):
         >>> bool((op.dense_kernel()[~op.mask] == 0).all())
         True
         """
-        return self.weight.new_zeros(self.mask.shape).masked_scatter(self.mask, self.weight)
+        return _dense(self.weight, self.mask)
 
     def multiply_adds(self, height: int, width: int) -> int:
         """``mask.sum() · height · width``: proportional to the non-zeros.

@@ -11,6 +11,7 @@ from torch.autograd import Function
 
 from odenet.errors import ArgumentError, ShapeError
 from odenet.nn.functional._checks import check_image, check_like, check_param, pair
+from odenet.nn.functional._transforms import under_vmap
 
 
 class _Geo(NamedTuple):
@@ -236,7 +237,7 @@ class _DeformConv(Function):
 
     @staticmethod
     def backward(ctx, g, *_):
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() or under_vmap():  # differentiable, batchable
             return _reference_grads(ctx, g)
         input, offset, mask, weight, bias, idx, wgt, cols = ctx.saved_tensors
         geo = ctx.geo
@@ -422,8 +423,13 @@ def deform_conv2d(
     geo = _geometry(input, offset, weight, stride, padding, dilation, mask)
     if bias is not None:
         check_param("bias", bias, (weight.shape[0],), input)
-    if input.dtype not in (torch.float32, torch.float64) or min(geo.b, geo.cin, geo.cout) == 0:
-        # empty sizes: the composite gives empty outputs and zero (or zero-size) gradients
+    if (
+        input.dtype not in (torch.float32, torch.float64)
+        or min(geo.b, geo.cin, geo.cout) == 0
+        or under_vmap()
+    ):
+        # empty sizes: the composite gives empty outputs and zero (or zero-size) gradients;
+        # under torch.func.vmap it has the batching rules the fast Function lacks
         return _reference(input, offset, mask, weight, bias, geo)
     return _DeformConv.apply(input, offset, mask, weight, bias, geo)[0]
 

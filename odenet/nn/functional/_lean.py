@@ -12,11 +12,13 @@ cost two matrix products and two depthwise passes, and are differentiable again
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd import Function
 
 from odenet.errors import ArgumentError
 from odenet.nn.functional._checks import check_image, check_param
+from odenet.nn.functional._transforms import under_vmap
 
 __all__ = ["STENCILS", "lean_conv2d", "lean_conv2d_adjoint", "stencil_kernel"]
 
@@ -186,7 +188,7 @@ def _tangent(x, w, s, dx, dw, ds, transpose: bool):
     itself differentiable (through the same functions)."""
 
     def k(u, w, s):
-        return _LeanAdjoint.apply(u, w, s) if transpose else _Lean.apply(u, w, s, None)
+        return lean_conv2d_adjoint(u, w, s) if transpose else lean_conv2d(u, w, s)
 
     out = None
     if dx is not None:
@@ -219,10 +221,10 @@ class _Lean(Function):
         x, g = x.contiguous(), g.contiguous()
         need = ctx.needs_input_grad
         needs = (need[0], need[1], need[2], ctx.has_bias and need[3])
-        if not torch.is_grad_enabled():
+        if not (torch.is_grad_enabled() or under_vmap()):
             return _backward_fused(g, x, w, s, False, needs)
-        # create_graph: differentiable composite (double backward)
-        gx = _LeanAdjoint.apply(g, w, s) if needs[0] else None
+        # create_graph or vmap (jacrev): differentiable, batchable composite
+        gx = lean_conv2d_adjoint(g, w, s) if needs[0] else None
         gw = torch.bmm(_batched(g), _batched(x).transpose(1, 2)).sum(0) if needs[1] else None
         gs = _tap_grads(g, x, s.shape[1]) if needs[2] else None
         gb = g.sum((0, 2, 3)) if needs[3] else None
@@ -256,9 +258,9 @@ class _LeanAdjoint(Function):
         z, w, s = ctx.saved_tensors
         z, g = z.contiguous(), g.contiguous()
         needs = (*ctx.needs_input_grad[:3], False)
-        if not torch.is_grad_enabled():
+        if not (torch.is_grad_enabled() or under_vmap()):
             return _backward_fused(g, z, w, s, True, needs)[:3]
-        gz = _Lean.apply(g, w, s, None) if needs[0] else None
+        gz = lean_conv2d(g, w, s) if needs[0] else None
         gw = torch.bmm(_batched(z), _batched(g).transpose(1, 2)).sum(0) if needs[1] else None
         # <g, Sᵀ z> = <S g, z>
         gs = _tap_grads(z, g, s.shape[1]) if needs[2] else None
@@ -269,6 +271,18 @@ class _LeanAdjoint(Function):
         z, w, s = ctx.saved_tensors
         out = _tangent(z, w, s, dz, dw, ds, transpose=True)
         return out if out is not None else torch.zeros_like(z)
+
+
+def by_convs(x: Tensor, w: Tensor, s: Tensor, b: Tensor | None) -> Tensor:
+    """``W x + S x (+ b)`` as two vendor convolutions (1×1 and depthwise)."""
+    y = F.conv2d(x, w[:, :, None, None], b)
+    return y + F.conv2d(x, stencil_kernel(s), None, padding=1, groups=x.shape[1])
+
+
+def adjoint_by_convs(z: Tensor, w: Tensor, s: Tensor) -> Tensor:
+    """``Wᵀ z + Sᵀ z`` as two vendor convolutions."""
+    y = F.conv2d(z, w.t()[:, :, None, None])
+    return y + F.conv_transpose2d(z, stencil_kernel(s), None, padding=1, groups=z.shape[1])
 
 
 def _batched(x: Tensor) -> Tensor:
@@ -315,7 +329,8 @@ def lean_conv2d(
     ``W`` is a 1×1 convolution (a ``C × C`` matrix applied at every pixel) and
     ``S`` a depthwise 3×3 stencil with zero padding, one per channel; the output
     has the input's shape. Cost per pixel: ``C² + s·C`` multiply-adds instead of a
-    dense 3×3 convolution's ``9 C²``.
+    dense 3×3 convolution's ``9 C²``. Under :func:`torch.func.vmap` it computes with
+    a 1×1 and a depthwise vendor convolution, which have batching rules.
 
     Parameters
     ----------
@@ -354,6 +369,8 @@ def lean_conv2d(
     _check(input, weight, stencil_weight)
     if bias is not None:
         check_param("bias", bias, (input.shape[1],), input)
+    if under_vmap():
+        return by_convs(input, weight, stencil_weight, bias)
     return _Lean.apply(input, weight, stencil_weight, bias)
 
 
@@ -389,4 +406,6 @@ def lean_conv2d_adjoint(input: Tensor, weight: Tensor, stencil_weight: Tensor) -
     True
     """
     _check(input, weight, stencil_weight)
+    if under_vmap():
+        return adjoint_by_convs(input, weight, stencil_weight)
     return _LeanAdjoint.apply(input, weight, stencil_weight)

@@ -10,6 +10,7 @@ from torch.autograd import Function
 from odenet.errors import ArgumentError, ArgumentTypeError
 from odenet.nn.functional import _sparse_engine as engine_impl
 from odenet.nn.functional._checks import check_image, check_like
+from odenet.nn.functional._transforms import under_vmap
 
 __all__ = ["ENGINES", "PATTERNS", "psc_mask", "sparse_conv2d", "sparse_conv2d_adjoint"]
 
@@ -121,7 +122,7 @@ def _check(input: Tensor, weight: Tensor, mask: Tensor, transpose: bool) -> None
                 else type(weight).__name__
             )
         )
-    nnz = int(mask.sum())
+    nnz = weight.shape[0] if mask.device.type == "meta" else int(mask.sum())
     if weight.shape[0] != nnz:
         raise ArgumentError(
             f"weight: expected {nnz} values (one per non-zero of mask), got {weight.shape[0]}"
@@ -132,7 +133,11 @@ def _check(input: Tensor, weight: Tensor, mask: Tensor, transpose: bool) -> None
 
 
 def _dense(weight: Tensor, mask: Tensor) -> Tensor:
-    return weight.new_zeros(mask.shape).masked_scatter(mask, weight)
+    """The kernel, zero off ``mask`` (``kernel[mask] == weight``), by a gather: unlike
+    ``masked_scatter`` it has a batching rule under :func:`torch.func.vmap`."""
+    flat = mask.reshape(-1)
+    pos = torch.cumsum(flat, 0) * flat  # 1 + the weight's index on the support, 0 off it
+    return torch.cat([weight.new_zeros(1), weight])[pos].view(mask.shape)
 
 
 def _masked(input, weight, mask, bias):
@@ -146,7 +151,8 @@ def _masked_t(input, weight, mask):
 
 
 def _reference_vjp(fn, args, needs, g):
-    """Differentiable vector-Jacobian product of ``fn`` (for double backward)."""
+    """Differentiable vector-Jacobian product of ``fn`` (for double backward and under
+    :func:`torch.func.vmap`); None for the arguments not needed."""
     wanted = [i for i, a in enumerate(args) if a is not None and needs[i]]
 
     def f(*leaves):
@@ -155,10 +161,11 @@ def _reference_vjp(fn, args, needs, g):
             full[i] = a
         return fn(*full)
 
-    _, vjp_fn = torch.func.vjp(f, *(args[i] for i in wanted))
     out: list = [None] * len(args)
-    for i, gr in zip(wanted, vjp_fn(g)):
-        out[i] = gr
+    if wanted:
+        _, vjp_fn = torch.func.vjp(f, *(args[i] for i in wanted))
+        for i, gr in zip(wanted, vjp_fn(g)):
+            out[i] = gr
     return out
 
 
@@ -198,7 +205,7 @@ class _Taps(Function):
     def backward(ctx, g):
         x, weight, bias = ctx.saved_tensors
         need = ctx.needs_input_grad
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() or under_vmap():  # differentiable, batchable
             gx, gw, gb = _reference_vjp(
                 lambda x, w, b: _masked(x, w, ctx.mask, b), [x, weight, bias], need[:3], g
             )
@@ -235,7 +242,7 @@ class _TapsT(Function):
     def backward(ctx, g):
         z, weight = ctx.saved_tensors
         need = ctx.needs_input_grad
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() or under_vmap():  # differentiable, batchable
             gz, gw = _reference_vjp(
                 lambda z, w: _masked_t(z, w, ctx.mask), [z, weight], need[:2], g
             )
@@ -255,7 +262,12 @@ class _TapsT(Function):
 def _plan(input: Tensor, mask: Tensor, engine: str):
     if engine not in ENGINES:
         raise ArgumentError(f"engine: expected one of {ENGINES}, got {engine!r}")
-    if engine == "masked" or input.dtype not in (torch.float32, torch.float64):
+    if (
+        engine == "masked"
+        or input.dtype not in (torch.float32, torch.float64)
+        or input.device.type == "meta"
+        or under_vmap()
+    ):
         return None
     plan = engine_impl.plan_for(mask)
     if engine == "taps":
@@ -303,7 +315,8 @@ def sparse_conv2d(
         counts divisible by 4. ``"masked"``: a dense convolution with the
         zero-filled kernel (the vendor's kernel, no saving in work). ``"auto"``:
         taps on the CPU from 128 input and output channels, masked otherwise
-        (see ``tests/benchmarks/bench_ops.py``). Both are exact and differentiable
+        (see ``tests/benchmarks/bench_ops.py``); under :func:`torch.func.vmap`
+        always masked (the taps engine has no batching rule). Both are exact and differentiable
         twice.
 
     Returns

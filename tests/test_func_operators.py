@@ -1,0 +1,155 @@
+"""torch.func transforms through the convolution operators, every engine: vmap, jacrev,
+jacfwd, hessian, per-sample gradients (vmap of grad) and vmap over parameters, each against
+the per-sample loop or torch.autograd (float64, to round-off).
+
+The compiled kernels and the chunked and taps engines have no batching rule; under vmap the
+operators compute with the vendor convolutions (deformable: the differentiable composite)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import func as F
+
+import odenet
+from odenet.nn import DeformConv2d, LeanConv2d, SparseConv2d
+from odenet.nn.functional import lean_conv2d, psc_mask, sparse_conv2d
+from odenet.nn.functional._transforms import under_vmap
+
+D = torch.float64
+CASES = [
+    ("sparse", "fused"), ("sparse", "taps"), ("sparse", "masked"), ("sparse", "auto"),
+    ("lean", "fused"), ("lean", "chunked"), ("lean", "conv"), ("lean", "auto"),
+    ("deform", None),
+]
+
+
+def _make(kind: str, engine: str | None, c: int = 4) -> torch.nn.Module:
+    torch.manual_seed(0)
+    if kind == "sparse":
+        # 8 channels, period 4: the taps engine applies (channel counts divisible by 4)
+        return SparseConv2d(2 * c, 2 * c, period=4, bias=True, engine=engine).to(D)
+    if kind == "lean":
+        return LeanConv2d(c, c, bias=True, engine=engine).to(D)
+    return DeformConv2d(c, c).to(D)
+
+
+def _input(op: torch.nn.Module, n: int = 3, size: int = 5) -> torch.Tensor:
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(n, 1, op.in_channels, size, size, generator=g, dtype=D)
+
+
+def _close(a, b):
+    torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize(("kind", "engine"), CASES)
+def test_vmap_matches_the_loop(kind, engine):
+    op = _make(kind, engine)
+    x = _input(op)
+    _close(F.vmap(op)(x), torch.stack([op(xi) for xi in x]))
+    if kind != "deform":  # a deformable adjoint needs the state its offsets come from
+        z = _input(op)
+        _close(F.vmap(op.adjoint)(z), torch.stack([op.adjoint(zi) for zi in z]))
+
+
+@pytest.mark.parametrize(("kind", "engine"), CASES)
+def test_jacrev_and_jacfwd_match_autograd(kind, engine):
+    op = _make(kind, engine)
+    x = _input(op, n=1, size=4)[0]
+    ref = torch.autograd.functional.jacobian(op, x)  # the engine's own backward, row by row
+    _close(F.jacrev(op)(x), ref)
+    _close(F.jacfwd(op)(x), ref)
+
+
+@pytest.mark.parametrize(("kind", "engine"), CASES)
+def test_hessian_matches_autograd(kind, engine):
+    op = _make(kind, engine)
+    x = _input(op, n=1, size=3)[0]
+
+    def f(u):
+        return op(u).pow(3).sum()
+
+    _close(F.hessian(f)(x), torch.autograd.functional.hessian(f, x))
+
+
+@pytest.mark.parametrize(("kind", "engine"), CASES)
+def test_per_sample_gradients_match_the_loop(kind, engine):
+    op = _make(kind, engine)
+    x = _input(op)
+    params = {k: v.detach() for k, v in op.named_parameters()}
+
+    def loss(p, xi):
+        return F.functional_call(op, p, (xi,)).tanh().square().sum()
+
+    got = F.vmap(F.grad(loss), in_dims=(None, 0))(params, x)
+    for i, xi in enumerate(x):
+        op.zero_grad()
+        F.functional_call(op, params, (xi,))  # (warm) then the module's own backward:
+        op(xi).tanh().square().sum().backward()
+        for name, p in op.named_parameters():
+            _close(got[name][i], p.grad)
+
+
+@pytest.mark.parametrize(("kind", "engine"), CASES)
+def test_vmap_over_parameters_matches_the_loop(kind, engine):
+    op = _make(kind, engine)
+    x = _input(op, n=1)[0]
+    g = torch.Generator().manual_seed(2)
+    batch = {k: v.detach() + 0.1 * torch.randn(2, *v.shape, generator=g, dtype=D)
+             for k, v in op.named_parameters()}
+    got = F.vmap(lambda p: F.functional_call(op, p, (x,)))(batch)
+    for i in range(2):
+        _close(got[i], F.functional_call(op, {k: v[i] for k, v in batch.items()}, (x,)))
+
+
+def test_functional_forms_under_vmap():
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(3, 1, 8, 5, 5, generator=g, dtype=D)
+    mask = psc_mask(8, 8, period=4)
+    w = torch.randn(int(mask.sum()), generator=g, dtype=D)
+    for engine in ("taps", "auto"):
+        got = F.vmap(lambda u, engine=engine: sparse_conv2d(u, w, mask, engine=engine))(x)
+        _close(got, torch.stack([sparse_conv2d(u, w, mask, engine=engine) for u in x]))
+    wl, sl = torch.randn(8, 8, generator=g, dtype=D), torch.randn(8, 5, generator=g, dtype=D)
+    _close(F.vmap(lambda u: lean_conv2d(u, wl, sl))(x), torch.stack([lean_conv2d(u, wl, sl)
+                                                                       for u in x]))
+
+
+def test_per_sample_jacobians_of_a_lean_block():
+    torch.manual_seed(0)
+    rhs = odenet.nn.ResidualRHS(LeanConv2d(3, 3), activation="tanh").to(D)
+    block = odenet.nn.ODEBlock(rhs, steps=2, gradient="anode").to(D)
+    x = torch.randn(2, 1, 3, 4, 4, dtype=D)
+    jac = F.vmap(F.jacrev(block))(x)
+    for i in range(2):
+        _close(jac[i], torch.autograd.functional.jacobian(block, x[i]))
+
+
+def test_under_vmap_sees_every_level():
+    assert not under_vmap()
+    seen = []
+
+    def f(u):
+        seen.append(under_vmap())
+        return u.sin().sum()
+
+    F.vmap(F.grad(f))(torch.zeros(2, 3))
+    F.grad(f)(torch.zeros(3))
+    assert seen == [True, False]
+
+
+def test_sparse_operator_on_the_meta_device():
+    op = SparseConv2d(8, 16).to("meta")
+    out = op(torch.empty(2, 8, 5, 5, device="meta"))
+    assert out.device.type == "meta" and out.shape == (2, 16, 5, 5)
+    assert op.adjoint(torch.empty(2, 16, 5, 5, device="meta")).shape == (2, 8, 5, 5)
+
+
+def test_the_dense_kernel_is_the_support_filled_in_order():
+    mask = psc_mask(8, 4, period=4)
+    w = torch.arange(1, int(mask.sum()) + 1, dtype=D)
+    op = SparseConv2d(8, 4, period=4).to(D)
+    with torch.no_grad():
+        op.weight.copy_(w)
+    _close(op.dense_kernel(), torch.zeros(mask.shape, dtype=D).masked_scatter(mask, w))
