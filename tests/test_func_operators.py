@@ -12,9 +12,9 @@ import torch
 from torch import func as F
 
 import odenet
+from odenet._functorch import under_vmap
 from odenet.nn import DeformConv2d, LeanConv2d, SparseConv2d
 from odenet.nn.functional import lean_conv2d, psc_mask, sparse_conv2d
-from odenet.nn.functional._transforms import under_vmap
 
 D = torch.float64
 CASES = [

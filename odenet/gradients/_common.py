@@ -28,6 +28,7 @@ from typing import ClassVar, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from odenet._functorch import func_transform_active, grad_levels, jvp_active
 from odenet.errors import GradientError
 from odenet.gradients._base import GradientStrategy
 from odenet.solvers._problem import Problem, State, as_state, comps
@@ -159,30 +160,6 @@ def grad_guard(device: torch.device, buffers: Sequence[Tensor]) -> Iterator[None
         if dev is not None:
             mod.set_rng_state(dev, device)
         _assign(buffers, values)
-
-
-def _grad_levels() -> int:
-    """The number of :mod:`torch.func` reverse-mode transforms (grad, vjp, jacrev) under way."""
-    from torch._C._functorch import TransformType
-    from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
-
-    return sum(i.key() == TransformType.Grad for i in retrieve_all_functorch_interpreters())
-
-
-def func_transform_active() -> bool:
-    """Whether a :mod:`torch.func` transform (``vmap``, ``grad``, ``jacrev``, ...) is under way.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from odenet.gradients._common import func_transform_active
-    >>> func_transform_active(), bool(torch.func.vmap(
-    ...     lambda x: torch.tensor(func_transform_active()))(torch.ones(2)).all())
-    (False, True)
-    """
-    from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
-
-    return bool(retrieve_all_functorch_interpreters())
 
 
 def builds_graph(ctx) -> bool:
@@ -516,7 +493,7 @@ class Backward:
         """Store the call, ``t`` (when given), ``inputs`` (``y0`` only when ``y0``) and
         the stacked outputs for the backward pass."""
         ctx.call = call
-        ctx.grad_levels = _grad_levels()
+        ctx.grad_levels = grad_levels()
         ctx.layout = (t is not None, y0, len(stacked))
         kept = inputs if y0 else inputs[call.m :]
         ctx.save_for_backward(*(() if t is None else (t,)), *kept, *stacked)
@@ -567,10 +544,7 @@ def forward_mode_active(tensors: Sequence[Tensor] = ()) -> bool:
     ...                (torch.ones(1),))[0]
     tensor(True)
     """
-    from torch._C._functorch import TransformType
-    from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
-
-    if any(i.key() == TransformType.Jvp for i in retrieve_all_functorch_interpreters()):
+    if jvp_active():
         return True
     if torch.autograd.forward_ad._current_level < 0:
         return False
@@ -633,7 +607,7 @@ class CallStrategy(GradientStrategy):
             any(c.requires_grad for c in comps(y0))
             or any(p.requires_grad for p in problem.params)
             or problem.t_requires_grad
-            or _grad_levels() > 0
+            or grad_levels() > 0
             or forward_mode_active((*comps(y0), problem.t, *problem.params))
         )
         if needs and not self.discrete:

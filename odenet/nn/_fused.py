@@ -35,9 +35,9 @@ import torch
 from torch import Tensor
 from torch.autograd import Function
 
+from odenet._functorch import under_vmap
 from odenet.nn.functional._lean import adjoint_by_convs, by_convs
 from odenet.nn.functional._sparse import _masked, _masked_t, _reference_vjp
-from odenet.nn.functional._transforms import under_vmap
 
 __all__ = [
     "ENV",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from odenet._functorch import under_vmap
 from odenet.errors import ArgumentError
 from odenet.nn import _fused
 from odenet.nn._base import ConvOperator, kaiming_uniform_
@@ -20,7 +21,6 @@ from odenet.nn.functional._lean import (
     stencil_kernel,
 )
 from odenet.nn.functional._lean import _check as _check_lean
-from odenet.nn.functional._transforms import under_vmap
 
 __all__ = ["LeanConv2d"]
 

@@ -9,9 +9,9 @@ import torch
 from torch import Tensor
 from torch.autograd import Function
 
+from odenet._functorch import under_vmap
 from odenet.errors import ArgumentError, ShapeError
 from odenet.nn.functional._checks import check_image, check_like, check_param, pair
-from odenet.nn.functional._transforms import under_vmap
 
 
 class _Geo(NamedTuple):

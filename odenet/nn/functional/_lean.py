@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd import Function
 
+from odenet._functorch import under_vmap
 from odenet.errors import ArgumentError
 from odenet.nn.functional._checks import check_image, check_param
-from odenet.nn.functional._transforms import under_vmap
 
 __all__ = ["STENCILS", "lean_conv2d", "lean_conv2d_adjoint", "stencil_kernel"]
 

@@ -7,10 +7,10 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd import Function
 
+from odenet._functorch import under_vmap
 from odenet.errors import ArgumentError, ArgumentTypeError
 from odenet.nn.functional import _sparse_engine as engine_impl
 from odenet.nn.functional._checks import check_image, check_like
-from odenet.nn.functional._transforms import under_vmap
 
 __all__ = ["ENGINES", "PATTERNS", "psc_mask", "sparse_conv2d", "sparse_conv2d_adjoint"]
 
