@@ -10,10 +10,13 @@ vendor's convolutions (deformable convolutions: their differentiable composite).
 
 from __future__ import annotations
 
+import torch
 from torch._C._functorch import TransformType
 from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
 
-__all__ = ["func_transform_active", "grad_levels", "jvp_active", "under_vmap"]
+__all__ = ["batched", "func_transform_active", "grad_levels", "jvp_active", "under_vmap"]
+
+_C = torch._C._functorch
 
 
 def _count(kind: TransformType) -> int:
@@ -74,3 +77,22 @@ def under_vmap() -> bool:
     [True, True]
     """
     return _count(TransformType.Vmap) > 0
+
+
+def batched(t: torch.Tensor) -> bool:
+    """Whether ``t`` carries a ``vmap`` batch dimension (at any level of functorch wrappers):
+    its values then differ per sample, and no single number on the host stands for them.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from odenet._functorch import batched
+    >>> batched(torch.ones(2)), bool(torch.func.vmap(lambda x: torch.tensor(batched(x)))(
+    ...     torch.ones(2)).all())
+    (False, True)
+    """
+    while _C.is_functorch_wrapped_tensor(t):
+        if _C.is_batchedtensor(t):
+            return True
+        t = _C.get_unwrapped(t)
+    return False

@@ -169,3 +169,54 @@ def test_jacrev_with_respect_to_the_output_times(gradient):
     ref = torch.autograd.functional.jacobian(lambda t: run(t, "backprop"), T)
     torch.testing.assert_close(F.jacrev(lambda t: run(t, gradient))(T), ref, rtol=1e-12,
                                atol=1e-13)
+
+
+# --------------------------------------------------------------------------- adaptive solves
+
+
+def _adaptive(f, y, gradient):
+    return odenet.odeint(lambda t, y: f(y), y, T, method="dopri5", gradient=gradient,
+                         params=list(f.parameters()), options={"rtol": 1e-7, "atol": 1e-9})
+
+
+@pytest.mark.parametrize("gradient", DISCRETE)
+def test_adaptive_jacobians_under_the_transforms(gradient):
+    """Under jacrev, jacfwd and grad the recomputing strategies differentiate the accepted
+    steps themselves: the Jacobian of the steps (step sizes held fixed), as their own
+    backward passes give it."""
+    f = _mlp(5)
+    y0 = torch.randn(3, dtype=torch.float64)
+    ref = torch.autograd.functional.jacobian(lambda y: _adaptive(f, y, gradient), y0)
+    for transform in (F.jacrev, F.jacfwd):
+        torch.testing.assert_close(transform(lambda y: _adaptive(f, y, gradient))(y0), ref,
+                                   rtol=1e-12, atol=1e-13)
+    got = F.grad(lambda y: _adaptive(f, y, gradient)[-1].sum())(y0)
+    torch.testing.assert_close(got, ref[-1].sum(0), rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("gradient", ["anode", "revolve"])
+def test_adaptive_forward_mode(gradient):
+    import torch.autograd.forward_ad as fwAD
+
+    f = _mlp(6)
+    y0, v = torch.randn(3, dtype=torch.float64), torch.randn(3, dtype=torch.float64)
+    ref = torch.autograd.functional.jacobian(lambda y: _adaptive(f, y, gradient), y0) @ v
+    with fwAD.dual_level():
+        tangent = fwAD.unpack_dual(_adaptive(f, fwAD.make_dual(y0, v), gradient)).tangent
+    torch.testing.assert_close(tangent, ref, rtol=1e-12, atol=1e-13)
+
+
+def test_adaptive_adjoint_refuses_the_transforms_by_name():
+    f = _mlp()
+    y0 = torch.randn(3, dtype=torch.float64)
+    with pytest.raises(GradientError, match="gradient='adjoint' does not support gradients"):
+        F.jacrev(lambda y: _adaptive(f, y, "adjoint"))(y0)
+
+
+@pytest.mark.parametrize("gradient", STRATEGIES)
+def test_adaptive_solves_are_refused_under_vmap(gradient):
+    f = _mlp()
+    # (the adjoint's gradient is not that of the steps: it needs the parameters' grads off)
+    with torch.no_grad() if gradient == "adjoint" else torch.enable_grad():
+        with pytest.raises(ArgumentError, match="torch.func.vmap cannot batch"):
+            F.vmap(lambda y: _adaptive(f, y, gradient))(torch.randn(2, 3, dtype=torch.float64))

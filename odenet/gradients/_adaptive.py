@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from odenet._functorch import func_transform_active, grad_levels
 from odenet.errors import ArgumentError, GradientError, NonFiniteStateError
 from odenet.gradients._adjoint import Adjoint
 from odenet.gradients._anode import ANODE
@@ -39,6 +40,7 @@ from odenet.gradients._common import (
     Call,
     _buffers_of,
     _modules_of,
+    forward_mode_active,
     segment_vjp,
     zeros_if_none,
 )
@@ -389,15 +391,32 @@ def solve_adaptive(strategy: GradientStrategy, solve: AdaptiveSolve, y0: State) 
                 f"sizes needs gradient='backprop', not {strategy.name!r} (the recomputing "
                 "strategies and the adjoint hold the accepted steps fixed)"
             )
-    if isinstance(strategy, Backprop) or not torch.is_grad_enabled():
-        outs = solve.run(comps(y0))
-        _record_forward(solve)
-        return as_state(solve.stack(outs), ts)
-    if kind is None:
+    if kind is None and not isinstance(strategy, Backprop) and torch.is_grad_enabled():
         raise ArgumentError(
             f"gradient: {strategy!r} does not support adaptive methods; use 'backprop', "
             "'anode', 'revolve' or 'adjoint'"
         )
+    leaves = (*comps(y0), solve.t, *solve.params)
+    transformed = torch.is_grad_enabled() and (
+        func_transform_active() or forward_mode_active(leaves)
+    )
+    wants_grad = (
+        any(x.requires_grad for x in leaves) or grad_levels() > 0 or forward_mode_active(leaves)
+    )
+    if transformed and wants_grad and kind is Adjoint:
+        raise GradientError(
+            f"gradient={strategy.name!r} does not support gradients under the transforms of "
+            "torch.func (grad, vjp, jacrev, jvp, jacfwd, hessian) or forward-mode AD: its "
+            "gradient comes from a reverse-time solve, not from the accepted steps; use "
+            "gradient='backprop', 'anode' or 'revolve', or torch.autograd.grad / .backward() "
+            "without transforms for the adjoint's gradient"
+        )
+    if isinstance(strategy, Backprop) or not torch.is_grad_enabled() or transformed:
+        # under a transform the recomputing strategies differentiate the accepted steps
+        # themselves: the same gradient (step sizes held fixed), with backprop's memory
+        outs = solve.run(comps(y0))
+        _record_forward(solve)
+        return as_state(solve.stack(outs), ts)
     if solve.opts.interpolate and kind is not Adjoint:
         raise ArgumentError(
             f"gradient: {strategy.name!r} recomputes the accepted steps, which interpolated "

@@ -29,6 +29,7 @@ from odenet.solvers._controller import (
     Controller,
     error_ratio,
     error_ratio_tensor,
+    host_scalar,
     initial_step,
 )
 from odenet.solvers._grid import time_resolution
@@ -434,7 +435,7 @@ class AdaptiveSolve:
                 if diff:
                     ratio_t = error_ratio_tensor(err, y, y1, o.rtol, o.atol, o.norm,
                                                  self.tuple_state)
-                    ratio = abs(float(ratio_t.detach()))
+                    ratio = abs(host_scalar(ratio_t))
                 else:
                     ratio = error_ratio(err, y, y1, o.rtol, o.atol, o.norm, self.tuple_state)
                 with torch.no_grad():

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from odenet._functorch import batched
 from odenet.errors import ArgumentError, ArgumentTypeError, UnknownOptionError
 from odenet.solvers._grid import MAX_NUM_STEPS
 
@@ -306,7 +307,30 @@ def error_ratio(
     1.0
     """
     with torch.no_grad():
-        return abs(float(error_ratio_tensor(err, y0, y1, rtol, atol, norm, tuple_state)))
+        return abs(host_scalar(error_ratio_tensor(err, y0, y1, rtol, atol, norm, tuple_state)))
+
+
+def host_scalar(t: Tensor) -> float:
+    """The value of a 0-d tensor the controller decides on (a norm, a ratio).
+
+    An adaptive solve takes one decision per step for the whole state; a value batched by
+    :func:`torch.func.vmap` has one per sample, and is refused with an error that says so.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from odenet.solvers._controller import host_scalar
+    >>> host_scalar(torch.tensor(0.5))
+    0.5
+    """
+    if batched(t):
+        raise ArgumentError(
+            "adaptive step-size control accepts or rejects each step for the whole state, "
+            "which torch.func.vmap cannot batch (each sample would need its own steps): solve "
+            "the batch as one state (one step-size sequence for all samples), or use a "
+            "fixed-step method under vmap"
+        )
+    return float(t.detach())
 
 
 def error_ratio_tensor(
@@ -380,7 +404,7 @@ def initial_step(
     scale = [torch.abs(y).mul(rt).add(at) for y, rt, at in zip(y0, rtol, atol)]
     d0_t = nrm([y / s for y, s in zip(y0, scale)])
     d1_t = nrm([g / s for g, s in zip(f0, scale)])
-    d0, d1 = float(d0_t.detach()), float(d1_t.detach())
+    d0, d1 = host_scalar(d0_t), host_scalar(d1_t)
     if d0 < 1e-5 or d1 < 1e-5:
         h0, h0_t = 1e-6, None
     else:
@@ -392,7 +416,7 @@ def initial_step(
     y1 = [y + (direction * hh0) * g for y, g in zip(y0, f0)]
     f1 = f(time_at(h0, dh0), y1)
     n2_t = nrm([(a - b) / s for a, b, s in zip(f1, f0, scale)])
-    d2_t, d2 = n2_t / hh0, float(n2_t.detach()) / h0
+    d2_t, d2 = n2_t / hh0, host_scalar(n2_t) / h0
     if d1 <= 1e-15 and d2 <= 1e-15:
         h1, h1_t = max(1e-6, h0 * 1e-3), None
         if h1 != 1e-6 and dh0 is not None:
