@@ -10,11 +10,20 @@ vendor's convolutions (deformable convolutions: their differentiable composite).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch._C._functorch import TransformType
 from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
 
-__all__ = ["batched", "func_transform_active", "grad_levels", "jvp_active", "under_vmap"]
+__all__ = [
+    "batched",
+    "forward_mode_active",
+    "func_transform_active",
+    "grad_levels",
+    "jvp_active",
+    "under_vmap",
+]
 
 _C = torch._C._functorch
 
@@ -62,6 +71,29 @@ def jvp_active() -> bool:
     (False, True)
     """
     return _count(TransformType.Jvp) > 0
+
+
+def forward_mode_active(tensors: Sequence[torch.Tensor] = ()) -> bool:
+    """Whether forward-mode differentiation is under way: a :func:`torch.func.jvp`,
+    :func:`~torch.func.jacfwd` or :func:`~torch.func.hessian` transform, or a dual level of
+    :mod:`torch.autograd.forward_ad` in which one of ``tensors`` carries a tangent.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from odenet._functorch import forward_mode_active
+    >>> forward_mode_active()
+    False
+    >>> torch.func.jvp(lambda x: torch.tensor(forward_mode_active()), (torch.ones(1),),
+    ...                (torch.ones(1),))[0]
+    tensor(True)
+    """
+    if jvp_active():
+        return True
+    if torch.autograd.forward_ad._current_level < 0:
+        return False
+    unpack = torch.autograd.forward_ad.unpack_dual
+    return any(isinstance(x, torch.Tensor) and unpack(x).tangent is not None for x in tensors)
 
 
 def under_vmap() -> bool:

@@ -1,6 +1,7 @@
-"""torch.func transforms through the convolution operators, every engine: vmap, jacrev,
-jacfwd, hessian, per-sample gradients (vmap of grad) and vmap over parameters, each against
-the per-sample loop or torch.autograd (float64, to round-off).
+"""torch.func transforms through the convolution operators, every engine, and through
+ConvFFT and IMEX blocks: vmap, jacrev, jacfwd, hessian, per-sample gradients (vmap of grad),
+vmap over parameters and forward mode, each against the per-sample loop or torch.autograd
+(float64, to round-off).
 
 The compiled kernels and the chunked and taps engines have no batching rule; under vmap the
 operators compute with the vendor convolutions (deformable: the differentiable composite)."""
@@ -13,7 +14,9 @@ from torch import func as F
 
 import odenet
 from odenet._functorch import under_vmap
-from odenet.nn import DeformConv2d, LeanConv2d, SparseConv2d
+from odenet.errors import ArgumentError
+from odenet.linear import ConvFFT
+from odenet.nn import DeformConv2d, IMEXBlock, LeanConv2d, ParabolicRHS, SparseConv2d
 from odenet.nn.functional import lean_conv2d, psc_mask, sparse_conv2d
 
 D = torch.float64
@@ -153,3 +156,110 @@ def test_the_dense_kernel_is_the_support_filled_in_order():
     with torch.no_grad():
         op.weight.copy_(w)
     _close(op.dense_kernel(), torch.zeros(mask.shape, dtype=D).masked_scatter(mask, w))
+
+
+# --------------------------------------------------------------------------- ConvFFT, IMEX
+
+
+def _convfft(boundary: str) -> ConvFFT:
+    g = torch.Generator().manual_seed(4)
+    w = torch.randn(2, 1, 3, 3, generator=g, dtype=D)
+    if boundary == "reflect":  # a doubly symmetric kernel (the DCT's eigenbasis)
+        w = (w + w.flip(-1) + w.flip(-2) + w.flip(-1, -2)) / 4
+    return ConvFFT(w, boundary=boundary)
+
+
+class _Solve(torch.nn.Module):
+    def __init__(self, op: ConvFFT) -> None:
+        super().__init__()
+        self.op = op
+
+    def forward(self, r, gamma=0.7):
+        return self.op.solve(r, gamma)
+
+
+@pytest.mark.parametrize("boundary", ["periodic", "reflect"])
+def test_convfft_under_vmap(boundary):
+    op = _convfft(boundary)
+    r = torch.randn(3, 1, 2, 6, 6, dtype=D)
+    gammas = torch.tensor([0.1, 1.0, 3.0], dtype=D)
+    _close(F.vmap(lambda x: op.solve(x, 0.7))(r), torch.stack([op.solve(x, 0.7) for x in r]))
+    _close(F.vmap(op)(r), torch.stack([op(x) for x in r]))
+    _close(F.vmap(op.solve)(r, gammas), torch.stack([op.solve(x, g) for x, g in zip(r, gammas)]))
+
+
+@pytest.mark.parametrize("boundary", ["periodic", "reflect"])
+def test_convfft_jacobians_in_every_argument(boundary):
+    op = _convfft(boundary)
+    m = _Solve(op)
+    r = torch.randn(1, 2, 5, 5, dtype=D)
+    w, gamma = op.weight.detach(), torch.tensor(0.7, dtype=D)
+    fns = {
+        "r": (lambda x: op.solve(x, 0.7), r),
+        "weight": (lambda v: F.functional_call(m, {"op.weight": v}, (r,)), w),
+        "gamma": (lambda g: op.solve(r, g), gamma),
+        "apply": (op, r),
+    }
+    for name, (fn, arg) in fns.items():
+        ref = torch.autograd.functional.jacobian(fn, arg)
+        _close(F.jacrev(fn)(arg), ref)
+        _close(F.jacfwd(fn)(arg), ref)
+
+
+@pytest.mark.parametrize("boundary", ["periodic", "reflect"])
+def test_convfft_forward_mode_in_the_weight(boundary):
+    """A dual weight's tangent reaches the output (it was dropped: a silently zero derivative)."""
+    import torch.autograd.forward_ad as fwAD
+
+    op = _convfft(boundary)
+    m = _Solve(op)
+    r = torch.randn(1, 2, 5, 5, dtype=D)
+    w = op.weight.detach()
+    dw = torch.randn_like(w)
+    ref = torch.autograd.functional.jvp(
+        lambda v: F.functional_call(m, {"op.weight": v}, (r,)), (w,), (dw,))[1]
+    assert ref.abs().max() > 1e-3
+    with fwAD.dual_level():
+        out = F.functional_call(m, {"op.weight": fwAD.make_dual(w, dw)}, (r,))
+        _close(fwAD.unpack_dual(out).tangent, ref)
+
+
+@pytest.mark.parametrize("boundary", ["periodic", "reflect"])
+def test_convfft_per_sample_gradients_and_hessian(boundary):
+    op = _convfft(boundary)
+    m = _Solve(op)
+    r = torch.randn(3, 1, 2, 5, 5, dtype=D)
+    w = op.weight.detach()
+
+    def loss(p, x):
+        return F.functional_call(m, p, (x,)).square().sum()
+
+    got = F.vmap(F.grad(loss), in_dims=(None, 0))({"op.weight": w}, r)["op.weight"]
+    jac = torch.autograd.functional.jacobian
+    ref = torch.stack([jac(lambda v, x=x: loss({"op.weight": v}, x), w) for x in r])
+    _close(got, ref)
+
+    def cubic(x):
+        return op.solve(x, 0.7).pow(3).sum()
+
+    _close(F.hessian(cubic)(r[0]), torch.autograd.functional.hessian(cubic, r[0]))
+
+
+def test_convfft_refuses_a_batched_weight_by_name():
+    op = _convfft("periodic")
+    m = _Solve(op)
+    ws = op.weight.detach().expand(2, -1, -1, -1, -1)
+    with pytest.raises(ArgumentError, match="^weight: batched by torch.func.vmap"):
+        F.vmap(lambda v: F.functional_call(m, {"op.weight": v}, (torch.ones(1, 2, 5, 5,
+                                                                      dtype=D),)))(ws)
+
+
+def test_imex_block_under_the_transforms():
+    torch.manual_seed(0)
+    block = IMEXBlock(ParabolicRHS(LeanConv2d(4, 4)), channels=4, steps=2).to(D)
+    x = torch.randn(2, 1, 4, 5, 5, dtype=D)
+    _close(F.vmap(block)(x), torch.stack([block(xi) for xi in x]))
+    ref = torch.autograd.functional.jacobian(block, x[0])
+    _close(F.jacrev(block)(x[0]), ref)
+    _close(F.jacfwd(block)(x[0]), ref)
+    _close(F.vmap(F.jacrev(block))(x)[1], torch.autograd.functional.jacobian(block, x[1]))

@@ -28,7 +28,7 @@ from typing import ClassVar, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from odenet._functorch import func_transform_active, grad_levels, jvp_active
+from odenet._functorch import forward_mode_active, func_transform_active, grad_levels
 from odenet.errors import GradientError
 from odenet.gradients._base import GradientStrategy
 from odenet.solvers._problem import Problem, State, as_state, comps
@@ -527,29 +527,6 @@ class Backward:
         gt = self.gt if gt is None else gt
         gt = zeros_if_none(gt, self.problem.t) if self.need_t else None
         return (None, gt, *gy, *self.params.result())
-
-
-def forward_mode_active(tensors: Sequence[Tensor] = ()) -> bool:
-    """Whether forward-mode differentiation is under way: a :func:`torch.func.jvp`,
-    :func:`~torch.func.jacfwd` or :func:`~torch.func.hessian` transform, or a dual level of
-    :mod:`torch.autograd.forward_ad` in which one of ``tensors`` carries a tangent.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from odenet.gradients._common import forward_mode_active
-    >>> forward_mode_active()
-    False
-    >>> torch.func.jvp(lambda x: torch.tensor(forward_mode_active()), (torch.ones(1),),
-    ...                (torch.ones(1),))[0]
-    tensor(True)
-    """
-    if jvp_active():
-        return True
-    if torch.autograd.forward_ad._current_level < 0:
-        return False
-    unpack = torch.autograd.forward_ad.unpack_dual
-    return any(unpack(x).tangent is not None for x in tensors)
 
 
 class CallStrategy(GradientStrategy):

@@ -8,7 +8,9 @@ from collections import OrderedDict
 
 import torch
 from torch import Tensor, nn
+from torch._C import _functorch as _functorch_C
 
+from odenet._functorch import batched, forward_mode_active
 from odenet.errors import ArgumentError, ArgumentTypeError
 from odenet.linear._transforms import PeriodicTransform, ReflectTransform
 
@@ -69,6 +71,13 @@ class _Spec:
     def symbol_of(self, weight: Tensor) -> Tensor:
         return self.transform.symbol(weight, self.height, self.width)
 
+    def symbol_jvp(self, weight: Tensor, tangent: Tensor) -> Tensor:
+        """``Ṡ`` along ``tangent``: ``2 Re(conj(K̂(w)) K̂(ẇ))`` (the symbol is ``|K̂|²``, with
+        ``K̂`` linear in the weight), differentiable in both."""
+        _, a = self.transform.symbol_parts(weight, self.height, self.width)
+        _, b = self.transform.symbol_parts(tangent, self.height, self.width)
+        return 2.0 * (a.real * b.real + a.imag * b.imag) if a.is_complex() else 2.0 * a * b
+
     def symbol_vjp(self, weight: Tensor, grad_symbol: Tensor, create_graph: bool) -> Tensor:
         """``(∂S/∂w)ᵀ grad_symbol``: in closed form from the cached spectral data, or (double
         backward) by autograd through a recomputed symbol, so that it is differentiable."""
@@ -78,12 +87,8 @@ class _Spec:
                 self.aux, grad_symbol, self.height, self.width, kh, kw
             )
             return gw.to(weight.dtype)
-        with torch.enable_grad():
-            w = weight if create_graph else weight.detach().requires_grad_(True)
-            (gw,) = torch.autograd.grad(
-                self.symbol_of(w), w, grad_symbol, create_graph=create_graph
-            )
-        return gw
+        _, vjp_fn = torch.func.vjp(self.symbol_of, weight)  # differentiable, and under torch.func
+        return vjp_fn(grad_symbol)[0]
 
 
 def _sum_batch(x: Tensor) -> Tensor:
@@ -91,25 +96,57 @@ def _sum_batch(x: Tensor) -> Tensor:
     return x.sum(dim=tuple(range(x.ndim - 3))) if x.ndim > 3 else x
 
 
+def _fold(info, in_dims, r: Tensor, weight: Tensor, gamma):
+    """The vmap rule's common part: the batch dimension of ``r`` (and of a tensor ``gamma``)
+    moved in front, where the transforms take it as one more leading dimension; a batched
+    weight is refused (one spectrum per weight)."""
+    rd, wd, gd = in_dims[:3]
+    if wd is not None:
+        raise ArgumentError(
+            "weight: batched by torch.func.vmap; ConvFFT computes one spectrum per weight: "
+            "vmap over the inputs, or loop over the weights"
+        )
+    n = info.batch_size
+    r = r.movedim(rd, 0) if rd is not None else r.expand(n, *r.shape)
+    if isinstance(gamma, Tensor) and gd is not None:
+        gamma = gamma.movedim(gd, 0)
+        if gamma.ndim < r.ndim:  # one γ per sample: align it with r's leading dimensions
+            gamma = gamma.reshape(n, *([1] * (r.ndim - 1)))
+    return r, gamma
+
+
+def _spectral_apply(spec: _Spec, symbol: Tensor, y: Tensor) -> Tensor:
+    """``y`` multiplied by ``symbol`` (a symbol-shaped tensor) in the spectral basis."""
+    tr = spec.transform
+    return tr.inverse(tr.forward(y) * symbol, spec.height, spec.width)
+
+
 class _SolveFn(torch.autograd.Function):
     """``x = (I + γL)⁻¹ r``; backward is one solve with the (identical) adjoint symbol.
 
     For ``ℓ(x)`` with ``g = (I + γL)⁻¹ ∂ℓ/∂x``: ``∂ℓ/∂r = g``,
     ``∂ℓ/∂S_k = -γ Re(conj(ĝ_k) x̂_k)`` (weighted per spectrum, summed over the batch) and
-    ``∂ℓ/∂γ = -⟨g, L x⟩``. The output ``x`` is the only activation saved.
+    ``∂ℓ/∂γ = -⟨g, L x⟩``. The output ``x`` is the only activation saved. Forward mode:
+    ``ẋ = (I + γL)⁻¹ (ṙ - (γ̇ S + γ Ṡ) x)`` in the spectral basis. Under
+    :func:`torch.func.vmap` the batch dimension becomes one more leading dimension.
     """
 
     @staticmethod
-    def forward(ctx, r: Tensor, weight: Tensor, gamma, spec: _Spec) -> Tensor:
-        x = spec.solve(r, gamma)
+    def forward(r: Tensor, weight: Tensor, gamma, spec: _Spec) -> Tensor:
+        return spec.solve(r, gamma)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        _, weight, gamma, spec = inputs
         ctx.spec = spec
         if isinstance(gamma, Tensor):
             ctx.gamma = None
-            ctx.save_for_backward(x, weight, gamma)
+            ctx.save_for_backward(output, weight, gamma)
+            ctx.save_for_forward(output, weight, gamma)
         else:
             ctx.gamma = gamma
-            ctx.save_for_backward(x, weight)
-        return x
+            ctx.save_for_backward(output, weight)
+            ctx.save_for_forward(output, weight)
 
     @staticmethod
     def backward(ctx, gx: Tensor):
@@ -138,15 +175,42 @@ class _SolveFn(torch.autograd.Function):
                 grad_gamma = (P * S).sum_to_size(gamma.shape).neg()
         return (g if need_r else None), grad_w, grad_gamma, None
 
-
-class _ApplyFn(torch.autograd.Function):
-    """``L y`` spectrally; backward applies ``L`` (self-adjoint) and the symbol's vjp."""
+    @staticmethod
+    def jvp(ctx, dr, dw, dgamma, _spec):
+        spec: _Spec = ctx.spec
+        x, weight = ctx.saved_tensors[:2]
+        gamma = ctx.saved_tensors[2] if ctx.gamma is None else ctx.gamma
+        rhs = torch.zeros_like(x) if dr is None else dr
+        dsym = None
+        if dgamma is not None:
+            dsym = dgamma * spec.symbol_of(weight)
+        if dw is not None:
+            ds = spec.symbol_jvp(weight, dw) * gamma
+            dsym = ds if dsym is None else dsym + ds
+        if dsym is not None:
+            rhs = rhs - _spectral_apply(spec, dsym, x)
+        return _SolveFn.apply(rhs, weight, gamma, spec)
 
     @staticmethod
-    def forward(ctx, y: Tensor, weight: Tensor, spec: _Spec) -> Tensor:
+    def vmap(info, in_dims, r, weight, gamma, spec):
+        r, gamma = _fold(info, in_dims, r, weight, gamma)
+        return _SolveFn.apply(r, weight, gamma, spec), 0
+
+
+class _ApplyFn(torch.autograd.Function):
+    """``L y`` spectrally; backward applies ``L`` (self-adjoint) and the symbol's vjp; forward
+    mode ``L ẏ + L̇ y``."""
+
+    @staticmethod
+    def forward(y: Tensor, weight: Tensor, spec: _Spec) -> Tensor:
+        return spec.apply(y)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        y, weight, spec = inputs
         ctx.spec = spec
         ctx.save_for_backward(y, weight)
-        return spec.apply(y)
+        ctx.save_for_forward(y, weight)
 
     @staticmethod
     def backward(ctx, gx: Tensor):
@@ -166,6 +230,22 @@ class _ApplyFn(torch.autograd.Function):
             P = spec.pair(G, tr.forward(y))
             grad_w = spec.symbol_vjp(weight, _sum_batch(P), create_graph)
         return gy, grad_w, None
+
+    @staticmethod
+    def jvp(ctx, dy, dw, _spec):
+        spec: _Spec = ctx.spec
+        y, weight = ctx.saved_tensors
+        out = None if dy is None else _ApplyFn.apply(dy, weight, spec)
+        if dw is not None:
+            ds = spec.symbol_jvp(weight, dw)
+            term = _spectral_apply(spec, ds, y)
+            out = term if out is None else out + term
+        return torch.zeros_like(y) if out is None else out
+
+    @staticmethod
+    def vmap(info, in_dims, y, weight, spec):
+        y, _ = _fold(info, (in_dims[0], in_dims[1], None), y, weight, None)
+        return _ApplyFn.apply(y, weight, spec), 0
 
 
 class ConvFFT(nn.Module):
@@ -194,7 +274,9 @@ class ConvFFT(nn.Module):
     backward pass, so a cached symbol never carries a stale or freed graph.
 
     :meth:`solve` is a custom autograd function whose backward is one solve with the adjoint
-    symbol; it is differentiable in ``r``, ``gamma`` and the weight, twice as well.
+    symbol; it is differentiable in ``r``, ``gamma`` and the weight, twice as well, in forward
+    mode too, and works under the :mod:`torch.func` transforms (``vmap`` over the inputs and
+    ``gamma``; a weight batched by ``vmap`` is refused: one spectrum per weight).
 
     Half precision: with a ``float16`` / ``bfloat16`` input or weight (a model cast to half
     precision, or a state produced under :func:`torch.autocast`) the transforms and the solve
@@ -321,10 +403,20 @@ class ConvFFT(nn.Module):
     def _spec(self, x: Tensor, name: str) -> _Spec:
         w = self.weight
         self._check_input(x, name, w)
-        if self._stamp != _stamp(w) or not torch.equal(w.detach(), self._snapshot):
-            self._refresh(w)
         height, width = x.shape[-2:]
         cd = _compute_dtype(x.dtype, w.dtype)
+        if _functorch_C.is_functorch_wrapped_tensor(w):
+            # a weight swapped in by torch.func.functional_call under a transform: its values
+            # exist only inside the transform, so its spectrum is computed for this call
+            if batched(w):
+                raise ArgumentError(
+                    "weight: batched by torch.func.vmap; ConvFFT computes one spectrum per "
+                    "weight: vmap over the inputs, or loop over the weights"
+                )
+            _check_weight(w)
+            return _Spec(self._transform, w.to(cd), height, width)
+        if self._stamp != _stamp(w) or not torch.equal(w.detach(), self._snapshot):
+            self._refresh(w)
         key = (height, width) if cd == w.dtype else (height, width, cd)
         spec = self._cache.get(key)
         if spec is None:
@@ -382,13 +474,17 @@ class ConvFFT(nn.Module):
             if gamma.device != r.device:
                 raise ArgumentError(f"gamma: on device {gamma.device}, but r is on {r.device}")
             gd = gamma.detach()
+            if batched(gd):  # per-sample values under torch.func.vmap: no host-side checks
+                return gamma.to(r.dtype).reshape(*gamma.shape, 1, 1, 1)
             if not bool(torch.isfinite(gd).all()):
                 raise ArgumentError("gamma: contains non-finite values (nan or inf)")
             if bool((gd < 0).any()):
                 raise ArgumentError(
                     f"gamma: expected values >= 0, got a minimum of {gd.min().item()}"
                 )
-            if gamma.ndim == 0 and not (gamma.requires_grad and torch.is_grad_enabled()):
+            if gamma.ndim == 0 and not (
+                (gamma.requires_grad and torch.is_grad_enabled()) or forward_mode_active((gamma,))
+            ):
                 return float(gd)
             return gamma.to(r.dtype).reshape(*gamma.shape, 1, 1, 1)
         if isinstance(gamma, bool) or not isinstance(gamma, numbers.Real):
@@ -424,7 +520,9 @@ class ConvFFT(nn.Module):
         w = self.weight
         cd = _compute_dtype(y.dtype, w.dtype)
         yc, wc = y.to(cd), w.to(cd)
-        if torch.is_grad_enabled() and (y.requires_grad or w.requires_grad):
+        if forward_mode_active((y, w)) or (
+            torch.is_grad_enabled() and (y.requires_grad or w.requires_grad)
+        ):
             return _like(_ApplyFn.apply(yc, wc, spec), y)
         return _like(spec.apply(yc), y)
 
@@ -484,7 +582,7 @@ class ConvFFT(nn.Module):
             return r
         needs = r.requires_grad or w.requires_grad or (isinstance(g, Tensor) and g.requires_grad)
         rc, wc = r.to(cd), w.to(cd)
-        if torch.is_grad_enabled() and needs:
+        if forward_mode_active((r, w, g)) or (torch.is_grad_enabled() and needs):
             return _like(_SolveFn.apply(rc, wc, g, spec), r)
         return _like(spec.solve(rc, g), r)
 

@@ -129,7 +129,8 @@ class PeriodicTransform:
     def pair(G: Tensor, X: Tensor, width: int) -> Tensor:
         """``w_col · Re(conj(G) X)``: summed over frequencies it is ``⟨g, x⟩`` (Parseval)."""
         wcol = _column_weights(width, G.real.dtype, G.device)
-        return torch.mul(G.real, X.real).addcmul_(G.imag, X.imag).mul_(wcol)
+        # (add_ of a product, not addcmul_: it has a batching rule under torch.func.vmap)
+        return torch.mul(G.real, X.real).add_(torch.mul(G.imag, X.imag)).mul_(wcol)
 
     @staticmethod
     def symbol(weight: Tensor, height: int, width: int) -> Tensor:
