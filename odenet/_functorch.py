@@ -29,6 +29,8 @@ _C = torch._C._functorch
 
 
 def _count(kind: TransformType) -> int:
+    if torch.compiler.is_compiling():  # dynamo cannot trace the stack (and handles transforms)
+        return 0
     return sum(level.key() == kind for level in retrieve_all_functorch_interpreters())
 
 
@@ -43,6 +45,8 @@ def func_transform_active() -> bool:
     ...     lambda x: torch.tensor(func_transform_active()))(torch.ones(2)).all())
     (False, True)
     """
+    if torch.compiler.is_compiling():
+        return False
     return bool(retrieve_all_functorch_interpreters())
 
 
@@ -77,6 +81,8 @@ def forward_mode_active(tensors: Sequence[torch.Tensor] = ()) -> bool:
     """Whether forward-mode differentiation is under way: a :func:`torch.func.jvp`,
     :func:`~torch.func.jacfwd` or :func:`~torch.func.hessian` transform, or a dual level of
     :mod:`torch.autograd.forward_ad` in which one of ``tensors`` carries a tangent.
+    (Inside :func:`torch.compile` the transforms are dynamo's to handle: every query here
+    answers no.)
 
     Examples
     --------
@@ -123,6 +129,8 @@ def batched(t: torch.Tensor) -> bool:
     ...     torch.ones(2)).all())
     (False, True)
     """
+    if torch.compiler.is_compiling():
+        return False
     while _C.is_functorch_wrapped_tensor(t):
         if _C.is_batchedtensor(t):
             return True

@@ -405,9 +405,10 @@ class ConvFFT(nn.Module):
         self._check_input(x, name, w)
         height, width = x.shape[-2:]
         cd = _compute_dtype(x.dtype, w.dtype)
-        if _functorch_C.is_functorch_wrapped_tensor(w):
-            # a weight swapped in by torch.func.functional_call under a transform: its values
-            # exist only inside the transform, so its spectrum is computed for this call
+        if torch.compiler.is_compiling() or _functorch_C.is_functorch_wrapped_tensor(w):
+            # a weight swapped in by torch.func.functional_call under a transform (its values
+            # exist only inside the transform) or traced by torch.compile (the cache's checks
+            # read the host): its spectrum is computed for this call
             if batched(w):
                 raise ArgumentError(
                     "weight: batched by torch.func.vmap; ConvFFT computes one spectrum per "
@@ -520,6 +521,8 @@ class ConvFFT(nn.Module):
         w = self.weight
         cd = _compute_dtype(y.dtype, w.dtype)
         yc, wc = y.to(cd), w.to(cd)
+        if torch.compiler.is_compiling():
+            return _like(_spectral_apply(spec, spec.symbol_of(wc), yc), y)
         if forward_mode_active((y, w)) or (
             torch.is_grad_enabled() and (y.requires_grad or w.requires_grad)
         ):
@@ -582,6 +585,12 @@ class ConvFFT(nn.Module):
             return r
         needs = r.requires_grad or w.requires_grad or (isinstance(g, Tensor) and g.requires_grad)
         rc, wc = r.to(cd), w.to(cd)
+        if torch.compiler.is_compiling():
+            # traced: differentiable operations that autograd and inductor take as they are
+            # (dynamo cannot trace the custom Function, whose forward mode is custom)
+            tr = spec.transform
+            scale = torch.reciprocal(1.0 + g * spec.symbol_of(wc))
+            return _like(tr.inverse(tr.forward(rc) * scale, spec.height, spec.width), r)
         if forward_mode_active((r, w, g)) or (torch.is_grad_enabled() and needs):
             return _like(_SolveFn.apply(rc, wc, g, spec), r)
         return _like(spec.solve(rc, g), r)

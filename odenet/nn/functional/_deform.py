@@ -427,9 +427,11 @@ def deform_conv2d(
         input.dtype not in (torch.float32, torch.float64)
         or min(geo.b, geo.cin, geo.cout) == 0
         or under_vmap()
+        or torch.compiler.is_compiling()
     ):
         # empty sizes: the composite gives empty outputs and zero (or zero-size) gradients;
-        # under torch.func.vmap it has the batching rules the fast Function lacks
+        # under torch.func.vmap it has the batching rules the fast Function lacks, and
+        # torch.compile traces it (dynamo cannot trace a Function with a custom jvp)
         return _reference(input, offset, mask, weight, bias, geo)
     return _DeformConv.apply(input, offset, mask, weight, bias, geo)[0]
 

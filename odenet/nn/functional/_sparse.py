@@ -122,7 +122,9 @@ def _check(input: Tensor, weight: Tensor, mask: Tensor, transpose: bool) -> None
                 else type(weight).__name__
             )
         )
-    nnz = weight.shape[0] if mask.device.type == "meta" else int(mask.sum())
+    # (no count on the meta device, nor while torch.compile traces: a data-dependent value)
+    counted = mask.device.type != "meta" and not torch.compiler.is_compiling()
+    nnz = int(mask.sum()) if counted else weight.shape[0]
     if weight.shape[0] != nnz:
         raise ArgumentError(
             f"weight: expected {nnz} values (one per non-zero of mask), got {weight.shape[0]}"
@@ -267,6 +269,7 @@ def _plan(input: Tensor, mask: Tensor, engine: str):
         or input.dtype not in (torch.float32, torch.float64)
         or input.device.type == "meta"
         or under_vmap()
+        or torch.compiler.is_compiling()  # the vendor convolution traces; the plan would not
     ):
         return None
     plan = engine_impl.plan_for(mask)
