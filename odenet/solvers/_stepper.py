@@ -294,6 +294,87 @@ def explicit_structure(tableau: ButcherTableau) -> tuple:
 
 
 @torch._dynamo.assume_constant_result
+def imex_structure(tableau: IMEXTableau) -> tuple:
+    """``(c, rows_e, rows_i, diag, w_e, w_i, need_f, need_g, stiffly_accurate)`` of an IMEX
+    pair as Python numbers (the implicit rows and weights negated: ``y' = f(y) - L y``); a
+    constant under :func:`torch.compile`, like :func:`explicit_structure`.
+
+    Examples
+    --------
+    >>> from odenet import METHODS
+    >>> from odenet.solvers._stepper import imex_structure
+    >>> imex_structure(METHODS["imex_euler"])[3]  # the implicit diagonal
+    (0.0, 1.0)
+    """
+    E, I = tableau.explicit, tableau.implicit
+    s = tableau.stages
+    sa = tableau.is_stiffly_accurate
+    return (
+        tuple(float(c) for c in E.c),
+        tuple(_nonzero(E.a[i, :i], 1.0) for i in range(s)),
+        tuple(_nonzero(I.a[i, :i], -1.0) for i in range(s)),
+        tuple(float(I.a[i, i]) for i in range(s)),
+        _nonzero(E.b, 1.0),
+        _nonzero(I.b, -1.0),
+        tuple(bool((E.a[j + 1 :, j] != 0).any() or (not sa and E.b[j] != 0)) for j in range(s)),
+        tuple(bool((I.a[j + 1 :, j] != 0).any() or (not sa and I.b[j] != 0)) for j in range(s)),
+        bool(sa),
+    )
+
+
+def make_imex_step_h(tableau: IMEXTableau, implicit) -> Callable:
+    """The IMEX step of :func:`make_step` with the step size as a tensor argument.
+
+    ``step(f, ts, y, h) -> y_next`` (``h`` a 0-d tensor, as in :func:`make_step_h`): the
+    stages ``(I + h a_ii L) Y_i = y + h (Σ a^E_ij f_j - Σ a^I_ij L Y_j)`` with
+    ``implicit.solve(r, h a_ii)``, for :func:`torch.compile`, where the step size is data.
+    Equal to :func:`make_step`'s step to round-off.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from odenet import METHODS
+    >>> from odenet.solvers._stepper import make_imex_step_h
+    >>> class L:
+    ...     def __call__(self, y): return 2 * y
+    ...     def solve(self, r, gamma): return r / (1 + 2 * gamma)
+    >>> step = make_imex_step_h(METHODS["imex_euler"], L())
+    >>> ts = (torch.tensor(0.0), torch.tensor(0.5))
+    >>> step(lambda t, y: -y, ts, torch.ones(1), torch.tensor(0.5))  # (1 - h) / (1 + 2h)
+    tensor([0.2500])
+    """
+    _, rows_e, rows_i, diag, w_e, w_i, need_f, need_g, sa = imex_structure(tableau)
+    s = len(diag)
+
+    def combine(y, F, te, G, ti, h):
+        parts = ([_lin_like(y, F, te)] if te else []) + ([_lin_like(y, G, ti)] if ti else [])
+        if not parts:
+            return y
+        return y + h * (parts[0] if len(parts) == 1 else parts[0] + parts[1])
+
+    def step(f, ts, y, h):
+        F: list = [None] * s
+        G: list = [None] * s
+        Y = y
+        for i in range(s):
+            rhs = combine(y, F, rows_e[i], G, rows_i[i], h)
+            if diag[i] != 0.0:
+                gamma = h * diag[i]
+                Y = implicit.solve(rhs, gamma)
+                if need_g[i]:  # L Y = (rhs - Y) / gamma
+                    G[i] = (rhs - Y) / gamma
+            else:
+                Y = rhs
+                if need_g[i]:
+                    G[i] = implicit(Y)
+            if need_f[i]:
+                F[i] = f(ts[i], Y)
+        return Y if sa else combine(y, F, w_e, G, w_i, h)
+
+    return step
+
+
+@torch._dynamo.assume_constant_result
 def checked_method(method: object) -> bool:
     """Validate ``method`` as :func:`~odenet.solvers.resolve_method` does; ``True``.
 
