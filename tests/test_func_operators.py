@@ -34,7 +34,7 @@ def _make(kind: str, engine: str | None, c: int = 4) -> torch.nn.Module:
         return SparseConv2d(2 * c, 2 * c, period=4, bias=True, engine=engine).to(D)
     if kind == "lean":
         return LeanConv2d(c, c, bias=True, engine=engine).to(D)
-    return DeformConv2d(c, c).to(D)
+    return DeformConv2d(c, c).to(D)  # (one engine)
 
 
 def _input(op: torch.nn.Module, n: int = 3, size: int = 5) -> torch.Tensor:
@@ -263,3 +263,15 @@ def test_imex_block_under_the_transforms():
     _close(F.jacrev(block)(x[0]), ref)
     _close(F.jacfwd(block)(x[0]), ref)
     _close(F.vmap(F.jacrev(block))(x)[1], torch.autograd.functional.jacobian(block, x[1]))
+
+
+@pytest.mark.parametrize("kind", ["sparse", "lean", "deform", "convfft"])
+def test_vmap_over_a_middle_dimension(kind):
+    """A batch dimension that is not the first (a strided per-sample view) and nested vmap."""
+    op = _convfft("periodic") if kind == "convfft" else _make(kind, "auto")
+    c = op.weight.shape[0] if kind == "convfft" else op.in_channels
+    x = torch.randn(1, c, 3, 5, 5, dtype=D)
+    _close(F.vmap(op, in_dims=2)(x), torch.stack([op(x[:, :, i]) for i in range(3)]))
+    _close(F.vmap(op, in_dims=2, out_dims=1)(x), torch.stack([op(x[:, :, i]) for i in range(3)], 1))
+    y = torch.randn(3, 2, 1, c, 5, 5, dtype=D)
+    _close(F.vmap(F.vmap(op))(y), torch.stack([torch.stack([op(b) for b in a]) for a in y]))

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from torch._C import _functorch as _functorch_C
 
 from odenet._functorch import batched, forward_mode_active
+from odenet._layout import like_layout
 from odenet.errors import ArgumentError, ArgumentTypeError
 from odenet.linear._transforms import PeriodicTransform, ReflectTransform
 
@@ -634,12 +635,8 @@ def _compute_dtype(x: torch.dtype, w: torch.dtype) -> torch.dtype:
 
 
 def _like(out: Tensor, x: Tensor) -> Tensor:
-    """``out`` in ``x``'s dtype and, for a channels-last ``x``, in the channels-last layout
-    (the transforms return contiguous tensors)."""
-    out = out.to(x.dtype)
-    if x.ndim == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-        return out.contiguous(memory_format=torch.channels_last)
-    return out
+    """``out`` in ``x``'s dtype and memory format (the transforms return contiguous tensors)."""
+    return like_layout(out.to(x.dtype), x)
 
 
 def _stamp(w: Tensor) -> tuple:

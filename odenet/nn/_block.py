@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from odenet._integrate import check_signature, odeint
+from odenet._layout import like_layout
 from odenet.errors import ArgumentError, ArgumentTypeError
 from odenet.gradients._base import GradientStrategy, resolve_gradient
 from odenet.nn._checks import check_positive_int
@@ -18,18 +19,6 @@ from odenet.solvers._problem import is_compiling
 from odenet.solvers._tableau import ButcherTableau, IMEXTableau
 
 __all__ = ["ODEBlock"]
-
-
-def _keep_layout(out: Tensor, like: Tensor) -> Tensor:
-    """``out`` in the channels-last layout when ``like`` is channels-last (4-D)."""
-    if (
-        like.ndim == 4
-        and not like.is_contiguous()
-        and like.is_contiguous(memory_format=torch.channels_last)
-        and not out.is_contiguous(memory_format=torch.channels_last)
-    ):
-        return out.contiguous(memory_format=torch.channels_last)
-    return out
 
 
 def _check_compile(compile: object, block: ODEBlock) -> int:
@@ -211,8 +200,8 @@ class ODEBlock(nn.Module):
             out = odeint(self.rhs, tuple(comps) if tuple_state else first, t,
                          method=self.tableau, options=self.options, gradient=self.gradient)
             if tuple_state:
-                return tuple(_keep_layout(o[-1], c) for o, c in zip(out, comps))
-            return _keep_layout(out[-1], first)
+                return tuple(like_layout(o[-1], c) for o, c in zip(out, comps))
+            return like_layout(out[-1], first)
         if self.compile and not is_compiling():
             return self._chunked(tuple_state, comps)
         if is_compiling():  # torch.compile: the grid as t, nothing read on the host
@@ -231,8 +220,8 @@ class ODEBlock(nn.Module):
             implicit=self.implicit,
         )
         if tuple_state:
-            return tuple(_keep_layout(o[-1], c) for o, c in zip(out, comps))
-        return _keep_layout(out[-1], first)
+            return tuple(like_layout(o[-1], c) for o, c in zip(out, comps))
+        return like_layout(out[-1], first)
 
     def _chunked(self, tuple_state: bool, comps: tuple[Tensor, ...]):
         """The solve as ``steps / compile`` calls of one compiled chunk of ``compile`` steps."""
@@ -254,8 +243,8 @@ class ODEBlock(nn.Module):
             state = self._compiled(state, t)
             done += k
         if tuple_state:
-            return tuple(_keep_layout(o, c) for o, c in zip(state, comps))
-        return _keep_layout(state, first)
+            return tuple(like_layout(o, c) for o, c in zip(state, comps))
+        return like_layout(state, first)
 
     def extra_repr(self) -> str:
         name = self.tableau.name

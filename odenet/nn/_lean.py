@@ -6,11 +6,11 @@ import torch
 from torch import Tensor, nn
 
 from odenet._functorch import under_vmap
+from odenet._layout import like_layout
 from odenet.errors import ArgumentError
 from odenet.nn import _fused
 from odenet.nn._base import ConvOperator, kaiming_uniform_
 from odenet.nn._checks import check_bool, check_positive_int
-from odenet.nn._sparse import _like_input
 from odenet.nn.functional._checks import check_param
 from odenet.nn.functional._lean import (
     STENCILS,
@@ -152,13 +152,13 @@ class LeanConv2d(ConvOperator):
         engine = self._engine(x)
         w, s, b = self.weight, self.stencil_weight, self.bias
         if engine == "chunked":
-            return _like_input(lean_conv2d(x, w, s, b), x)
+            return like_layout(lean_conv2d(x, w, s, b), x)
         _check_lean(x, w, s)
         if b is not None:
             check_param("bias", b, (self.in_channels,), x)
         if engine == "conv":
             return by_convs(x, w, s, b)
-        return _like_input(_fused.fused_lean_conv2d(x, w, s, b, self._lean_plans()), x)
+        return like_layout(_fused.fused_lean_conv2d(x, w, s, b, self._lean_plans()), x)
 
     def adjoint(self, z: Tensor) -> Tensor:
         """``Kᵀ z = W₁ₓ₁ᵀ z + Sᵀ z`` (bias excluded).
@@ -174,11 +174,11 @@ class LeanConv2d(ConvOperator):
         engine = self._engine(z)
         w, s = self.weight, self.stencil_weight
         if engine == "chunked":
-            return _like_input(lean_conv2d_adjoint(z, w, s), z)
+            return like_layout(lean_conv2d_adjoint(z, w, s), z)
         _check_lean(z, w, s)
         if engine == "conv":
             return adjoint_by_convs(z, w, s)
-        return _like_input(_fused.fused_lean_conv2d_adjoint(z, w, s, self._lean_plans()), z)
+        return like_layout(_fused.fused_lean_conv2d_adjoint(z, w, s, self._lean_plans()), z)
 
     def dense_kernel(self) -> Tensor:
         """The equivalent ``(C, C, 3, 3)`` kernel: the stencil on the diagonal, W at the centre.

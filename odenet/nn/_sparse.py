@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from odenet._layout import like_layout
 from odenet.errors import ArgumentError
 from odenet.nn import _fused
 from odenet.nn._base import ConvOperator, kaiming_uniform_
@@ -23,20 +24,6 @@ __all__ = ["SparseConv2d"]
 #: Engines of :class:`SparseConv2d`: the compiled ``"fused"`` kernel and the pure-PyTorch
 #: engines of :func:`odenet.nn.functional.sparse_conv2d`.
 ENGINES = ("auto", "fused", "taps", "masked")
-
-
-def _channels_last(x: Tensor) -> bool:
-    """Whether ``x`` is laid out channels-last (and not also plain contiguous)."""
-    return (
-        x.ndim == 4
-        and not x.is_contiguous()
-        and x.is_contiguous(memory_format=torch.channels_last)
-    )
-
-
-def _like_input(out: Tensor, x: Tensor) -> Tensor:
-    """``out`` in ``x``'s memory format (channels-last in, channels-last out)."""
-    return out.contiguous(memory_format=torch.channels_last) if _channels_last(x) else out
 
 
 class SparseConv2d(ConvOperator):
@@ -145,12 +132,12 @@ class SparseConv2d(ConvOperator):
         plans = self._fused_plans(x) if isinstance(x, Tensor) else None
         if plans is None:
             out = sparse_conv2d(x, self.weight, self.mask, self.bias, self._fallback_engine(x))
-            return _like_input(out, x)
+            return like_layout(out, x)
         _check_sparse(x, self.weight, self.mask, transpose=False)
         if self.bias is not None:
             check_like("bias", self.bias, x)
         out = _fused.fused_sparse_conv2d(x, self.weight, self.mask, self.bias, plans)
-        return _like_input(out, x)
+        return like_layout(out, x)
 
     def adjoint(self, z: Tensor) -> Tensor:
         """``Kᵀ z`` (bias excluded).
@@ -166,9 +153,9 @@ class SparseConv2d(ConvOperator):
         plans = self._fused_plans(z) if isinstance(z, Tensor) else None
         if plans is None:
             out = sparse_conv2d_adjoint(z, self.weight, self.mask, self._fallback_engine(z))
-            return _like_input(out, z)
+            return like_layout(out, z)
         _check_sparse(z, self.weight, self.mask, transpose=True)
-        return _like_input(_fused.fused_sparse_conv2d_adjoint(z, self.weight, self.mask, plans), z)
+        return like_layout(_fused.fused_sparse_conv2d_adjoint(z, self.weight, self.mask, plans), z)
 
     def dense_kernel(self) -> Tensor:
         """The kernel ``(out, in, 3, 3)``, zero off the support.
