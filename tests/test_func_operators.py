@@ -14,7 +14,6 @@ from torch import func as F
 
 import odenet
 from odenet._functorch import under_vmap
-from odenet.errors import ArgumentError
 from odenet.linear import ConvFFT
 from odenet.nn import DeformConv2d, IMEXBlock, LeanConv2d, ParabolicRHS, SparseConv2d
 from odenet.nn.functional import lean_conv2d, psc_mask, sparse_conv2d
@@ -245,13 +244,50 @@ def test_convfft_per_sample_gradients_and_hessian(boundary):
     _close(F.hessian(cubic)(r[0]), torch.autograd.functional.hessian(cubic, r[0]))
 
 
-def test_convfft_refuses_a_batched_weight_by_name():
-    op = _convfft("periodic")
+@pytest.mark.parametrize("boundary", ["periodic", "reflect"])
+def test_convfft_vmap_over_weights(boundary):
+    """An ensemble of operators (weights batched by vmap) matches the loop over them."""
+    op = _convfft(boundary)
     m = _Solve(op)
-    ws = op.weight.detach().expand(2, -1, -1, -1, -1)
-    with pytest.raises(ArgumentError, match="^weight: batched by torch.func.vmap"):
-        F.vmap(lambda v: F.functional_call(m, {"op.weight": v}, (torch.ones(1, 2, 5, 5,
-                                                                      dtype=D),)))(ws)
+    g = torch.Generator().manual_seed(5)
+    ws = op.weight.detach() * (1 + 0.1 * torch.rand(3, 1, 1, 1, 1, generator=g, dtype=D))
+    r = torch.randn(2, 2, 5, 5, generator=g, dtype=D)
+    got = F.vmap(lambda v: F.functional_call(m, {"op.weight": v}, (r,)))(ws)
+    _close(got, torch.stack([ConvFFT(v, boundary=boundary).solve(r, 0.7) for v in ws]))
+    got = F.vmap(lambda v: F.functional_call(op, {"weight": v}, (r,)))(ws)
+    _close(got, torch.stack([ConvFFT(v, boundary=boundary)(r) for v in ws]))
+
+
+@pytest.mark.parametrize("kind", ["lean", "sparse", "imex"])
+def test_ensembles_of_blocks(kind):
+    """torch.func.stack_module_state + vmap over the stacked parameters and buffers (masks
+    included): outputs and per-model gradients equal each model's own."""
+    import copy
+
+    def make():
+        if kind == "lean":
+            return odenet.nn.ODEBlock(ParabolicRHS(LeanConv2d(4, 4)), steps=2)
+        if kind == "sparse":
+            rhs = odenet.nn.ResidualRHS(SparseConv2d(4, 4, period=2), activation="tanh")
+            return odenet.nn.ODEBlock(rhs, steps=2, gradient="revolve")
+        return IMEXBlock(ParabolicRHS(LeanConv2d(4, 4)), channels=4, steps=2)
+
+    torch.manual_seed(0)
+    models = [make().to(D) for _ in range(3)]
+    params, buffers = F.stack_module_state(models)
+    base = copy.deepcopy(models[0]).to("meta")
+    x = torch.randn(2, 4, 5, 5, dtype=D)
+
+    def loss(p, b):
+        return F.functional_call(base, (p, b), (x,)).square().sum()
+
+    out = F.vmap(lambda p, b: F.functional_call(base, (p, b), (x,)))(params, buffers)
+    grads = F.vmap(F.grad(loss))(params, buffers)
+    for i, model in enumerate(models):
+        _close(out[i], model(x))
+        model(x).square().sum().backward()
+        for name, p in model.named_parameters():
+            _close(grads[name][i], p.grad)
 
 
 def test_imex_block_under_the_transforms():

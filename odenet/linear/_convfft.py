@@ -277,7 +277,8 @@ class ConvFFT(nn.Module):
     :meth:`solve` is a custom autograd function whose backward is one solve with the adjoint
     symbol; it is differentiable in ``r``, ``gamma`` and the weight, twice as well, in forward
     mode too, and works under the :mod:`torch.func` transforms (``vmap`` over the inputs and
-    ``gamma``; a weight batched by ``vmap`` is refused: one spectrum per weight).
+    ``gamma``, and over the weight too: an ensemble of operators, applied by differentiable
+    operations, without the check of a reflect kernel's symmetry).
 
     Half precision: with a ``float16`` / ``bfloat16`` input or weight (a model cast to half
     precision, or a state produced under :func:`torch.autocast`) the transforms and the solve
@@ -374,14 +375,17 @@ class ConvFFT(nn.Module):
         return f"channels={self.channels}, kernel_size=({kh}, {kw}), boundary={self.boundary!r}"
 
     # -- cache ----------------------------------------------------------------------------------
-    def _refresh(self, w: Tensor) -> None:
-        """Validate the (new) weight and drop every cached symbol."""
-        _check_weight(w)
-        wd = w.detach()
+    def _check_values(self, wd: Tensor) -> None:
         if not bool(torch.isfinite(wd).all()):
             raise ArgumentError("weight: contains non-finite values (nan or inf)")
         if self.boundary == "reflect":
             _check_symmetric(wd)
+
+    def _refresh(self, w: Tensor) -> None:
+        """Validate the (new) weight and drop every cached symbol."""
+        _check_weight(w)
+        wd = w.detach()
+        self._check_values(wd)
         self._cache.clear()
         self._snapshot = wd.clone()
         self._stamp = _stamp(w)
@@ -409,13 +413,13 @@ class ConvFFT(nn.Module):
         if torch.compiler.is_compiling() or _functorch_C.is_functorch_wrapped_tensor(w):
             # a weight swapped in by torch.func.functional_call under a transform (its values
             # exist only inside the transform) or traced by torch.compile (the cache's checks
-            # read the host): its spectrum is computed for this call
-            if batched(w):
-                raise ArgumentError(
-                    "weight: batched by torch.func.vmap; ConvFFT computes one spectrum per "
-                    "weight: vmap over the inputs, or loop over the weights"
-                )
+            # read the host): its spectrum is computed for this call. The value checks need
+            # one value per entry: not while tracing, nor for weights batched by vmap
+            # (an ensemble of operators), which :meth:`solve` and :meth:`forward` apply by
+            # differentiable operations.
             _check_weight(w)
+            if not (torch.compiler.is_compiling() or batched(w)):
+                self._check_values(w.detach())
             return _Spec(self._transform, w.to(cd), height, width)
         if self._stamp != _stamp(w) or not torch.equal(w.detach(), self._snapshot):
             self._refresh(w)
@@ -523,7 +527,7 @@ class ConvFFT(nn.Module):
         w = self.weight
         cd = _compute_dtype(y.dtype, w.dtype)
         yc, wc = y.to(cd), w.to(cd)
-        if torch.compiler.is_compiling():
+        if torch.compiler.is_compiling() or batched(w):
             return _like(_spectral_apply(spec, spec.symbol_of(wc), yc), y)
         if forward_mode_active((y, w)) or (
             torch.is_grad_enabled() and (y.requires_grad or w.requires_grad)
@@ -587,9 +591,10 @@ class ConvFFT(nn.Module):
             return r
         needs = r.requires_grad or w.requires_grad or (isinstance(g, Tensor) and g.requires_grad)
         rc, wc = r.to(cd), w.to(cd)
-        if torch.compiler.is_compiling():
-            # traced: differentiable operations that autograd and inductor take as they are
-            # (dynamo cannot trace the custom Function, whose forward mode is custom)
+        if torch.compiler.is_compiling() or batched(w):
+            # traced, or a weight batched by vmap: differentiable operations that autograd,
+            # inductor and vmap take as they are (dynamo cannot trace the custom Function,
+            # whose forward mode is custom; its vmap rule takes one weight)
             tr = spec.transform
             scale = torch.reciprocal(1.0 + g * spec.symbol_of(wc))
             return _like(tr.inverse(tr.forward(rc) * scale, spec.height, spec.width), r)

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd import Function
 
-from odenet._functorch import under_vmap
+from odenet._functorch import batched, under_vmap
 from odenet.errors import ArgumentError, ArgumentTypeError
 from odenet.nn.functional import _sparse_engine as engine_impl
 from odenet.nn.functional._checks import check_image, check_like
@@ -122,8 +122,9 @@ def _check(input: Tensor, weight: Tensor, mask: Tensor, transpose: bool) -> None
                 else type(weight).__name__
             )
         )
-    # (no count on the meta device, nor while torch.compile traces: a data-dependent value)
-    counted = mask.device.type != "meta" and not torch.compiler.is_compiling()
+    # (no count on the meta device, while torch.compile traces (a data-dependent value) or
+    # for a mask batched by vmap (stacked module states))
+    counted = mask.device.type != "meta" and not torch.compiler.is_compiling() and not batched(mask)
     nnz = int(mask.sum()) if counted else weight.shape[0]
     if weight.shape[0] != nnz:
         raise ArgumentError(
