@@ -311,3 +311,26 @@ def test_vmap_over_a_middle_dimension(kind):
     _close(F.vmap(op, in_dims=2, out_dims=1)(x), torch.stack([op(x[:, :, i]) for i in range(3)], 1))
     y = torch.randn(3, 2, 1, c, 5, 5, dtype=D)
     _close(F.vmap(F.vmap(op))(y), torch.stack([torch.stack([op(b) for b in a]) for a in y]))
+
+
+@pytest.mark.parametrize("kind", ["sparse", "lean"])
+def test_batched_inference_keeps_the_fused_kernel(kind, monkeypatch):
+    """Under vmap without gradients the compiled kernel runs once on the folded batch, and
+    agrees with the per-sample loop; with gradients the vendor convolutions take over."""
+    from odenet.nn import _fused
+
+    if not _fused.available():
+        pytest.skip("fused kernels unavailable")
+    calls = []
+    apply = _fused._apply
+    monkeypatch.setattr(_fused, "_apply", lambda *a, **k: calls.append(1) or apply(*a, **k))
+    op = _make(kind, "fused")
+    x = _input(op)
+    with torch.no_grad():
+        got = F.vmap(op)(x)
+        assert len(calls) == 1
+        _close(got, torch.stack([op(xi) for xi in x]))
+        _close(F.vmap(op.adjoint)(x), torch.stack([op.adjoint(xi) for xi in x]))
+    calls.clear()
+    F.vmap(op)(x).sum().backward()  # parameters require grad: the vendor path
+    assert not calls

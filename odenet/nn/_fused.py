@@ -28,6 +28,7 @@ import pathlib
 import platform
 import threading
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,7 +36,7 @@ import torch
 from torch import Tensor
 from torch.autograd import Function
 
-from odenet._functorch import under_vmap
+from odenet._functorch import grad_levels, under_vmap
 from odenet.nn.functional._lean import adjoint_by_convs, by_convs
 from odenet.nn.functional._sparse import _masked, _masked_t, _reference_vjp
 
@@ -173,18 +174,27 @@ def available() -> bool:
     return library() is not None
 
 
-def supports(x: Tensor) -> bool:
-    """Whether the fused kernels handle ``x``: a CPU float32/float64 image, no autocast, and
-    not inside :func:`torch.compile` (a ctypes call cannot be traced; the compiled graph
-    uses the pure-PyTorch engines, which inductor fuses itself) nor under
-    :func:`torch.func.vmap` (the kernels have no batching rule; the vendor convolutions do)."""
-    return (
+def supports(x: Tensor, params: Sequence[Tensor | None] = ()) -> bool:
+    """Whether the fused kernels handle ``x`` (with the operator's ``params``): a CPU
+    float32/float64 image, no autocast, not inside :func:`torch.compile` (a ctypes call
+    cannot be traced; the compiled graph uses the pure-PyTorch engines, which inductor fuses
+    itself), and under :func:`torch.func.vmap` only where no reverse-mode gradient flows.
+
+    Under ``vmap`` the kernels' Functions fold the vmapped dimension into the image batch, but
+    a backward pass under ``vmap`` (per-sample gradients, ``jacrev``) goes through the vendor
+    reference, recomputing its forward pass: the vendor convolutions outright are cheaper then.
+    """
+    if not (
         x.device.type == "cpu"
         and x.dtype in (torch.float32, torch.float64)
         and not torch.is_autocast_enabled("cpu")
         and not torch.compiler.is_compiling()
-        and not under_vmap()
-    )
+    ):
+        return False
+    if under_vmap() and torch.is_grad_enabled():
+        tensors = (x, *(p for p in params if p is not None))
+        return grad_levels() == 0 and not any(t.requires_grad for t in tensors)
+    return True
 
 
 # --------------------------------------------------------------------------- plans
@@ -415,6 +425,20 @@ def _backward(
     return (gx if wv == w else gx[..., :w].contiguous()), gw, gs
 
 
+def _vmap_rule(fn: Callable, reference: Callable, in_dims, x: Tensor, *args):
+    """The vmap rule of a fused Function: with only the image batched, the vmapped dimension
+    joins the image batch (one kernel call); with batched parameters (an ensemble) the vendor
+    reference, batched by :func:`torch.vmap`. ``args`` are the Function's other tensor inputs
+    (None allowed), ``in_dims`` theirs after the image's."""
+    xd, dims = in_dims[0], tuple(in_dims[1 : 1 + len(args)])
+    if xd is not None and all(d is None for d in dims):
+        x = x.movedim(xd, 0)
+        n, b = x.shape[:2]
+        out = fn(x.reshape(n * b, *x.shape[2:]), *args)
+        return out.reshape(n, b, *out.shape[1:]), 0
+    return torch.vmap(reference, in_dims=(xd, *dims))(x, *args), 0
+
+
 # --------------------------------------------------------------------------- sparse
 
 
@@ -468,6 +492,11 @@ class _Sparse(Function):
             out = db.expand(shape).clone() if out is None else out + db
         return out if out is not None else x.new_zeros(x.shape[0], ctx.plans.cout, *x.shape[2:])
 
+    @staticmethod
+    def vmap(info, in_dims, x, weight, bias, mask, plans):
+        return _vmap_rule(lambda x, w, b, m: _Sparse.apply(x, w, b, m, plans),
+                          lambda x, w, b, m: _masked(x, w, m, b), in_dims, x, weight, bias, mask)
+
 
 class _SparseT(Function):
     @staticmethod
@@ -506,6 +535,11 @@ class _SparseT(Function):
             term = _SparseT.apply(z, dw, ctx.mask, ctx.plans)
             out = term if out is None else out + term
         return out if out is not None else z.new_zeros(z.shape[0], ctx.plans.cin, *z.shape[2:])
+
+    @staticmethod
+    def vmap(info, in_dims, z, weight, mask, plans):
+        return _vmap_rule(lambda z, w, m: _SparseT.apply(z, w, m, plans),
+                          lambda z, w, m: _masked_t(z, w, m), in_dims, z, weight, mask)
 
 
 def fused_sparse_conv2d(
@@ -605,6 +639,11 @@ class _Lean(Function):
             out = db.expand(x.shape).clone() if out is None else out + db
         return out if out is not None else torch.zeros_like(x)
 
+    @staticmethod
+    def vmap(info, in_dims, x, w, s, bias, plans):
+        return _vmap_rule(lambda x, w, s, b: _Lean.apply(x, w, s, b, plans), by_convs,
+                          in_dims, x, w, s, bias)
+
 
 class _LeanT(Function):
     @staticmethod
@@ -642,6 +681,11 @@ class _LeanT(Function):
             term = _LeanT.apply(z, dw, ds, ctx.plans)
             out = term if out is None else out + term
         return out if out is not None else torch.zeros_like(z)
+
+    @staticmethod
+    def vmap(info, in_dims, z, w, s, plans):
+        return _vmap_rule(lambda z, w, s: _LeanT.apply(z, w, s, plans), adjoint_by_convs,
+                          in_dims, z, w, s)
 
 
 def fused_lean_conv2d(

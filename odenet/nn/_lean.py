@@ -61,10 +61,10 @@ class LeanConv2d(ConvOperator):
         otherwise. Where the fused kernel cannot be built (no compiler) ``"auto"``
         and ``"fused"`` fall back after one :class:`RuntimeWarning`;
         ``ODENET_FUSED=0`` in the environment turns the compiled kernels off. Under
-        :func:`torch.func.vmap` (and ``jacrev``, ``jacfwd``, ``hessian``) every
-        engine computes as ``"conv"``: only the vendor convolutions have batching
-        rules. All engines agree to round-off and preserve a channels-last input's
-        memory format.
+        :func:`torch.func.vmap` (and ``jacrev``, ``jacfwd``, ``hessian``) the engines
+        compute as ``"conv"``, except ``"fused"`` where no reverse-mode gradient will
+        flow (it folds the vmapped dimension into the batch). All engines agree to
+        round-off and preserve a channels-last input's memory format.
 
     Attributes
     ----------
@@ -128,7 +128,8 @@ class LeanConv2d(ConvOperator):
         if not isinstance(x, Tensor):
             return "chunked"  # the functional form reports the bad input
         cpu_autocast = x.device.type == "cpu" and torch.is_autocast_enabled("cpu")
-        if self.engine in ("auto", "fused") and _fused.supports(x) and _fused.library():
+        params = (self.weight, self.stencil_weight, self.bias)
+        if self.engine in ("auto", "fused") and _fused.supports(x, params) and _fused.library():
             return "fused"
         if self.engine == "conv" or cpu_autocast or under_vmap():
             return "conv"

@@ -60,9 +60,10 @@ class SparseConv2d(ConvOperator):
         and for other devices or dtypes they use the pure-PyTorch engines
         (``"masked"`` under autocast). ``ODENET_FUSED=0`` in the environment turns
         the compiled kernels off. Under :func:`torch.func.vmap` (and ``jacrev``,
-        ``jacfwd``, ``hessian``) every engine computes as ``"masked"``: only the
-        vendor convolution has batching rules. All engines agree to round-off and
-        preserve a channels-last input's memory format.
+        ``jacfwd``, ``hessian``) the engines compute as ``"masked"``, except
+        ``"fused"`` where no reverse-mode gradient will flow (it folds the vmapped
+        dimension into the batch). All engines agree to round-off and preserve a
+        channels-last input's memory format.
 
     Attributes
     ----------
@@ -111,7 +112,7 @@ class SparseConv2d(ConvOperator):
 
     def _fused_plans(self, x: Tensor) -> _fused.SparsePlans | None:
         """The fused kernel's plans when it computes this call, else None."""
-        if self.engine not in ("auto", "fused") or not _fused.supports(x):
+        if self.engine not in ("auto", "fused") or not _fused.supports(x, (self.weight, self.bias)):
             return None
         if self.mask.shape[-2:] != (3, 3):
             return None
