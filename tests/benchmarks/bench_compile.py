@@ -15,14 +15,8 @@ one run:
 4. ``ODEBlock(compile=--chunk)`` over ``--steps`` steps: one compiled chunk of ``--chunk``
    steps called ``steps / chunk`` times, compile time, graphs, steady state against the eager
    block.
-5. inductor, an IMEX block (``ars222``, a lean parabolic right-hand side, the ConvFFT solve;
-   8 channels, batch 8, 16×16, ``--imex-steps`` steps) compiled whole with ``fullgraph=True``:
-   compile time and steady state against the eager block (whose lean operator is the fused
-   kernel and whose spectrum is cached; the compiled graph has the vendor convolutions and the
-   spectrum in the graph).
 
-Usage: ``python tests/benchmarks/bench_compile.py [--steps 100] [--full-steps 10]
-[--sections 1 2 3 4 5]``.
+Usage: ``python tests/benchmarks/bench_compile.py [--steps 100] [--full-steps 10]``.
 """
 
 from __future__ import annotations
@@ -63,9 +57,6 @@ def main() -> None:
     ap.add_argument("--full-steps", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--chunk", type=int, default=10, help="steps per compiled chunk (section 4)")
-    ap.add_argument("--imex-steps", type=int, default=4, help="IMEX block steps (section 5)")
-    ap.add_argument("--sections", type=int, nargs="+", default=[1, 2, 3, 4, 5],
-                    choices=[1, 2, 3, 4, 5])
     args = ap.parse_args()
     torch.manual_seed(0)
     rhs = RHS()
@@ -81,7 +72,7 @@ def main() -> None:
         out.square().sum().backward()
 
     # 1. graph breaks and recompiles (dynamo only)
-    for gradient in ("backprop", "anode") if 1 in args.sections else ():
+    for gradient in ("backprop", "anode"):
         torch._dynamo.reset()
         counters.clear()
         ex = torch._dynamo.explain(solve)(y0, torch.linspace(0.0, 1.0, args.steps + 1),
@@ -97,18 +88,7 @@ def main() -> None:
               f"{ex.graph_break_count}; after three step sizes: "
               f"{counters['stats']['unique_graphs']} graph(s), tracing {dt:.1f} s")
 
-    if 2 in args.sections:
-        _whole_solve(args, solve, fwd_bwd)
-    if 3 in args.sections:
-        _compiled_step(args, rhs, solve, fwd_bwd)
-    if 4 in args.sections:
-        _chunked_block(args, rhs, y0)
-    if 5 in args.sections:
-        _imex_block(args)
-
-
-def _whole_solve(args, solve, fwd_bwd) -> None:
-    """2. inductor, the whole solve as one graph."""
+    # 2. inductor, the whole solve as one graph
     torch._dynamo.reset()
     n = args.full_steps
     c = torch.compile(solve, fullgraph=True)
@@ -120,9 +100,7 @@ def _whole_solve(args, solve, fwd_bwd) -> None:
     print(f"[inductor, one graph] {n} steps fwd+bwd: compile {t_compile:.1f} s; eager "
           f"{te * 1e3:.2f} ms, compiled {tc * 1e3:.2f} ms, speed-up {te / tc:.2f}x")
 
-
-def _compiled_step(args, rhs, solve, fwd_bwd) -> None:
-    """3. inductor, one compiled step in a Python loop."""
+    # 3. inductor, one compiled step in a Python loop
     torch._dynamo.reset()
     step = make_step_h(odenet.METHODS["rk4"])
 
@@ -148,11 +126,7 @@ def _compiled_step(args, rhs, solve, fwd_bwd) -> None:
           f"odeint {te * 1e3:.2f} ms, compiled steps {tc * 1e3:.2f} ms, speed-up "
           f"{te / tc:.2f}x")
 
-
-
-def _chunked_block(args, rhs, y0) -> None:
-    """4. ODEBlock(compile=k): one compiled chunk of k steps, called steps / k times."""
-    n = args.steps
+    # 4. ODEBlock(compile=k): one compiled chunk of k steps, called steps / k times
     torch._dynamo.reset()
     counters.clear()
     eager_block = odenet.nn.ODEBlock(rhs, steps=n, method="rk4", gradient="backprop")
@@ -170,29 +144,6 @@ def _chunked_block(args, rhs, y0) -> None:
     print(f"[ODEBlock(compile={args.chunk})] {n} steps fwd+bwd: compile {t_compile:.1f} s, "
           f"{counters['stats']['unique_graphs']} graph(s); eager block {te * 1e3:.2f} ms, "
           f"compiled chunks {tc * 1e3:.2f} ms, speed-up {te / tc:.2f}x")
-
-
-def _imex_block(args) -> None:
-    """5. inductor, an IMEX block compiled whole."""
-    torch._dynamo.reset()
-    torch.manual_seed(0)
-    rhs = odenet.nn.ParabolicRHS(odenet.nn.LeanConv2d(8, 8))
-    block = odenet.nn.IMEXBlock(rhs, channels=8, steps=args.imex_steps, method="ars222",
-                                gradient="backprop")
-    x = torch.randn(8, 8, 16, 16, requires_grad=True)
-    compiled = torch.compile(block, fullgraph=True)
-
-    def run(b):
-        b(x).square().sum().backward()
-
-    t0 = time.perf_counter()
-    run(compiled)
-    t_compile = time.perf_counter() - t0
-    te = _steady(lambda: run(block), args.repeats)
-    tc = _steady(lambda: run(compiled), args.repeats)
-    print(f"[IMEX block, inductor] ars222, {args.imex_steps} steps fwd+bwd: compile "
-          f"{t_compile:.1f} s; eager {te * 1e3:.2f} ms, compiled {tc * 1e3:.2f} ms, speed-up "
-          f"{te / tc:.2f}x")
 
 
 if __name__ == "__main__":
