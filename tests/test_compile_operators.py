@@ -13,7 +13,7 @@ import torch._dynamo
 from torch._dynamo.utils import counters
 
 from odenet.linear import ConvFFT
-from odenet.nn import DeformConv2d, IMEXBlock, LeanConv2d, ParabolicRHS, SparseConv2d
+from odenet.nn import DeformConv2d, LeanConv2d, SparseConv2d
 
 
 def _ops():
@@ -61,24 +61,3 @@ def test_inductor_compiles_a_lean_operator():
     torch._dynamo.reset()
     got = torch.compile(op, fullgraph=True)(x)
     torch.testing.assert_close(got, op(x), rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize("boundary", ["periodic", "reflect"])
-@pytest.mark.parametrize("method", ["imex_euler", "ars222"])
-def test_fullgraph_compile_of_an_imex_block(boundary, method):
-    """The traced IMEX step takes the step size as a tensor and ConvFFT computes its spectrum in
-    the graph: the compiled block equals the eager one to round-off, gradients included."""
-    torch.manual_seed(0)
-    block = IMEXBlock(ParabolicRHS(LeanConv2d(4, 4)), channels=4, steps=3, boundary=boundary,
-                      method=method).double()
-    x = torch.randn(2, 4, 6, 6, dtype=torch.float64, requires_grad=True)
-    params = [x, *(p for p in block.parameters() if p.requires_grad)]
-    torch._dynamo.reset()
-    counters.clear()
-    got = torch.compile(block, backend="eager", fullgraph=True)(x)
-    assert not counters["graph_break"]
-    ref = block(x)
-    torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-13)
-    for a, b in zip(torch.autograd.grad(got.square().sum(), params),
-                    torch.autograd.grad(ref.square().sum(), params)):
-        torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-12)

@@ -480,8 +480,7 @@ class ConvFFT(nn.Module):
             if gamma.device != r.device:
                 raise ArgumentError(f"gamma: on device {gamma.device}, but r is on {r.device}")
             gd = gamma.detach()
-            if torch.compiler.is_compiling() or batched(gd):
-                # traced by torch.compile or per-sample under torch.func.vmap: no host checks
+            if batched(gd):  # per-sample values under torch.func.vmap: no host-side checks
                 return gamma.to(r.dtype).reshape(*gamma.shape, 1, 1, 1)
             if not bool(torch.isfinite(gd).all()):
                 raise ArgumentError("gamma: contains non-finite values (nan or inf)")

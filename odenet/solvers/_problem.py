@@ -19,14 +19,7 @@ from torch import Tensor
 
 from odenet.errors import ArgumentError, FunctionOutputError, NonFiniteStateError
 from odenet.solvers._grid import MAX_NUM_STEPS, Grid, build_grid, time_resolution
-from odenet.solvers._stepper import (
-    StepFn,
-    explicit_structure,
-    imex_structure,
-    make_imex_step_h,
-    make_step,
-    make_step_h,
-)
+from odenet.solvers._stepper import StepFn, explicit_structure, make_step, make_step_h
 from odenet.solvers._tableau import ButcherTableau, IMEXTableau
 
 __all__ = [
@@ -338,18 +331,20 @@ class Problem:
                 "options['grid_constructor']: not supported under torch.compile; pass the "
                 "grid as t"
             )
+        elif isinstance(tableau, IMEXTableau):
+            why = (
+                f"method: the IMEX method {tableau.name!r} is not supported under torch.compile "
+                "(the implicit operators cache host-side data); use an explicit method or run "
+                "the IMEX solve eagerly"
+            )
         if why is not None:
             raise ArgumentError(why)
         self.grid = None
         self.out_index = list(range(len(t)))
         self.step_sizes = None
         self.direction = 1.0
-        if isinstance(tableau, IMEXTableau):
-            self._c_list = list(imex_structure(tableau)[0])
-            self._step_h = make_imex_step_h(tableau, self.implicit)
-        else:
-            self._c_list = list(explicit_structure(tableau)[0])
-            self._step_h = make_step_h(tableau, tuple_state=self.tuple_state)
+        self._c_list = list(explicit_structure(tableau)[0])
+        self._step_h = make_step_h(tableau, tuple_state=self.tuple_state)
 
     def _traced_step(self, n: int, y: State, func: Callable | None = None) -> State:
         """Step ``n`` from ``t[n]`` to ``t[n + 1]`` with tensor times and step size."""
