@@ -249,6 +249,12 @@ class _ApplyFn(torch.autograd.Function):
         return _ApplyFn.apply(y, weight, spec), 0
 
 
+_NOT_TRACED = (
+    "ConvFFT keeps its spectra on the host and its gradients in a custom Function; measured: "
+    "inductor gave wrong weight gradients for a traced spectral solve followed by a convolution"
+)
+
+
 class ConvFFT(nn.Module):
     r"""The implicit operator :math:`L = K^\top K` of IMEXnet, for a depthwise convolution ``K``.
 
@@ -410,15 +416,14 @@ class ConvFFT(nn.Module):
         self._check_input(x, name, w)
         height, width = x.shape[-2:]
         cd = _compute_dtype(x.dtype, w.dtype)
-        if torch.compiler.is_compiling() or _functorch_C.is_functorch_wrapped_tensor(w):
+        if _functorch_C.is_functorch_wrapped_tensor(w):
             # a weight swapped in by torch.func.functional_call under a transform (its values
-            # exist only inside the transform) or traced by torch.compile (the cache's checks
-            # read the host): its spectrum is computed for this call. The value checks need
-            # one value per entry: not while tracing, nor for weights batched by vmap
-            # (an ensemble of operators), which :meth:`solve` and :meth:`forward` apply by
+            # exist only inside the transform): its spectrum is computed for this call. The
+            # value checks need one value per entry, not so for weights batched by vmap (an
+            # ensemble of operators), which :meth:`solve` and :meth:`forward` apply by
             # differentiable operations.
             _check_weight(w)
-            if not (torch.compiler.is_compiling() or batched(w)):
+            if not batched(w):
                 self._check_values(w.detach())
             return _Spec(self._transform, w.to(cd), height, width)
         if self._stamp != _stamp(w) or not torch.equal(w.detach(), self._snapshot):
@@ -507,6 +512,7 @@ class ConvFFT(nn.Module):
         return g
 
     # -- the operator ---------------------------------------------------------------------------
+    @torch.compiler.disable(reason=_NOT_TRACED)
     def forward(self, y: Tensor) -> Tensor:
         r"""Apply :math:`L = K^\top K` to ``y`` of shape ``(..., C, H, W)``.
 
@@ -526,7 +532,7 @@ class ConvFFT(nn.Module):
         w = self.weight
         cd = _compute_dtype(y.dtype, w.dtype)
         yc, wc = y.to(cd), w.to(cd)
-        if torch.compiler.is_compiling() or batched(w):
+        if batched(w):
             return _like(_spectral_apply(spec, spec.symbol_of(wc), yc), y)
         if forward_mode_active((y, w)) or (
             torch.is_grad_enabled() and (y.requires_grad or w.requires_grad)
@@ -534,6 +540,7 @@ class ConvFFT(nn.Module):
             return _like(_ApplyFn.apply(yc, wc, spec), y)
         return _like(spec.apply(yc), y)
 
+    @torch.compiler.disable(reason=_NOT_TRACED)
     def adjoint(self, z: Tensor) -> Tensor:
         r"""Apply :math:`L^\top`, which is ``L`` itself (:math:`L = K^\top K` is symmetric).
 
@@ -548,6 +555,7 @@ class ConvFFT(nn.Module):
         """
         return self._apply_op(z, self._spec(z, "z"))
 
+    @torch.compiler.disable(reason=_NOT_TRACED)
     def solve(self, r: Tensor, gamma: float | Tensor) -> Tensor:
         r"""Return :math:`(I + \gamma L)^{-1} r` exactly (one forward and one inverse transform).
 
@@ -590,10 +598,9 @@ class ConvFFT(nn.Module):
             return r
         needs = r.requires_grad or w.requires_grad or (isinstance(g, Tensor) and g.requires_grad)
         rc, wc = r.to(cd), w.to(cd)
-        if torch.compiler.is_compiling() or batched(w):
-            # traced, or a weight batched by vmap: differentiable operations that autograd,
-            # inductor and vmap take as they are (dynamo cannot trace the custom Function,
-            # whose forward mode is custom; its vmap rule takes one weight)
+        if batched(w):
+            # a weight batched by vmap: differentiable operations, which vmap takes as they are
+            # (the custom Function's vmap rule takes one weight)
             tr = spec.transform
             scale = torch.reciprocal(1.0 + g * spec.symbol_of(wc))
             return _like(tr.inverse(tr.forward(rc) * scale, spec.height, spec.width), r)
