@@ -17,6 +17,7 @@ torchdiffeq compat module uses it to reproduce torchdiffeq's numbers).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Sequence
 
@@ -27,7 +28,6 @@ from odenet.errors import ArgumentError, NonFiniteStateError, StepSizeError
 from odenet.solvers._controller import (
     AdaptiveOptions,
     Controller,
-    error_ratio,
     error_ratio_tensor,
     host_scalar,
     initial_step,
@@ -431,13 +431,12 @@ class AdaptiveSolve:
 
                     f0s = tuple(x * scale for x in f0)
                 y1, err, k = self.step(Fs, ts, y, f0s, hs)
-                ratio_t = None
-                if diff:
+                with contextlib.nullcontext() if diff else torch.no_grad():
                     ratio_t = error_ratio_tensor(err, y, y1, o.rtol, o.atol, o.norm,
                                                  self.tuple_state)
-                    ratio = abs(host_scalar(ratio_t))
-                else:
-                    ratio = error_ratio(err, y, y1, o.rtol, o.atol, o.norm, self.tuple_state)
+                ratio = abs(host_scalar(ratio_t))
+                if not diff:
+                    ratio_t = None
                 with torch.no_grad():
                     if o.check_finite and math.isfinite(ratio) and not _all_finite(y1):
                         ratio = math.inf

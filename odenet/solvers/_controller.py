@@ -30,7 +30,6 @@ __all__ = [
     "ADAPTIVE_OPTIONS",
     "AdaptiveOptions",
     "Controller",
-    "error_ratio",
     "initial_step",
     "mixed_rms_norm",
     "parse_adaptive_options",
@@ -287,29 +286,6 @@ def parse_adaptive_options(
     return AdaptiveOptions(**kw, interpolate=interpolate)
 
 
-def error_ratio(
-    err: Sequence[Tensor],
-    y0: Sequence[Tensor],
-    y1: Sequence[Tensor],
-    rtol: Sequence,
-    atol: Sequence,
-    norm: Callable | None,
-    tuple_state: bool,
-) -> float:
-    """``norm(err / (atol + rtol · max(|y0|, |y1|)))`` as a float (detached).
-
-    Examples
-    --------
-    >>> import torch
-    >>> from odenet.solvers._controller import error_ratio
-    >>> error_ratio([torch.tensor([1e-3])], [torch.ones(1)], [torch.ones(1)], (1e-3,), (0.0,),
-    ...             None, False)
-    1.0
-    """
-    with torch.no_grad():
-        return abs(host_scalar(error_ratio_tensor(err, y0, y1, rtol, atol, norm, tuple_state)))
-
-
 def host_scalar(t: Tensor) -> float:
     """The value of a 0-d tensor the controller decides on (a norm, a ratio).
 
@@ -342,10 +318,10 @@ def error_ratio_tensor(
     norm: Callable | None,
     tuple_state: bool,
 ) -> Tensor:
-    """:func:`error_ratio` as a tensor that keeps its graph (its absolute value).
-
-    The same arithmetic as :func:`error_ratio`, so that the float of one is the other; used
-    to differentiate through the step sizes (``options['differentiate_steps']``).
+    """``norm(err / (atol + rtol · max(|y0|, |y1|)))``, the step's error ratio, as a tensor
+    (its absolute value is what the controller decides on, through :func:`host_scalar`); it
+    keeps its graph where grad is enabled, to differentiate through the step sizes
+    (``options['differentiate_steps']``).
 
     Examples
     --------
