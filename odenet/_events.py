@@ -107,14 +107,8 @@ def solve_to_event(
     )
     h = scout.direction * opts["step_size"]
     max_steps = opts["max_num_steps"] if opts["max_num_steps_given"] else EVENT_MAX_STEPS
-    kw = {"dtype": time_dtype, "device": t.device}
-    t0 = float(t[0].detach())
-    eps = max(time_resolution(t.dtype), time_resolution(time_dtype))
-    device = comps(y0)[0].device
-    start = Replay(device, _buffers_of(_modules_of(func, implicit)))
+    kw, t0, eps, start, y, g = _search_start(func, implicit, event_fn, t, y0, time_dtype)
     with torch.no_grad():
-        y = detach_state(y0)
-        g = combine_event_fn(event_fn, torch.tensor(t0, **kw), y)
         tn, n = t0, 0
         while True:
             if n >= max_steps:
@@ -144,6 +138,21 @@ def solve_to_event(
     )
     solution = strategy.solve(problem, y0)
     return t_out[1].detach(), solution
+
+
+def _search_start(func: Callable, implicit, event_fn: Callable, t: Tensor, y0: State,
+                  time_dtype: torch.dtype) -> tuple:
+    """What both event searches start from: the time tensors' ``kw``, ``t0``, the time
+    resolution ``eps``, the random-number and buffer state to put back (:class:`Replay`),
+    the detached initial state and the combined event function."""
+    kw = {"dtype": time_dtype, "device": t.device}
+    t0 = float(t[0].detach())
+    eps = max(time_resolution(t.dtype), time_resolution(time_dtype))
+    start = Replay(comps(y0)[0].device, _buffers_of(_modules_of(func, implicit)))
+    with torch.no_grad():
+        y = detach_state(y0)
+        g = combine_event_fn(event_fn, torch.tensor(t0, **kw), y)
+    return kw, t0, eps, start, y, g
 
 
 def _bisect(step: Callable[[float], State], g: Callable, tn: float, h: float, eps: float,
@@ -209,14 +218,8 @@ def solve_to_event_adaptive(
         opts = dataclasses.replace(opts, max_num_steps=EVENT_MAX_STEPS)
     scout = AdaptiveSolve(func, tableau, t.detach(), opts, tuple_state=tuple_state,
                           time_dtype=time_dtype, callbacks=callbacks)
-    kw = {"dtype": time_dtype, "device": t.device}
-    t0 = float(t[0].detach())
-    eps = max(time_resolution(t.dtype), time_resolution(time_dtype))
-    device = comps(y0)[0].device
-    start = Replay(device, _buffers_of(_modules_of(func, None)))
+    kw, t0, eps, start, y, g = _search_start(func, None, event_fn, t, y0, time_dtype)
     with torch.no_grad():
-        y = detach_state(y0)
-        g = combine_event_fn(event_fn, torch.tensor(t0, **kw), y)
 
         def crossed(t1: float, y1: tuple[Tensor, ...]) -> bool:
             return float(g(torch.tensor(t1, **kw), as_state(y1, tuple_state))) <= 0
