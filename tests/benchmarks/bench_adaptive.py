@@ -41,7 +41,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_strategies import interleaved_medians, peak_bytes, sync  # the same measures
+from bench_strategies import measure  # the same measures
 
 FULL = {"batch": 32, "channels": 32, "size": 32, "T": 5.0}
 QUICK = {"batch": 4, "channels": 8, "size": 16, "T": 5.0}
@@ -111,15 +111,10 @@ def worker(names: list[str], mode: str, cfg: dict, repeats: int, threads: int, d
             stats = dict(LAST, total_nfe=f.calls)
         return grads, stats
 
-    for name in names:  # warm-up: kernels, thread pools, caches
-        step(name)
-    sync(dev)
-    if mode == "time":
-        with open(out, "w") as fh:
-            json.dump(interleaved_medians(step, names, repeats, dev), fh)
+    measured = measure(step, names, mode, repeats, dev, out)
+    if measured is None:
         return
-    (name,) = names
-    (grads, stats), peak = peak_bytes(lambda: step(name), dev)
+    (grads, stats), peak = measured
     torch.save([g.detach().cpu() for g in grads], out + ".pt")
     with open(out, "w") as fh:
         json.dump({"peak": peak, "stats": stats, "state": x.numel() * x.element_size()}, fh)

@@ -83,6 +83,21 @@ def peak_bytes(call, dev):
     return result, (_rss_kib("VmHWM") - base) * 1024
 
 
+def measure(step, names: list[str], mode: str, repeats: int, dev, out: str):
+    """A worker's measurement after one warm-up call per contender: ``mode == "time"``
+    writes the interleaved medians of ``step(name)`` to ``out`` and returns None; otherwise
+    (one contender) returns ``(step(name), peak bytes)``."""
+    for name in names:  # warm-up: kernels, thread pools, caches
+        step(name)
+    sync(dev)
+    if mode == "time":
+        with open(out, "w") as fh:
+            json.dump(interleaved_medians(step, names, repeats, dev), fh)
+        return None
+    (name,) = names
+    return peak_bytes(lambda: step(name), dev)
+
+
 def worker(names: list[str], mode: str, repeats: int, threads: int, device: str, out: str) -> None:
     import torch
     import torch.nn.functional as F
@@ -134,15 +149,10 @@ def worker(names: list[str], mode: str, repeats: int, threads: int, device: str,
         loss = y.square().mean()
         return torch.autograd.grad(loss, list(blocks.parameters()))
 
-    for name in names:  # warm-up: kernels, thread pools, caches
-        step(name)
-    sync(dev)
-    if mode == "time":
-        with open(out, "w") as fh:
-            json.dump(interleaved_medians(step, names, repeats, dev), fh)
+    measured = measure(step, names, mode, repeats, dev, out)
+    if measured is None:
         return
-    (name,) = names
-    grads, peak = peak_bytes(lambda: step(name), dev)
+    grads, peak = measured
     torch.save([g.detach().cpu() for g in grads], out + ".pt")
     with open(out, "w") as fh:
         json.dump({"peak": peak}, fh)
