@@ -154,7 +154,6 @@ def test_the_report_section(tmp_path):
 def test_the_gallery_example_and_its_claims():
     """examples/plot_adaptive_gradients.py (quick size): the claims of its text hold on its
     own output."""
-    pytest.importorskip("sklearn")
     import matplotlib
 
     matplotlib.use("Agg")

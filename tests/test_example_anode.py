@@ -8,9 +8,6 @@ import runpy
 import numpy as np
 import pytest
 
-pytest.importorskip("sklearn")
-pytest.importorskip("matplotlib")
-
 EXAMPLE = pathlib.Path(__file__).resolve().parents[1] / "examples" / "plot_anode_reproduction.py"
 
 

@@ -17,9 +17,6 @@ import runpy
 import numpy as np
 import pytest
 
-pytest.importorskip("sklearn")
-pytest.importorskip("matplotlib")
-
 EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
 
 

@@ -10,8 +10,6 @@ import runpy
 import numpy as np
 import pytest
 
-pytest.importorskip("matplotlib")
-
 EXAMPLE = pathlib.Path(__file__).resolve().parents[1] / "examples" / "plot_reversible_memory.py"
 
 
